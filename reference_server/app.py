@@ -1,0 +1,176 @@
+"""Routes of the reference server and ``create_app``.
+
+Clients: ``Authorization: Bearer <token>`` names a client (any token; a real deployment would put
+its own authentication here); a request without one belongs to the one anonymous client. Orders
+are scoped per client.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import errors as E
+from ._body import read_body
+from .batch import BatchRequest, apply_batch, now_iso, parse_batch, parse_json
+from .errors import ApiError, JSONResponse
+from .openapi import build_openapi
+from .settings import Settings
+from .storage import Storage
+from .validation import ItemValidator
+
+ANONYMOUS = ""
+
+
+def client_of(request: Request) -> str:
+    """The client a request belongs to: its bearer token, or the anonymous client."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return "bearer:" + token.strip()
+    return ANONYMOUS
+
+
+def require_json(request: Request) -> None:
+    """415 for a declared Content-Type that is not JSON (none at all is read as JSON)."""
+    ctype = request.headers.get("content-type")
+    if ctype is None:
+        return
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise ApiError(415, E.UNSUPPORTED_MEDIA_TYPE,
+                   f"Content-Type must be application/json, not {media or 'empty'}")
+
+
+class Service:
+    """What the routes need: settings, storage and the compiled validators."""
+
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.validator = ItemValidator()
+        self.openapi = build_openapi(settings)
+
+    async def body(self, request: Request) -> bytes:
+        require_json(request)
+        return await read_body(request, self.settings.max_bytes)
+
+    def run_batch(self, client: str, batch: BatchRequest) -> dict[str, Any]:
+        with self.storage.transaction() as conn:
+            outcome = apply_batch(conn, client, batch.items, self.validator.check_item, atomic=batch.atomic)
+        return outcome.body()
+
+    def run_single(self, client: str, order: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self.storage.transaction() as conn:
+            outcome = apply_batch(conn, client, [order], self.validator.check_order, created_at=now_iso())
+        result = outcome.results[0]
+        if result["status"] == "ok":
+            return 201, result["data"]
+        err = result["error"]
+        status = 409 if err["code"] == E.ALREADY_EXISTS else 422
+        body = {"error": err["code"], "message": err["message"]}
+        if "field" in err:
+            body["field"] = err["field"]
+        return status, body
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+async def create_order(request: Request) -> Response:
+    service = _service(request)
+    doc = parse_json(await service.body(request))
+    if not isinstance(doc, dict):
+        raise ApiError(400, E.INVALID_BODY, "request body must be a JSON object (an order)")
+    err = service.validator.check_order(doc)
+    if err is not None:
+        body = {"error": err["code"], "message": err["message"]}
+        if "field" in err:
+            body["field"] = err["field"]
+        return JSONResponse(body, status_code=422)
+    status, body = await to_thread.run_sync(service.run_single, client_of(request), doc)
+    headers = {"Location": f"/orders/{doc['id']}"} if status == 201 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def read_order(request: Request) -> Response:
+    service = _service(request)
+    order_id = request.path_params["order_id"]
+    if order_id == "batch":  # the batch endpoint is POST only
+        raise HTTPException(405, headers={"Allow": "POST"})
+    order = await to_thread.run_sync(service.storage.get_order, client_of(request), order_id)
+    if order is None:
+        raise ApiError(404, E.NOT_FOUND, f"no order with id '{order_id}'")
+    return JSONResponse(order)
+
+
+async def batch_orders(request: Request) -> Response:
+    service = _service(request)
+    body = await service.body(request)
+    client = client_of(request)
+
+    def work() -> dict[str, Any]:
+        return service.run_batch(client, parse_batch(body, service.settings))
+
+    result = await to_thread.run_sync(work)
+    return JSONResponse(result, status_code=422 if result.get("status") == "failed" else 200)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(_service(request).openapi)
+
+
+ROUTES = [
+    Route("/orders", create_order, methods=["POST"]),
+    Route("/orders/batch", batch_orders, methods=["POST"]),
+    Route("/orders/{order_id:path}", read_order, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
+
+
+def create_app(db_path: str | None = None, *, settings: Settings | None = None) -> Starlette:
+    """The reference server as an ASGI app. ``db_path=None`` uses a fresh temporary database file."""
+    settings = settings or Settings()
+    tmpdir: str | None = None
+    if db_path is None:
+        tmpdir = tempfile.mkdtemp(prefix="batchspec-ref-")
+        db_path = os.path.join(tmpdir, "orders.db")
+    storage = Storage(db_path, busy_timeout_ms=settings.busy_timeout_ms)
+    service = Service(storage, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Seam: background workers (async import jobs) start here and stop after the yield.
+        yield
+        storage.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: E.api_error_handler,
+            HTTPException: E.http_exception_handler,
+            Exception: E.internal_error_handler,
+        },
+    )
+    app.state.service = service
+    app.state.settings = settings
+    app.state.db_path = db_path
+    weakref.finalize(app, storage.close)
+    if tmpdir is not None:
+        weakref.finalize(app, shutil.rmtree, tmpdir, True)
+    return app

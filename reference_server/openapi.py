@@ -1,0 +1,139 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document built from the wire schemas in ``schemas/``."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ._schemas import ID_PREFIX, load_schema
+from .settings import Settings
+
+# Component name of each schema file the API uses.
+COMPONENTS = {
+    "order.schema.json": "Order",
+    "batch-item.schema.json": "BatchItem",
+    "batch-request.schema.json": "BatchRequest",
+    "result.schema.json": "Result",
+    "batch-response.schema.json": "BatchResponse",
+    "error.schema.json": "Error",
+    "job.schema.json": "Job",
+}
+
+
+def _rewrite(node: Any, own: str) -> Any:
+    """Rewrite ``$ref``s (cross-file by ``$id``, or local ``#...``) to ``#/components/schemas/...``."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key in ("$id", "$schema"):
+                continue
+            if key == "$ref" and isinstance(value, str):
+                target, _, fragment = value.partition("#")
+                name = own if not target else COMPONENTS.get(target.removeprefix(ID_PREFIX), target)
+                out[key] = f"#/components/schemas/{name}{fragment}"
+            else:
+                out[key] = _rewrite(value, own)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(v, own) for v in node]
+    return node
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _errors(*codes: tuple[int, str]) -> dict[str, Any]:
+    return {str(status): _json("Error", text) for status, text in codes}
+
+
+def build_openapi(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the reference server for ``settings``' limits."""
+    schemas = {name: _rewrite(copy.deepcopy(load_schema(file)), name) for file, name in COMPONENTS.items()}
+    schemas["StoredOrder"] = {"$ref": "#/components/schemas/Order/$defs/stored"}
+    ops = schemas["BatchRequest"]["properties"]["operations"]
+    ops["maxItems"] = settings.max_items
+    ops["description"] = (f"At most {settings.max_items} items ({settings.atomic_max_items} when "
+                          f"`atomic` is true); an empty array is answered 400 `batch_empty`.")
+    schemas["BatchRequest"]["properties"]["atomic"]["description"] = (
+        "All-or-nothing mode, per request: if any item fails, nothing is applied and the answer is "
+        f"422 with `status: failed`. At most {settings.atomic_max_items} items.")
+    limits = (f"Limits: {settings.max_items} items per batch, {settings.atomic_max_items} per atomic batch, "
+              f"{settings.async_max_items} per async job, {settings.max_bytes} bytes per request body. "
+              f"Idempotency keys are kept {settings.idempotency_retention_seconds} seconds.")
+    batch_errors = _errors(
+        (400, "`malformed_json`, `invalid_body`, `batch_empty` or `duplicate_id` (nothing applied)"),
+        (413, "`batch_too_large` (\"Maximum N items per batch; received M\") or `payload_too_large`"),
+        (415, "`unsupported_media_type`: the body must be application/json"),
+    )
+    security_note = ("Any `Authorization: Bearer <token>` names a client; requests without one belong "
+                     "to one anonymous client. Orders are scoped per client.")
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "batchspec reference server",
+            "version": "0.1.0",
+            "description": f"Orders, single and batch. {limits} {security_note}",
+        },
+        "x-batch": {
+            "max_items": settings.max_items,
+            "atomic_max_items": settings.atomic_max_items,
+            "async_max_items": settings.async_max_items,
+            "max_bytes": settings.max_bytes,
+            "idempotency_retention_seconds": settings.idempotency_retention_seconds,
+        },
+        "paths": {
+            "/orders": {"post": {
+                "operationId": "createOrder",
+                "summary": "Create one order",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Order"}}}},
+                "responses": {
+                    "201": _json("StoredOrder", "The stored order"),
+                    **_errors((400, "`malformed_json` or `invalid_body`"),
+                              (409, "`already_exists`"),
+                              (413, "`payload_too_large`"),
+                              (415, "`unsupported_media_type`"),
+                              (422, "Invalid order: `{error: invalid_<field>|missing_field|unknown_field|"
+                                    "parent_not_found, message, field}`")),
+                },
+            }},
+            "/orders/{id}": {"get": {
+                "operationId": "readOrder",
+                "summary": "Read one order of the calling client",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json("StoredOrder", "The order"),
+                              **_errors((404, "`not_found` (also for another client's order)"))},
+            }},
+            "/orders/batch": {"post": {
+                "operationId": "batchOrders",
+                "summary": "Create orders in a batch (per-item results; optional atomic mode)",
+                "description": (
+                    "Every processed batch answers 200 with one result per item in request order and a "
+                    "summary; valid items are applied, invalid ones have no effect. Items may declare "
+                    "`depends_on` (ids in the same batch): dependencies run first; a failed dependency "
+                    "fails the dependent with `dependency_failed`; unknown ids get `unknown_dependency`, "
+                    "cycles `dependency_cycle`. With `\"atomic\": true` the batch is all-or-nothing "
+                    "(422 `status: failed` when any item fails). "
+                    "Per-item codes: `invalid_<field>`, `missing_field`, `unknown_field`, `already_exists`, "
+                    "`parent_not_found`, `dependency_failed`, `unknown_dependency`, `dependency_cycle`, "
+                    f"`not_applied`. {limits}"),
+                "x-batch-atomic": {"mode": "per-request", "field": "atomic",
+                                   "max_items": settings.atomic_max_items,
+                                   "failure_status": 422, "failure_code": "atomic_batch_failed"},
+                "x-batch-max-items": settings.max_items,
+                "x-batch-max-bytes": settings.max_bytes,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/BatchRequest"}}}},
+                "responses": {
+                    "200": _json("BatchResponse", "Processed: one result per item, in request order"),
+                    "422": {"description": "Atomic batch failed; nothing was applied",
+                            "content": {"application/json": {"schema": {
+                                "$ref": "#/components/schemas/BatchResponse/$defs/atomic_failure"}}}},
+                    **batch_errors,
+                },
+            }},
+        },
+        "components": {"schemas": schemas},
+    }

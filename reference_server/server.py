@@ -1,0 +1,91 @@
+"""Running the reference server: ``serve`` (foreground) and ``start_in_thread`` (embedded)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.applications import Starlette
+
+from .app import create_app
+
+DB_ENV = "BATCHSPEC_REFERENCE_DB"
+
+
+def app_from_env() -> Starlette:
+    """Import-string factory for multi-worker uvicorn: the db path comes from ``BATCHSPEC_REFERENCE_DB``."""
+    return create_app(os.environ.get(DB_ENV) or None)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, db_path: str | None = None, workers: int = 1) -> None:
+    """Run the reference server with uvicorn until interrupted.
+
+    With ``workers > 1`` every worker process opens the same SQLite file (WAL makes that safe);
+    without ``db_path`` a temporary file is created for them to share.
+    """
+    if workers <= 1:
+        uvicorn.run(create_app(db_path), host=host, port=port, log_level="warning")
+        return
+    if db_path is None:
+        import tempfile
+        db_path = os.path.join(tempfile.mkdtemp(prefix="batchspec-ref-"), "orders.db")
+    create_app(db_path)  # create the schema once, before the workers race for it
+    os.environ[DB_ENV] = db_path
+    uvicorn.run("reference_server.server:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="warning")
+
+
+@dataclass
+class RunningServer:
+    """A reference server running in a daemon thread."""
+
+    base_url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+    app: Starlette
+    _stopped: bool = field(default=False, repr=False)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask uvicorn to exit and wait for the thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_in_thread(db_path: str | None = None, host: str = "127.0.0.1", *,
+                    timeout: float = 10.0) -> RunningServer:
+    """Start uvicorn on a free port of ``host`` in a daemon thread; return once it accepts connections."""
+    app = create_app(db_path)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
+
+    def run() -> None:
+        asyncio.run(server.serve(sockets=[sock]))
+
+    thread = threading.Thread(target=run, name=f"batchspec-reference-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the reference server did not start")
+        time.sleep(0.01)
+    shown = f"[{host}]" if ":" in host else host
+    return RunningServer(base_url=f"http://{shown}:{port}", server=server, thread=thread, app=app)
