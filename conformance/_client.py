@@ -1,0 +1,331 @@
+"""The HTTP side of the kit: one client per check, every exchange kept as redacted evidence."""
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+import threading
+import time
+from typing import Any, Iterable
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from ._envelope import Envelope
+from ._model import Exchange
+from ._profile import Profile
+
+REDACTED = "<redacted>"
+SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"}
+MAX_EVIDENCE_BODY = 4000
+
+
+class SetupError(Exception):
+    """The kit could not set up a check (ERROR, never a FAIL of the rule)."""
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str], extra_headers: Iterable[str] = ()):
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # A bearer token can appear without its scheme: redact the bare token too.
+        for s in list(self.secrets):
+            if " " in s:
+                tail = s.split(" ", 1)[1]
+                if len(tail) >= 4:
+                    self.secrets.append(tail)
+        self.headers = SENSITIVE_HEADERS | {h.lower() for h in extra_headers}
+
+    def text(self, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for s in self.secrets:
+            if s in value:
+                value = value.replace(s, REDACTED)
+        return value
+
+    def header_map(self, headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in headers:
+            out[k] = REDACTED if k.lower() in self.headers else (self.text(v) or "")
+        return out
+
+
+def _body_text(content: bytes | None) -> str | None:
+    if content is None or content == b"":
+        return None
+    text = content[:MAX_EVIDENCE_BODY].decode("utf-8", errors="replace")
+    if len(content) > MAX_EVIDENCE_BODY:
+        text += f"... ({len(content)} bytes in all)"
+    return text
+
+
+def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: set[str]) -> str:
+    """A curl line that replays the request; secrets come from environment variables."""
+    parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
+    for k, v in headers.items():
+        if k.lower() in ("content-length", "host", "accept-encoding", "connection", "user-agent"):
+            continue
+        if k.lower() in sensitive:
+            var = "BATCHSPEC_" + "".join(c if c.isalnum() else "_" for c in k.upper())
+            parts += ["-H", f'"{k}: ${var}"']
+        else:
+            parts += ["-H", shlex.quote(f"{k}: {v}")]
+    if body:
+        if len(body) > MAX_EVIDENCE_BODY:
+            parts += ["--data-binary", "@body.json", f"# body of {len(body)} bytes not inlined"]
+        else:
+            parts += ["--data-binary", shlex.quote(body.decode("utf-8", errors="replace"))]
+    return " ".join(parts)
+
+
+class _Pacer:
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate and rate > 0 else 0.0
+        self.lock = threading.Lock()
+        self.next_at = 0.0
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            at = max(now, self.next_at)
+            self.next_at = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
+class Session:
+    """What all checks of a run share: the profile, the httpx client(s), the pace, the redactor."""
+
+    def __init__(self, profile: Profile, transport: httpx.BaseTransport | None = None):
+        self.profile = profile
+        self.transport = transport
+        t = profile.target
+        verify: Any = t.get("verify_tls", True)
+        if verify and t.get("ca_bundle"):
+            verify = t["ca_bundle"]
+        self.timeout = float(t.get("timeout") or 10)
+        self.client = httpx.Client(
+            base_url=profile.base_url,
+            timeout=httpx.Timeout(self.timeout),
+            verify=verify,
+            follow_redirects=False,
+            transport=transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        self.pacer = _Pacer(float(t.get("pace") or 0))
+        self.redactor = Redactor(profile.secrets(), t.get("redact") or [])
+        self.envelope = Envelope(profile.envelope, profile.get("items.id_field", "id"))
+
+    @property
+    def in_process(self) -> bool:
+        return self.transport is not None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Target:
+    """One check's view of the target. Every call returns an httpx.Response; every exchange is kept."""
+
+    def __init__(self, session: Session, evidence: list[Exchange], credential: str = "primary"):
+        self.session = session
+        self.profile = session.profile
+        self.evidence = evidence
+        self.credential = credential
+        self._lock = threading.Lock()
+
+    # -- configuration ------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return self.profile.base_url
+
+    @property
+    def in_process(self) -> bool:
+        return self.session.in_process
+
+    @property
+    def envelope(self) -> Envelope:
+        return self.session.envelope
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.credential == "second":
+            return dict(self.profile.target.get("second_credential") or {})
+        return dict(self.profile.target.get("headers") or {})
+
+    def as_client(self, which: str = "second") -> "Target":
+        if which == "second" and not self.profile.target.get("second_credential"):
+            import pytest
+
+            pytest.skip("profile declares no target.second_credential")
+        return Target(self.session, self.evidence, which)
+
+    def endpoint(self, name: str) -> dict[str, Any]:
+        ep = self.profile.get(f"endpoints.{name}")
+        if not ep:
+            import pytest
+
+            pytest.skip(f"profile declares no endpoints.{name}")
+        return ep
+
+    def url_for(self, name: str, **params: Any) -> str:
+        from urllib.parse import quote
+
+        path = self.endpoint(name)["path"]
+        for k, v in params.items():
+            path = path.replace("{" + k + "}", quote(str(v), safe=""))
+        return path
+
+    # -- requests -----------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | Iterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        note: str | None = None,
+        auth: bool = True,
+    ) -> httpx.Response:
+        hdrs: dict[str, str] = {}
+        if auth:
+            hdrs.update(self.auth_headers())
+        if json_body is not None:
+            content = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            hdrs.setdefault("Content-Type", self.envelope.content_type)
+        hdrs.update(headers or {})
+        retries = int(self.profile.target.get("retry_after_max", 3))
+        url = path
+        for attempt in range(retries + 1):
+            resp = self._send(method, url, hdrs, content, params, timeout, note)
+            if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                target = urljoin(str(resp.request.url), resp.headers["location"])
+                if urlsplit(target).netloc != urlsplit(str(resp.request.url)).netloc:
+                    self._note(f"redirect to another host not followed: {self.session.redactor.text(target)}")
+                    return resp
+                url = target
+                continue
+            if resp.status_code in (429, 503) and "retry-after" in resp.headers and attempt < retries:
+                wait = _retry_after_seconds(resp.headers["retry-after"])
+                if wait is None:
+                    return resp
+                wait = min(wait, float(self.profile.target.get("max_retry_wait", 10)))
+                self._note(f"{resp.status_code} with Retry-After: waited {wait:.1f}s before retrying")
+                time.sleep(wait)
+                continue
+            return resp
+        return resp
+
+    def _note(self, text: str) -> None:
+        with self._lock:
+            if self.evidence:
+                self.evidence[-1].note = ((self.evidence[-1].note or "") + " " + text).strip()
+
+    def _send(self, method, url, headers, content, params, timeout, note) -> httpx.Response:
+        s = self.session
+        s.pacer.wait()
+        body_bytes = content if isinstance(content, (bytes, bytearray)) else None
+        req = s.client.build_request(method, url, headers=headers, content=content, params=params,
+                                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        red = s.redactor
+        ex = Exchange(
+            method=method,
+            url=red.text(str(req.url)) or "",
+            request_headers=red.header_map(req.headers.items()),
+            request_body=red.text(_body_text(body_bytes)) if body_bytes is not None
+            else ("<streamed body>" if content is not None else None),
+            curl=red.text(curl_command(method, str(req.url), dict(req.headers.items()),
+                                       bytes(body_bytes) if body_bytes is not None else None, red.headers)) or "",
+            note=note,
+        )
+        start = time.perf_counter()
+        try:
+            resp = s.client.send(req)
+            resp.read()
+        except httpx.HTTPError as exc:
+            ex.elapsed_ms = round((time.perf_counter() - start) * 1000, 1)
+            ex.error = f"{type(exc).__name__}: {red.text(str(exc)) or 'no detail'}"
+            with self._lock:
+                self.evidence.append(ex)
+            raise
+        ex.elapsed_ms = round((time.perf_counter() - start) * 1000, 1)
+        ex.status = resp.status_code
+        ex.response_headers = red.header_map(resp.headers.items())
+        ex.response_body = red.text(_body_text(resp.content))
+        with self._lock:
+            self.evidence.append(ex)
+        return resp
+
+    def call(self, name: str, *, json_body: Any = None, headers: dict[str, str] | None = None,
+             path_params: dict[str, Any] | None = None, content: bytes | None = None,
+             timeout: float | None = None, note: str | None = None) -> httpx.Response:
+        """Call a declared endpoint: its method, path template, fixed query, headers and body members."""
+        ep = self.endpoint(name)
+        hdrs = dict(ep.get("headers") or {})
+        hdrs.update(headers or {})
+        if isinstance(json_body, dict) and ep.get("body"):
+            merged = copy.deepcopy(ep["body"])
+            merged.update(json_body)
+            json_body = merged
+        return self.request(
+            ep.get("method", "POST"),
+            self.url_for(name, **(path_params or {})),
+            json_body=json_body,
+            content=content,
+            headers=hdrs,
+            params=ep.get("query") or None,
+            timeout=timeout,
+            note=note,
+        )
+
+    def batch(self, items: list[Any], *, headers: dict[str, str] | None = None,
+              extra: dict[str, Any] | None = None, endpoint: str = "batch", note: str | None = None,
+              timeout: float | None = None) -> httpx.Response:
+        return self.call(endpoint, json_body=self.envelope.body(items, extra), headers=headers,
+                         note=note, timeout=timeout)
+
+    def atomic(self, items: list[Any], **kw: Any) -> httpx.Response:
+        return self.batch(items, endpoint="atomic", **kw)
+
+    def single(self, item: dict[str, Any], **kw: Any) -> httpx.Response:
+        return self.call("single", json_body=item, **kw)
+
+    def read(self, item_id: Any, **kw: Any) -> httpx.Response:
+        return self.call("read", path_params={"id": item_id}, **kw)
+
+    def exists(self, item_id: Any) -> bool:
+        """Whether the read endpoint shows the item (2xx), 404/410 meaning absent."""
+        resp = self.read(item_id, note="read back")
+        if resp.status_code in (404, 410):
+            return False
+        if 200 <= resp.status_code < 300:
+            return True
+        raise SetupError(f"read endpoint answered {resp.status_code} for {item_id!r}")
+
+    def read_json(self, item_id: Any) -> Any:
+        resp = self.read(item_id, note="read back")
+        if resp.status_code in (404, 410):
+            return None
+        if not 200 <= resp.status_code < 300:
+            raise SetupError(f"read endpoint answered {resp.status_code} for {item_id!r}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise SetupError("read endpoint did not answer JSON") from None
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,211 @@
+"""The one engine: a run is a pytest session over `conformance.suites` with the plugin active."""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import importlib.resources
+import io
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from . import _catalogue
+from ._client import Session
+from ._model import CheckOutcome, RuleResult, RunReport, Verdict, worst
+from ._profile import Profile
+
+REPORT_SCHEMA_VERSION = "1.0"
+
+
+def tool_version() -> str:
+    try:
+        return importlib.metadata.version("batchspec")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+checkout"
+
+
+@dataclass
+class RunContext:
+    """Everything one run needs and produces; shared by the CLI, plain pytest and the kit's tests."""
+
+    profile: Profile
+    transport: httpx.BaseTransport | None = None
+    strict: bool = False
+    classes: list[str] | None = None
+    rules: list[str] | None = None
+    report_dir: str | None = None
+    waivers: list[dict[str, Any]] | None = None
+    waivers_source: str | None = None
+    progress: Callable[[CheckOutcome], None] | None = None
+    run_id: str = ""
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    checked_rules: set[str] = field(default_factory=set)
+    preflight: dict[str, Any] = field(default_factory=dict)
+    report: RunReport | None = None
+    started_at: str = ""
+    t0: float = 0.0
+    _session: Session | None = None
+
+    def __post_init__(self) -> None:
+        from .checks import new_run_id
+
+        self.run_id = self.run_id or new_run_id()
+        self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.t0 = time.monotonic()
+        if self.classes:
+            self.classes = [c.upper() for c in self.classes]
+        if self.rules:
+            self.rules = [r.upper() for r in self.rules]
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(self.profile, self.transport)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+    # -- selection ----------------------------------------------------------
+    def declared(self, rule: _catalogue.Rule) -> bool:
+        return rule.cls in self.profile.classes
+
+    def selected(self, rule: _catalogue.Rule) -> bool:
+        if self.rules and rule.id not in self.rules:
+            return False
+        if self.classes and rule.cls not in self.classes:
+            return False
+        return True
+
+    # -- aggregation --------------------------------------------------------
+    def build_report(self) -> RunReport:
+        cat = _catalogue.load()
+        by_rule: dict[str, list[CheckOutcome]] = {}
+        for o in self.outcomes:
+            by_rule.setdefault(o.rule_id, []).append(o)
+        results = []
+        pre_ok = self.preflight.get("ok", True)
+        for rule in cat.rules:
+            outs = by_rule.get(rule.id, [])
+            if not self.declared(rule):
+                verdict, reason = Verdict.SKIP, f"class {rule.cls} not declared by the profile"
+            elif not self.selected(rule):
+                verdict, reason = Verdict.SKIP, "not selected (--class/--rule)"
+            elif rule.pending or rule.id not in self.checked_rules:
+                verdict, reason = Verdict.PENDING, "no check for this rule yet"
+            elif not pre_ok:
+                verdict, reason = Verdict.ERROR, "preflight failed: " + self.preflight.get("reason", "")
+            elif not outs:
+                verdict, reason = Verdict.ERROR, "its checks did not run"
+            else:
+                verdict = worst([o.verdict for o in outs])
+                deciding = [o for o in outs if o.verdict == verdict]
+                reason = "; ".join(dict.fromkeys(o.reason for o in deciding if o.reason))
+                if verdict == Verdict.PASS and not reason:
+                    reason = f"{len(outs)} check(s) passed"
+            results.append(
+                RuleResult(
+                    id=rule.id, cls=rule.cls, level=rule.level, title=rule.title,
+                    rationale=rule.rationale, seed=rule.seed, verdict=verdict, reason=reason,
+                    checks=sorted(outs, key=lambda o: o.nodeid),
+                )
+            )
+        finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        target = self.profile.base_url
+        report = RunReport(
+            schema_version=REPORT_SCHEMA_VERSION,
+            tool_version=tool_version(),
+            target=self.session.redactor.text(target) or target,
+            profile=self.profile.source,
+            started_at=self.started_at,
+            finished_at=finished,
+            duration_s=round(time.monotonic() - self.t0, 3),
+            strict=self.strict,
+            classes_declared=self.profile.classes,
+            rules=results,
+            preflight=self.preflight,
+            settings={
+                "run_id": self.run_id,
+                "verify_tls": bool(self.profile.target.get("verify_tls", True)),
+                "timeout_s": self.profile.target.get("timeout"),
+                "pace_rps": self.profile.target.get("pace"),
+                "selected_classes": self.classes or [],
+                "selected_rules": self.rules or [],
+                "in_process": self.transport is not None,
+            },
+        )
+        if not report.settings["verify_tls"]:
+            report.notes.append("TLS verification was turned OFF by the profile.")
+        if self.waivers is not None:
+            from . import _waivers
+
+            _waivers.apply(report, self.waivers, source=self.waivers_source)
+        return report
+
+
+class _Inject:
+    """Hands a prepared RunContext to the plugin of a nested pytest session."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        from .plugin import CTX
+
+        config.stash[CTX] = self.ctx
+
+
+def pytest_args(ctx: RunContext, extra: list[str] | None = None) -> list[str]:
+    ini = importlib.resources.files("conformance").joinpath("_pytest.ini")
+    suites = Path(str(importlib.resources.files("conformance").joinpath("suites")))
+    return [
+        str(suites),
+        "-c", str(ini),
+        "--rootdir", str(suites),
+        "-p", "no:batchspec",
+        "-p", "conformance.plugin",
+        "-p", "no:cacheprovider",
+        "-p", "no:terminal",
+        "-p", "no:xdist",
+        "-p", "no:randomly",
+        "-W", "ignore",
+        "--capture=no",
+        *(extra or []),
+    ]
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+def run(
+    profile: Profile,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    classes: list[str] | None = None,
+    rules: list[str] | None = None,
+    strict: bool = False,
+    report_dir: str | Path | None = None,
+    waivers: list[dict[str, Any]] | None = None,
+    waivers_source: str | None = None,
+    progress: Callable[[CheckOutcome], None] | None = None,
+) -> RunReport:
+    """Run the suites against the profile's target and return the report (written if report_dir)."""
+    ctx = RunContext(
+        profile=profile, transport=transport, strict=strict, classes=classes, rules=rules,
+        report_dir=str(report_dir) if report_dir else None, waivers=waivers,
+        waivers_source=waivers_source, progress=progress,
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = pytest.main(pytest_args(ctx), plugins=[_Inject(ctx)])
+    if ctx.report is None:
+        raise EngineError(f"the engine did not produce a report (pytest exit {int(code)}): {out.getvalue()[-2000:]}")
+    return ctx.report

@@ -1,0 +1,246 @@
+"""Profiles (SPEC §3): YAML describing a target, validated, with ${ENV} interpolation."""
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib.resources
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from . import _schemas
+
+PROFILE_SCHEMA = "profile.schema.json"
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MISSING = object()
+
+ENVELOPE_DEFAULTS: dict[str, Any] = {
+    "request_items": "/operations",
+    "results": "/results",
+    "correlation": "id",
+    "result_id": "/id",
+    "result_status": "/status",
+    "ok_values": ["ok"],
+    "error_values": ["error"],
+    "data": "/data",
+    "error": "/error",
+    "error_code": "/error/code",
+    "error_message": "/error/message",
+    "summary": {},
+    "codes": {},
+    "content_type": "application/json",
+}
+TARGET_DEFAULTS: dict[str, Any] = {
+    "headers": {},
+    "timeout": 10.0,
+    "verify_tls": True,
+    "ca_bundle": None,
+    "pace": 0,
+    "retry_after_max": 3,
+    "max_retry_wait": 10.0,
+    "redact": [],
+}
+
+
+class ProfileError(Exception):
+    """A profile that cannot be used; the message names the field and, where known, the line."""
+
+
+def _line_map(text: str) -> dict[tuple[Any, ...], int]:
+    """JSON path of every mapping key and sequence entry -> 1-based line in the YAML text."""
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                lines[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[path + (i,)] = v.start_mark.line + 1
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _interpolate(node: Any, env: Mapping[str, str], path: tuple[Any, ...], where: dict) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env, path + (k,), where) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env, path + (i,), where) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            line = where.get(path)
+            raise ProfileError(
+                f"{_dotted(path)}"
+                + (f" (line {line})" if line else "")
+                + f": environment variable {name} is not set"
+            )
+
+        return _ENV.sub(sub, node)
+    return node
+
+
+def _schema_message(err: Any, lines: dict, schema: dict) -> str:
+    path = tuple(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = set(err.schema.get("properties", {}))
+        extra = sorted(k for k in err.instance if k not in allowed)
+        if extra:
+            key = extra[0]
+            line = lines.get(path + (key,))
+            hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+            where = _dotted(path + (key,))
+            return (
+                f"{where}" + (f" (line {line})" if line else "")
+                + f": unknown key '{key}'"
+                + (f"; did you mean '{hint[0]}'?" if hint else f"; allowed here: {', '.join(sorted(allowed))}")
+            )
+    line = lines.get(path)
+    return f"{_dotted(path)}" + (f" (line {line})" if line else "") + f": {err.message}"
+
+
+def _merge(defaults: dict, given: dict | None) -> dict:
+    out = copy.deepcopy(defaults)
+    for k, v in (given or {}).items():
+        out[k] = v
+    return out
+
+
+@dataclass
+class Profile:
+    """A validated profile, defaults applied. `data` is plain JSON-like data."""
+
+    data: dict[str, Any]
+    source: str = "<memory>"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    # -- access -------------------------------------------------------------
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node or node[part] is None:
+                return default
+            node = node[part]
+        return node
+
+    def has(self, dotted: str) -> bool:
+        return self.get(dotted, _MISSING) is not _MISSING
+
+    def require(self, *dotted: str) -> None:
+        """Skip the calling check when the profile does not declare what it needs."""
+        import pytest
+
+        for d in dotted:
+            if not self.has(d):
+                pytest.skip(f"profile declares no {d}")
+
+    @property
+    def base_url(self) -> str:
+        return str(self.data["target"]["base_url"]).rstrip("/")
+
+    @property
+    def classes(self) -> list[str]:
+        declared = list(self.data.get("classes") or [])
+        return ["CORE"] + [c for c in declared if c != "CORE"]
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        return self.data["envelope"]
+
+    @property
+    def target(self) -> dict[str, Any]:
+        return self.data["target"]
+
+    def with_base_url(self, url: str) -> "Profile":
+        data = copy.deepcopy(self.data)
+        data["target"]["base_url"] = url.rstrip("/")
+        return Profile(data, self.source, dict(self.overrides, base_url=url))
+
+    def secrets(self) -> list[str]:
+        """Every header value of the profile: never to appear in a report or a log."""
+        out = []
+        for key in ("headers", "second_credential"):
+            out.extend(v for v in (self.target.get(key) or {}).values() if v)
+        for ep in (self.data.get("endpoints") or {}).values():
+            out.extend(v for v in ((ep or {}).get("headers") or {}).values() if v)
+        return [s for s in out if len(s) >= 4]
+
+
+def from_data(data: dict[str, Any], source: str = "<memory>", lines: dict | None = None) -> Profile:
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: a profile is a YAML mapping, got {type(data).__name__}")
+    schema = _schemas.load_all()[PROFILE_SCHEMA]
+    errs = sorted(_schemas.validator(PROFILE_SCHEMA).iter_errors(data), key=lambda e: e.path)
+    if errs:
+        # The most specific error first: it is the one a user can act on.
+        best = max(errs, key=lambda e: len(e.absolute_path))
+        raise ProfileError(f"{source}: {_schema_message(best, lines, schema)}")
+    data = copy.deepcopy(data)
+    data["target"] = _merge(TARGET_DEFAULTS, data.get("target"))
+    env = _merge(ENVELOPE_DEFAULTS, data.get("envelope"))
+    data["envelope"] = env
+    data.setdefault("items", {})
+    data["items"].setdefault("id_field", "id")
+    data.setdefault("classes", ["CORE"])
+    return Profile(data, source)
+
+
+def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Profile:
+    env = os.environ if env is None else env
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ProfileError(f"{source}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    lines = _line_map(text)
+    try:
+        data = _interpolate(raw, env, (), lines)
+    except ProfileError as exc:
+        raise ProfileError(f"{source}: {exc}") from None
+    return from_data(data, source, lines)
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Profile:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(f"{p}: no such profile file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{p}: cannot read the profile: {exc}") from None
+    return loads(text, str(p), env)
+
+
+def bundled_text(name: str = "reference") -> str:
+    return importlib.resources.files("conformance").joinpath(f"profiles/{name}.yaml").read_text("utf-8")
+
+
+def bundled(name: str = "reference", env: Mapping[str, str] | None = None) -> Profile:
+    return loads(bundled_text(name), f"bundled {name} profile", env)

@@ -1,0 +1,275 @@
+"""The pytest plugin: options, the `rule` marker, fixtures, verdicts, preflight and reports.
+
+It is inert unless a run context exists: one injected by `conformance.run()` (the CLI) or one
+built from `--target`/`--profile` (plain `pytest --pyargs conformance ...`).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from . import _catalogue
+from ._client import SetupError, Target
+from ._engine import RunContext
+from ._envelope import json_of
+from ._model import CheckOutcome, Exchange, Verdict
+from ._profile import ProfileError, bundled, load
+from .checks import ItemFactory, RuleViolation
+
+CTX = pytest.StashKey[RunContext]()
+EVIDENCE = pytest.StashKey[list]()
+FIGURES = pytest.StashKey[dict]()
+RECORDED = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("batchspec", "batchspec conformance kit")
+    g.addoption("--target", action="store", default=None, help="Base URL of the target (overrides the profile's).")
+    g.addoption("--profile", action="store", default=None, help="Profile YAML (default: the bundled reference profile).")
+    g.addoption("--batchspec-strict", dest="bs_strict", action="store_true", default=False, help="SHOULD rules that fail are FAIL, not WARN (the CLI's --strict).")
+    g.addoption("--report-dir", action="store", default=None, help="Write junit.xml, report.json, report.md, report.html here.")
+    g.addoption("--class", dest="bs_classes", action="append", default=None, help="Only this rule class (repeatable).")
+    g.addoption("--rule", dest="bs_rules", action="append", default=None, help="Only this rule id (repeatable).")
+    g.addoption("--waivers", action="store", default=None, help="YAML file of accepted deviations.")
+
+
+def _context(config: pytest.Config) -> RunContext | None:
+    return config.stash.get(CTX, None)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "rule(id): the catalogue rule this check verifies")
+    if _context(config) is not None:
+        return
+    url = config.getoption("--target", None)
+    path = config.getoption("--profile", None)
+    if not url and not path:
+        return
+    try:
+        profile = load(path) if path else bundled()
+    except ProfileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if url:
+        profile = profile.with_base_url(url)
+    waivers = None
+    wpath = config.getoption("--waivers", None)
+    if wpath:
+        from . import _waivers
+
+        try:
+            waivers = _waivers.load(wpath)
+        except _waivers.WaiverError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    config.stash[CTX] = RunContext(
+        profile=profile,
+        strict=config.getoption("bs_strict"),
+        classes=config.getoption("bs_classes"),
+        rules=config.getoption("bs_rules"),
+        report_dir=config.getoption("--report-dir"),
+        waivers=waivers,
+        waivers_source=wpath,
+    )
+
+
+def rule_of(item: pytest.Item) -> str | None:
+    m = item.get_closest_marker("rule")
+    return str(m.args[0]).upper() if m and m.args else None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    ctx = _context(config)
+    if ctx is None:
+        return
+    cat = _catalogue.load()
+    keep, drop = [], []
+    for item in items:
+        rid = rule_of(item)
+        if rid is None or rid not in cat:
+            raise pytest.UsageError(f"{item.nodeid}: a check must carry @pytest.mark.rule with a catalogue id (got {rid!r})")
+        ctx.checked_rules.add(rid)
+        rule = cat.get(rid)
+        (keep if ctx.declared(rule) and ctx.selected(rule) and not rule.pending else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
+def _preflight(ctx: RunContext) -> dict[str, Any]:
+    evidence: list[Exchange] = []
+    target = Target(ctx.session, evidence)
+    factory = ItemFactory(ctx.profile, ctx.run_id)
+    base = ctx.profile.base_url
+    info: dict[str, Any] = {"ok": False, "evidence": evidence}
+    try:
+        resp = target.batch(factory.valid(1), note="preflight: one small valid batch")
+    except httpx.ConnectError as exc:
+        info.update(unreachable=True, reason=f"cannot connect to {base}: {exc or 'connection refused'}")
+        return info
+    except httpx.TimeoutException:
+        info.update(unreachable=True, reason=f"{base} did not answer within {ctx.session.timeout:g}s")
+        return info
+    except httpx.HTTPError as exc:
+        info.update(unreachable=True, reason=f"cannot reach {base}: {type(exc).__name__}: {exc}")
+        return info
+    status = resp.status_code
+    if status in (401, 403):
+        info["reason"] = f"the batch endpoint refused the profile's credentials ({status}); check target.headers"
+    elif status == 404:
+        info["reason"] = f"the batch endpoint {resp.request.url} does not exist (404); check endpoints.batch"
+    elif status == 405:
+        info["reason"] = f"the batch endpoint does not take {resp.request.method} (405); check endpoints.batch.method"
+    elif not 200 <= status < 300:
+        info["reason"] = f"one small valid batch got {status}; check endpoints.batch and items.valid"
+    elif json_of(resp) is None:
+        info["reason"] = "one small valid batch got a body that is not JSON"
+    else:
+        info["ok"] = True
+        info["reason"] = f"one small valid batch got {status} with JSON"
+    return info
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    ctx = _context(session.config)
+    if ctx is None:
+        return None
+    pre = _preflight(ctx)
+    ctx.preflight = {k: v for k, v in pre.items() if k != "evidence"}
+    ctx.preflight["evidence"] = [e.to_dict() for e in pre["evidence"]]
+    if not pre["ok"]:
+        return True  # no check runs against a target that cannot take one batch
+    return None
+
+
+# -- fixtures ----------------------------------------------------------------
+
+def _ctx_or_skip(request: pytest.FixtureRequest) -> RunContext:
+    ctx = _context(request.config)
+    if ctx is None:
+        pytest.skip("batchspec: no target (use --target URL or --profile FILE)")
+    return ctx
+
+
+@pytest.fixture
+def profile(request: pytest.FixtureRequest):
+    return _ctx_or_skip(request).profile
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> list[Exchange]:
+    return request.node.stash.setdefault(EVIDENCE, [])
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest, evidence: list[Exchange]) -> Target:
+    return Target(_ctx_or_skip(request).session, evidence)
+
+
+@pytest.fixture
+def envelope(request: pytest.FixtureRequest):
+    return _ctx_or_skip(request).session.envelope
+
+
+@pytest.fixture
+def items(request: pytest.FixtureRequest) -> ItemFactory:
+    ctx = _ctx_or_skip(request)
+    return ItemFactory(ctx.profile, ctx.run_id, request.node.name)
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Numbers a check wants in the report (PERF ratios, timings)."""
+    return request.node.stash.setdefault(FIGURES, {})
+
+
+@pytest.fixture
+def run_context(request: pytest.FixtureRequest) -> RunContext:
+    return _ctx_or_skip(request)
+
+
+# -- verdicts ----------------------------------------------------------------
+
+def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, ctx: RunContext) -> CheckOutcome | None:
+    rid = rule_of(item)
+    if rid is None:
+        return None
+    rule = _catalogue.load().get(rid)
+    doc = (getattr(item, "obj", None).__doc__ or "").strip() if getattr(item, "obj", None) else ""
+    out = CheckOutcome(
+        nodeid=item.nodeid, name=item.name, rule_id=rid, verdict=Verdict.PASS,
+        requirement=doc.splitlines()[0] if doc else rule.requirement,
+        duration_s=rep.duration,
+        evidence=list(item.stash.get(EVIDENCE, [])),
+        figures=dict(item.stash.get(FIGURES, {})),
+    )
+    if rep.passed:
+        return out
+    if rep.skipped:
+        out.verdict = Verdict.SKIP
+        longrepr = rep.longrepr
+        out.reason = str(longrepr[2]).removeprefix("Skipped: ") if isinstance(longrepr, tuple) else str(longrepr)
+        return out
+    exc = call.excinfo.value if call.excinfo else None
+    if rep.when == "call" and isinstance(exc, AssertionError):
+        out.verdict = Verdict(_catalogue.violation_verdict(rule.level, ctx.strict))
+        if isinstance(exc, RuleViolation):
+            out.reason, out.expected, out.seen = exc.message, exc.expected, exc.seen
+        else:
+            out.reason = str(exc).split("\nassert ")[0] or "assertion failed"
+        return out
+    out.verdict = Verdict.ERROR
+    if isinstance(exc, SetupError):
+        out.reason = f"setup failed: {exc}"
+    elif isinstance(exc, httpx.TimeoutException):
+        out.reason = f"the target did not answer within the timeout ({type(exc).__name__})"
+    elif isinstance(exc, httpx.HTTPError):
+        out.reason = f"HTTP failure talking to the target: {type(exc).__name__}: {exc}"
+    elif exc is not None:
+        out.reason = f"the check could not be evaluated: {type(exc).__name__}: {exc}"
+    else:
+        out.reason = "the check could not be evaluated"
+    out.reason = ctx.session.redactor.text(out.reason) or ""
+    return out
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    result = yield
+    ctx = _context(item.config)
+    if ctx is None:
+        return
+    rep: pytest.TestReport = result.get_result()
+    if item.stash.get(RECORDED, False):
+        return
+    if rep.when == "setup" and rep.passed:
+        return
+    if rep.when == "teardown" and rep.passed:
+        return
+    out = _outcome(item, call, rep, ctx)
+    if out is None:
+        return
+    item.stash[RECORDED] = True
+    ctx.outcomes.append(out)
+    if ctx.progress:
+        ctx.progress(out)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    ctx = _context(session.config)
+    if ctx is None:
+        return
+    try:
+        ctx.report = ctx.build_report()
+        if ctx.report_dir:
+            from .reports import write_all
+
+            write_all(ctx.report, ctx.report_dir, ctx.profile.secrets())
+    finally:
+        ctx.close()
+    if ctx.report is not None:
+        code = ctx.report.exit_code()
+        session.exitstatus = {0: pytest.ExitCode.OK, 1: pytest.ExitCode.TESTS_FAILED}.get(code, code)

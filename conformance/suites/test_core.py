@@ -1,0 +1,205 @@
+"""CORE — envelope and per-item results (always on). SPEC §4."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from conformance import _schemas
+from conformance.checks import (
+    canonical_results, expect, is_json_content_type, mixed_batch, response_json, setup_ok, short,
+)
+
+MACHINE_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]*$")
+
+
+@pytest.mark.rule("CORE-01")
+def test_valid_batch_gets_2xx_and_json(target, items):
+    """CORE-01 MUST: a well-formed batch of valid items gets a 2xx (not 207) and a JSON body."""
+    resp = target.batch(items.valid(3))
+    expect(200 <= resp.status_code < 300 and resp.status_code != 207,
+           "a batch of valid items did not get a 2xx (207 does not count)",
+           expected="2xx other than 207", seen=resp.status_code)
+    response_json(resp, "the batch response")
+
+
+@pytest.mark.rule("CORE-02")
+def test_one_result_per_item(target, items, envelope):
+    """CORE-02 MUST: exactly one result per item, each echoing its item's `id`; none missing, duplicated, invented."""
+    mixed = mixed_batch(items, 3, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    response_json(resp)
+    results = envelope.results(resp)
+    expect(len(results) == len(mixed.items), "the number of results differs from the number of items",
+           expected=f"{len(mixed.items)} results", seen=f"{len(results)} results")
+    if envelope.m.get("correlation") == "position":
+        return  # results carry no id; CORE-09 checks length and order
+    ids = [r.id for r in results]
+    dup = [i for i, n in Counter(ids).items() if n > 1]
+    missing = [i for i in mixed.ids if i not in ids]
+    invented = [i for i in ids if i not in mixed.ids]
+    expect(not dup, "an item has more than one result", expected="one result per id", seen=f"duplicated: {dup}")
+    expect(not missing, "an item has no result echoing its id", expected=mixed.ids, seen=f"missing: {missing}")
+    expect(not invented, "a result carries an id that no item had", expected=mixed.ids, seen=f"invented: {invented}")
+
+
+@pytest.mark.rule("CORE-03")
+def test_result_status_and_payload(target, items, envelope):
+    """CORE-03 MUST: each result has `status` ok or error; ok carries `data`, error carries `error`."""
+    mixed = mixed_batch(items, 3, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    results = envelope.results(response_json(resp))
+    expect(results, "the response holds no results", expected="one result per item", seen=short(resp.text))
+    for r in results:
+        expect(r.ok is not None, f"result {r.id!r} has a status that is neither ok nor error",
+               expected=f"one of {envelope.m['ok_values'] + envelope.m['error_values']}", seen=r.status)
+        if r.ok:
+            expect(r.data is not None, f"ok result {r.id!r} carries no data", expected="data", seen=short(r.raw))
+        else:
+            expect(r.error is not None or r.error_code is not None,
+                   f"error result {r.id!r} carries no error", expected="error", seen=short(r.raw))
+    by_id = envelope.result_map(resp, mixed.items)
+    wrong = [i for i in mixed.valid_ids if i in by_id and by_id[i].ok is not True]
+    wrong += [i for i in mixed.invalid if i in by_id and by_id[i].ok is not False]
+    expect(not wrong, "a result's status contradicts the item (valid item not ok, or invalid item not error)",
+           expected="valid items ok, invalid items error", seen={i: by_id[i].status for i in wrong})
+
+
+@pytest.mark.rule("CORE-04")
+def test_error_is_object_with_code_and_message(target, items, envelope):
+    """CORE-04 SHOULD: an error result's `error` is an object with a machine-readable `code` and a `message`."""
+    mixed = mixed_batch(items, 1, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    by_id = envelope.result_map(response_json(resp), mixed.items)
+    for item_id in mixed.invalid:
+        r = by_id.get(item_id)
+        if r is None or r.ok is not False:
+            pytest.skip("invalid items got no error result (CORE-02/CORE-03 report that)")
+        expect(r.error_code is not None and MACHINE_CODE.match(r.error_code),
+               f"the error of {item_id!r} has no machine-readable code",
+               expected="error.code like 'invalid_amount'", seen=short(r.error if r.error is not None else r.raw))
+        expect(isinstance(r.error_message, str) and r.error_message.strip(),
+               f"the error of {item_id!r} has no message", expected="error.message", seen=short(r.error))
+
+
+@pytest.mark.rule("CORE-05")
+def test_results_in_request_order(target, items, envelope):
+    """CORE-05 SHOULD: results come in request order."""
+    if envelope.m.get("correlation") == "position":
+        pytest.skip("position-correlated target: CORE-09 checks the order")
+    mixed = mixed_batch(items, 4, 3)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    ids = [r.id for r in envelope.results(response_json(resp))]
+    expect(ids == mixed.ids, "results are not in request order", expected=mixed.ids, seen=ids)
+
+
+@pytest.mark.rule("CORE-06")
+def test_response_validates_and_is_json(target, items, envelope):
+    """CORE-06 MUST: the response validates against the batch-response schema; Content-Type is JSON."""
+    mixed = mixed_batch(items, 2, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    expect(is_json_content_type(resp), "the batch response's Content-Type is not JSON",
+           expected="application/json (or +json)", seen=resp.headers.get("content-type"))
+    doc = response_json(resp)
+    expect(envelope.raw_results(doc) is not None, "the response has no result list where the profile says",
+           expected=f"a list at {envelope.m['results']!r}", seen=short(doc))
+    canonical = envelope.m["results"] == "/results" and envelope.m["result_status"] == "/status"
+    errs = _schemas.errors("batch-response.schema.json", doc if canonical else
+                           canonical_results(envelope.results(doc)))
+    expect(not errs, "the response does not validate against the batch-response schema",
+           expected="schemas/batch-response.schema.json", seen="; ".join(errs[:5]))
+
+
+@pytest.mark.rule("CORE-07")
+def test_duplicate_ids_rejected_before_applying(target, items, envelope, profile):
+    """CORE-07 MUST: duplicate item ids in one batch are rejected before anything is applied: a 4xx naming the id (or, where declared, an error result for each duplicate)."""
+    first, other = items.valid(2)
+    twin = dict(items.valid(1)[0])
+    twin[items.id_field] = first[items.id_field]
+    dup_id = first[items.id_field]
+    resp = target.batch([first, other, twin])
+    per_item = False
+    if 400 <= resp.status_code < 500:
+        expect(dup_id in resp.text, "the 4xx does not name the duplicated id",
+               expected=f"a body naming {dup_id!r}", seen=short(resp.text))
+    else:
+        expect(200 <= resp.status_code < 300 and resp.status_code != 207,
+               "a batch with a duplicated id was neither rejected with a 4xx nor answered per item",
+               expected="4xx naming the id", seen=resp.status_code)
+        dups = [r for r in envelope.results(response_json(resp)) if r.id == dup_id]
+        expect(dups and all(r.ok is False for r in dups),
+               "a duplicated id was processed: its results are not all errors",
+               expected=f"an error result for each item with id {dup_id!r}", seen=[short(r.raw) for r in dups])
+        per_item = True
+    if profile.has("endpoints.read"):
+        expect(not target.exists(dup_id), "an item with the duplicated id was applied",
+               expected=f"{dup_id!r} absent from the read endpoint", seen="present")
+        if not per_item:
+            expect(not target.exists(other[items.id_field]),
+                   "the batch was rejected but another of its items was applied",
+                   expected="nothing applied", seen=f"{other[items.id_field]!r} present")
+
+
+_COUNT_NAMES = {"total": ("total", "count"), "succeeded": ("succeeded", "successful", "ok", "success_count"),
+                "failed": ("failed", "errors_count", "failure_count", "error_count")}
+
+
+def _summary(doc, envelope):
+    declared = envelope.summary(doc)
+    if declared:
+        return declared, "declared in the profile"
+    if isinstance(doc, dict):
+        found = {}
+        src = doc.get("summary") if isinstance(doc.get("summary"), dict) else doc
+        for name, keys in _COUNT_NAMES.items():
+            for k in keys:
+                if isinstance(src.get(k), int) and not isinstance(src.get(k), bool):
+                    found[name] = src[k]
+                    break
+        if isinstance(doc.get("errors"), bool):
+            found["errors_flag"] = doc["errors"]
+        return found, "found in the response"
+    return {}, ""
+
+
+@pytest.mark.rule("CORE-08")
+def test_summary_fields_agree(target, items, envelope):
+    """CORE-08 MUST: where the response carries summary fields (counts, an `errors` flag), they agree with the items."""
+    mixed = mixed_batch(items, 3, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    doc = response_json(resp)
+    summary, where = _summary(doc, envelope)
+    if not summary:
+        pytest.skip("the response carries no summary fields")
+    results = envelope.results(doc)
+    truth = {"total": len(mixed.items), "succeeded": sum(1 for r in results if r.ok),
+             "failed": sum(1 for r in results if r.ok is False), "errors_flag": any(r.ok is False for r in results)}
+    wrong = {k: v for k, v in summary.items() if k in truth and v != truth[k]}
+    expect(not wrong, f"summary fields ({where}) disagree with the items",
+           expected={k: truth[k] for k in wrong}, seen=wrong)
+    # the summary must agree with what the items are, not only with what the results claim
+    actual = {"total": len(mixed.items), "succeeded": len(mixed.valid_ids), "failed": len(mixed.invalid),
+              "errors_flag": True}
+    wrong = {k: v for k, v in summary.items() if k in actual and v != actual[k]}
+    expect(not wrong, f"summary fields ({where}) disagree with the items sent",
+           expected={k: actual[k] for k in wrong}, seen=wrong)
+
+
+@pytest.mark.rule("CORE-09")
+def test_position_correlated_results_keep_length_and_order(target, items, envelope):
+    """CORE-09 MUST: for targets that correlate by position (declared in the profile), results have the request's length and order."""
+    if envelope.m.get("correlation") != "position":
+        pytest.skip("the profile correlates results by id, not by position")
+    mixed = mixed_batch(items, 3, 3)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    results = envelope.results(response_json(resp))
+    expect(len(results) == len(mixed.items), "results do not have the request's length",
+           expected=len(mixed.items), seen=len(results))
+    want = [i in mixed.valid_ids for i in mixed.ids]
+    got = [r.ok for r in results]
+    expect(got == want, "results are not in the request's order (outcome per position differs)",
+           expected=["ok" if w else "error" for w in want], seen=[{True: "ok", False: "error"}.get(g, g) for g in got])
+    with_ids = [r.id for r in results if r.id is not None]
+    if len(with_ids) == len(results):
+        expect(with_ids == mixed.ids, "results are not in the request's order", expected=mixed.ids, seen=with_ids)
