@@ -15,8 +15,13 @@ SCHEMA_BASE = "https://batchspec.dev/schemas/"
 
 
 def schemas_dir() -> Any:
-    """The schema folder: the wheel's data package, or the checkout's `schemas/`."""
+    """The schema folder: the checkout's `schemas/`, else the wheel's data package.
+
+    The checkout wins because an editable install also leaves a copy in site-packages, which goes
+    stale as soon as a schema is edited."""
     checkout = Path(__file__).resolve().parent.parent / "schemas"
+    if checkout.joinpath("batch-request.schema.json").is_file():
+        return checkout
     try:
         files = importlib.resources.files("batchspec_schemas")
         if files.joinpath("batch-request.schema.json").is_file():

@@ -170,11 +170,13 @@ def is_2xx(resp: Any) -> bool:
     return 200 <= resp.status_code < 300
 
 
-def canonical_results(results: list[Result]) -> dict[str, Any]:
-    """The results re-expressed in the canonical shape (for schema checks whatever the envelope)."""
+def canonical_results(results: list[Result], ids: list[Any] | None = None) -> dict[str, Any]:
+    """The results re-expressed in the canonical shape (for schema checks whatever the envelope);
+    `ids` gives position-correlated results the ids of their items."""
     out = []
-    for r in results:
-        doc: dict[str, Any] = {"id": r.id, "status": "ok" if r.ok else ("error" if r.ok is False else r.status)}
+    for i, r in enumerate(results):
+        rid = r.id if ids is None or r.id is not None else (ids[i] if i < len(ids) else None)
+        doc: dict[str, Any] = {"id": rid, "status": "ok" if r.ok else ("error" if r.ok is False else r.status)}
         if r.ok:
             doc["data"] = r.data
         elif r.ok is False:

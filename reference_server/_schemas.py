@@ -12,7 +12,12 @@ _CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
 def _schema_root() -> Any:
-    """The directory holding the schema files (a Traversable)."""
+    """The directory holding the schema files (a Traversable).
+
+    A checkout's `schemas/` wins: an editable install also leaves a copy in site-packages, which
+    goes stale as soon as a schema is edited."""
+    if _CHECKOUT_DIR.joinpath("order.schema.json").is_file():
+        return _CHECKOUT_DIR
     try:
         root = importlib.resources.files("batchspec_schemas")
         if root.joinpath("order.schema.json").is_file():

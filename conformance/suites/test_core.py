@@ -106,7 +106,7 @@ def test_response_validates_and_is_json(target, items, envelope):
            expected=f"a list at {envelope.m['results']!r}", seen=short(doc))
     canonical = envelope.m["results"] == "/results" and envelope.m["result_status"] == "/status"
     errs = _schemas.errors("batch-response.schema.json", doc if canonical else
-                           canonical_results(envelope.results(doc)))
+                           canonical_results(envelope.results(doc), mixed.ids))
     expect(not errs, "the response does not validate against the batch-response schema",
            expected="schemas/batch-response.schema.json", seen="; ".join(errs[:5]))
 
@@ -172,13 +172,7 @@ def test_summary_fields_agree(target, items, envelope):
     summary, where = _summary(doc, envelope)
     if not summary:
         pytest.skip("the response carries no summary fields")
-    results = envelope.results(doc)
-    truth = {"total": len(mixed.items), "succeeded": sum(1 for r in results if r.ok),
-             "failed": sum(1 for r in results if r.ok is False), "errors_flag": any(r.ok is False for r in results)}
-    wrong = {k: v for k, v in summary.items() if k in truth and v != truth[k]}
-    expect(not wrong, f"summary fields ({where}) disagree with the items",
-           expected={k: truth[k] for k in wrong}, seen=wrong)
-    # the summary must agree with what the items are, not only with what the results claim
+    # Compared with what the items are, not with what the results claim (CORE-02/03 judge those).
     actual = {"total": len(mixed.items), "succeeded": len(mixed.valid_ids), "failed": len(mixed.invalid),
               "errors_flag": True}
     wrong = {k: v for k, v in summary.items() if k in actual and v != actual[k]}

@@ -1,0 +1,85 @@
+"""Shared fixtures of the kit's own tests: run the kit in-process against the reference server or a mutant."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import conformance
+from conformance import ASGIThreadTransport, RunReport, Verdict, bundled_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX_DIR = ROOT / "build" / "kill-matrix"
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def reference_profile(base_url: str = "http://reference.test", overrides: dict[str, Any] | None = None):
+    prof = bundled_profile().with_base_url(base_url)
+    if overrides:
+        prof = conformance._profile.from_data(deep_merge(prof.data, overrides), "reference profile (test overrides)")
+    return prof
+
+
+def run_kit(app: Any, *, classes: list[str] | None = None, rules: list[str] | None = None,
+            overrides: dict[str, Any] | None = None, report_dir: str | None = None, **kw: Any) -> RunReport:
+    """Run the kit in-process (ASGI) against `app`."""
+    transport = ASGIThreadTransport(app)
+    try:
+        return conformance.run(reference_profile(overrides=overrides), transport=transport, classes=classes,
+                               rules=rules, report_dir=report_dir, **kw)
+    finally:
+        transport.close()
+
+
+def verdicts(report: RunReport) -> dict[str, Verdict]:
+    return {r.id: r.verdict for r in report.rules}
+
+
+@pytest.fixture
+def reference_app(tmp_path):
+    from reference_server import create_app
+
+    return create_app(str(tmp_path / "ref.db"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        MATRIX_DIR.mkdir(parents=True, exist_ok=True)
+        for f in MATRIX_DIR.glob("*.json"):
+            f.unlink()
+
+
+def record_matrix_row(row: dict[str, Any]) -> None:
+    MATRIX_DIR.mkdir(parents=True, exist_ok=True)
+    (MATRIX_DIR / f"{row['mutant']}.json").write_text(json.dumps(row))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    rows = [json.loads(f.read_text()) for f in sorted(MATRIX_DIR.glob("*.json"))] if MATRIX_DIR.exists() else []
+    if not rows:
+        return
+    rows.sort(key=lambda r: (r["rule"] or "~", r["mutant"]))
+    tr = terminalreporter
+    tr.section("kill matrix (rule × mutant)")
+    lines = ["| rule | mutant | verdict of its rule | other MUST FAILs | caught |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['rule'] or '(legal variation)'} | {r['mutant']} | {r['verdict']} | "
+                     f"{', '.join(r['other_fails']) or '-'} | {'yes' if r['caught'] else 'NO'} |")
+    for line in lines:
+        tr.write_line(line)
+    caught = sum(1 for r in rows if r["caught"])
+    tr.write_line(f"{caught} of {len(rows)} mutants/variations judged correctly")
+    (ROOT / "build" / "kill-matrix.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,178 @@
+"""Building blocks for mutants: ASGI wrappers that break one rule of a working server.
+
+A mutant is a function `app -> app`. Most rewrite a JSON request or response on one route; a few
+patch behaviour deeper. Each is registered with the rule it breaks, so the kill matrix can prove
+the kit notices.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+Scope = dict[str, Any]
+
+
+@dataclass
+class Mutant:
+    name: str
+    rule: str
+    description: str
+    build: Callable[[Any], Any]
+    classes: list[str] = field(default_factory=list)
+    also: list[str] = field(default_factory=list)  # rules the mutant necessarily breaks too
+    profile: dict[str, Any] = field(default_factory=dict)  # profile overrides (deep-merged)
+    socket: bool = False  # needs a real socket (chunked bodies, dropped connections)
+    variation: bool = False  # a LEGAL variation: no MUST may fail
+
+
+REGISTRY: list[Mutant] = []
+
+
+def mutant(rule: str, description: str, *, classes: list[str] | None = None, also: list[str] | None = None,
+           profile: dict[str, Any] | None = None, socket: bool = False) -> Callable:
+    def deco(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        REGISTRY.append(Mutant(fn.__name__, rule.upper(), description, fn, classes or [], also or [],
+                               profile or {}, socket))
+        return fn
+    return deco
+
+
+def variation(description: str, *, classes: list[str] | None = None, profile: dict[str, Any] | None = None) -> Callable:
+    def deco(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        REGISTRY.append(Mutant(fn.__name__, "", description, fn, classes or [], [], profile or {}, False, True))
+        return fn
+    return deco
+
+
+@dataclass
+class Call:
+    """One intercepted request/response, as plain data the rewrite functions change."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    response_body: bytes = b""
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
+
+    def response_json(self) -> Any:
+        try:
+            return json.loads(self.response_body) if self.response_body else None
+        except ValueError:
+            return None
+
+    def set_response_json(self, doc: Any, status: int | None = None) -> None:
+        self.response_body = json.dumps(doc).encode()
+        if status is not None:
+            self.status = status
+
+    def set_json(self, doc: Any) -> None:
+        self.body = json.dumps(doc).encode()
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def set_response_header(self, name: str, value: str | None) -> None:
+        key = name.lower().encode()
+        self.response_headers = [(k, v) for k, v in self.response_headers if k.lower() != key]
+        if value is not None:
+            self.response_headers.append((key, value.encode()))
+
+
+RequestHook = Callable[[Call], Awaitable[None] | None]
+ResponseHook = Callable[[Call], Awaitable[None] | None]
+
+
+def matches(method: str | None, path: str | Callable[[str], bool] | None) -> Callable[[str, str], bool]:
+    def match(m: str, p: str) -> bool:
+        if method and m.upper() != method.upper():
+            return False
+        if path is None:
+            return True
+        return path(p) if callable(path) else p == path
+    return match
+
+
+class Rewrite:
+    """Buffers a matching exchange, lets hooks rewrite the request and/or the response."""
+
+    def __init__(self, app: Any, *, method: str | None = "POST", path: Any = "/orders/batch",
+                 request: RequestHook | None = None, response: ResponseHook | None = None):
+        self.app = app
+        self.match = matches(method, path)
+        self.on_request = request
+        self.on_response = response
+        # Keep the wrapped app's lifespan reachable for the in-process transport.
+        self.router = getattr(app, "router", None)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.match(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        call = Call(scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body)
+        if self.on_request:
+            res = self.on_request(call)
+            if hasattr(res, "__await__"):
+                await res
+        new_headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        new_headers.append((b"content-length", str(len(call.body)).encode()))
+        for k, v in call.headers.items():
+            if k not in headers or headers[k] != v:
+                new_headers = [(hk, hv) for hk, hv in new_headers if hk.decode("latin-1").lower() != k]
+                new_headers.append((k.encode("latin-1"), v.encode("latin-1")))
+        scope = dict(scope, headers=new_headers)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": call.body, "more_body": False}
+
+        parts: list[bytes] = []
+
+        async def capture(msg: dict[str, Any]) -> None:
+            if msg["type"] == "http.response.start":
+                call.status = msg["status"]
+                call.response_headers = list(msg.get("headers", []))
+            elif msg["type"] == "http.response.body":
+                parts.append(msg.get("body", b""))
+
+        await self.app(scope, replay, capture)
+        call.response_body = b"".join(parts)
+        if self.on_response:
+            res = self.on_response(call)
+            if hasattr(res, "__await__"):
+                await res
+        hdrs = [(k, v) for k, v in call.response_headers if k.lower() != b"content-length"]
+        hdrs.append((b"content-length", str(len(call.response_body)).encode()))
+        await send({"type": "http.response.start", "status": call.status, "headers": hdrs})
+        await send({"type": "http.response.body", "body": call.response_body})
+
+
+def on_batch_response(fn: Callable[[Call], None], path: str = "/orders/batch", method: str = "POST"):
+    """Wrap: rewrite the batch endpoint's response."""
+    return lambda app: Rewrite(app, method=method, path=path, response=fn)
+
+
+def on_batch_request(fn: Callable[[Call], None], path: str = "/orders/batch", method: str = "POST"):
+    return lambda app: Rewrite(app, method=method, path=path, request=fn)

@@ -1,0 +1,170 @@
+"""Mutants of class CORE: envelope and per-item results."""
+from __future__ import annotations
+
+from ._base import Call, on_batch_response, mutant, variation
+
+
+def _results(call: Call) -> tuple[dict, list]:
+    doc = call.response_json()
+    return doc, (doc.get("results") if isinstance(doc, dict) else None) or []
+
+
+@mutant("CORE-01", "an all-valid batch of several items answers 207 Multi-Status")
+def multi_status_for_all_valid(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and len(res) > 1 and all(r.get("status") == "ok" for r in res):
+            call.status = 207
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-02", "the last item's result is missing")
+def drops_last_result(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and len(res) > 1:
+            res.pop()
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-02", "a result is duplicated")
+def duplicates_a_result(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and res:
+            res.append(dict(res[0]))
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-02", "results carry server-invented ids instead of the items' ids")
+def invents_ids(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            for i, r in enumerate(res):
+                r["id"] = f"srv-{i}"
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-03", "error results say status 'failed' instead of 'error'", also=["CORE-06"])
+def unknown_status(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            for r in res:
+                if r.get("status") == "error":
+                    r["status"] = "failed"
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-03", "ok results carry no data", also=["CORE-06"])
+def ok_without_data(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            for r in res:
+                r.pop("data", None)
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-04", "item errors are bare strings (the seed's anti-pattern)")
+def string_errors(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            for r in res:
+                if isinstance(r.get("error"), dict):
+                    r["error"] = r["error"].get("message", "invalid")
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-05", "results in reverse order (still correlated by id)")
+def reversed_results(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            res.reverse()
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@variation("results shuffled but correlated by id: only CORE-05 (a SHOULD) may flag it")
+def shuffled_results(app):
+    import random
+
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            random.Random(7).shuffle(res)
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@variation("problem+json errors for batch-level failures", classes=["HTTP", "SIZE"])
+def problem_json_errors(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if 400 <= call.status < 500 and isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            code = doc["error"]
+            call.set_response_json({"type": f"https://errors.example/{code}", "title": code.replace("_", " "),
+                                    "status": call.status, "detail": doc.get("message", ""), "code": code})
+            call.set_response_header("content-type", "application/problem+json")
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-06", "the JSON response is labelled text/html")
+def html_content_type(app):
+    def fn(call: Call) -> None:
+        if call.status == 200:
+            call.set_response_header("content-type", "text/html")
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-06", "result ids are numbers, not the items' strings (schema violation)", also=["CORE-02"])
+def numeric_result_ids(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            for i, r in enumerate(res):
+                r["id"] = i
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-07", "duplicate ids are accepted: the later item overwrites the earlier one")
+def accepts_duplicates(app):
+    def fn(call: Call) -> None:
+        doc = call.json()
+        if isinstance(doc, dict) and isinstance(doc.get("operations"), list):
+            seen: dict = {}
+            for op in doc["operations"]:
+                if isinstance(op, dict):
+                    seen[op.get("id")] = op
+            if len(seen) < len(doc["operations"]):
+                doc["operations"] = list(seen.values())
+                call.set_json(doc)
+    from ._base import Rewrite
+    return Rewrite(app, request=fn)
+
+
+@mutant("CORE-08", "summary counts every item as succeeded")
+def lying_summary(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and isinstance(doc.get("summary"), dict):
+            doc["summary"]["succeeded"] = len(res)
+            doc["summary"]["failed"] = 0
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-09", "results in reverse order for a target declared position-correlated",
+        profile={"envelope": {"correlation": "position"}}, also=["CORE-02"])
+def position_reversed(app):
+    return reversed_results(app)
