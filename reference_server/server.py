@@ -1,6 +1,8 @@
 """Running the reference server: ``serve`` (foreground) and ``start_in_thread`` (embedded)."""
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import os
 import socket
@@ -65,9 +67,11 @@ class RunningServer:
 
 
 def start_in_thread(db_path: str | None = None, host: str = "127.0.0.1", *,
-                    timeout: float = 10.0) -> RunningServer:
-    """Start uvicorn on a free port of ``host`` in a daemon thread; return once it accepts connections."""
-    app = create_app(db_path)
+                    timeout: float = 10.0, app: Any = None) -> RunningServer:
+    """Start uvicorn on a free port of ``host`` in a daemon thread; return once it accepts connections.
+
+    ``app`` serves another ASGI app instead (the kit's tests serve mutants this way)."""
+    app = app if app is not None else create_app(db_path)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))

@@ -44,6 +44,19 @@ def run_kit(app: Any, *, classes: list[str] | None = None, rules: list[str] | No
         transport.close()
 
 
+def run_kit_socket(app: Any, *, classes: list[str] | None = None, rules: list[str] | None = None,
+                   overrides: dict[str, Any] | None = None, report_dir: str | None = None, **kw: Any) -> RunReport:
+    """Run the kit over a real loopback socket against `app` served by uvicorn in a thread."""
+    from reference_server import start_in_thread
+
+    server = start_in_thread(app=app)
+    try:
+        return conformance.run(reference_profile(server.base_url, overrides), classes=classes, rules=rules,
+                               report_dir=report_dir, **kw)
+    finally:
+        server.stop()
+
+
 def verdicts(report: RunReport) -> dict[str, Verdict]:
     return {r.id: r.verdict for r in report.rules}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conformance import Verdict, load_catalogue
-from conftest import record_matrix_row, run_kit
+from conftest import record_matrix_row, run_kit, run_kit_socket
 from mutants import REGISTRY
 
 CAUGHT_AS = {"MUST": {Verdict.FAIL}, "MUST NOT": {Verdict.FAIL}, "SHOULD": {Verdict.WARN, Verdict.FAIL},
@@ -19,12 +19,13 @@ def _classes(m) -> list[str]:
     return sorted(classes)
 
 
-@pytest.mark.parametrize("m", [m for m in REGISTRY if not m.socket], ids=lambda m: m.name)
+@pytest.mark.parametrize("m", REGISTRY, ids=lambda m: m.name)
 def test_mutant_is_caught(m, tmp_path):
     from reference_server import create_app
 
     app = m.build(create_app(str(tmp_path / "m.db")))
-    report = run_kit(app, classes=_classes(m), overrides=m.profile)
+    runner = run_kit_socket if m.socket else run_kit
+    report = runner(app, classes=_classes(m), overrides=m.profile)
     by_id = {r.id: r for r in report.rules}
     other = sorted(r.id for r in report.rules
                    if r.verdict == Verdict.FAIL and r.level.startswith("MUST") and r.id != m.rule and r.id not in m.also)
