@@ -13,6 +13,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 from anyio import to_thread
 from starlette.applications import Starlette
@@ -79,7 +80,8 @@ class Service:
         if result["status"] == "ok":
             return 201, result["data"]
         err = result["error"]
-        status = 409 if err["code"] == E.ALREADY_EXISTS else 422
+        # A conflict with the stored state (the id is taken, the parent is missing) is 409; an invalid order 422.
+        status = 409 if err["code"] in (E.ALREADY_EXISTS, E.PARENT_NOT_FOUND) else 422
         body = {"error": err["code"], "message": err["message"]}
         if "field" in err:
             body["field"] = err["field"]
@@ -103,15 +105,13 @@ async def create_order(request: Request) -> Response:
             body["field"] = err["field"]
         return JSONResponse(body, status_code=422)
     status, body = await to_thread.run_sync(service.run_single, client_of(request), doc)
-    headers = {"Location": f"/orders/{doc['id']}"} if status == 201 else None
+    headers = {"Location": "/orders/" + quote(doc["id"], safe="")} if status == 201 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def read_order(request: Request) -> Response:
     service = _service(request)
     order_id = request.path_params["order_id"]
-    if order_id == "batch":  # the batch endpoint is POST only
-        raise HTTPException(405, headers={"Allow": "POST"})
     order = await to_thread.run_sync(service.storage.get_order, client_of(request), order_id)
     if order is None:
         raise ApiError(404, E.NOT_FOUND, f"no order with id '{order_id}'")

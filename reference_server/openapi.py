@@ -52,6 +52,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
     schemas = {name: _rewrite(copy.deepcopy(load_schema(file)), name) for file, name in COMPONENTS.items()}
     schemas["StoredOrder"] = {"$ref": "#/components/schemas/Order/$defs/stored"}
     ops = schemas["BatchRequest"]["properties"]["operations"]
+    ops["minItems"] = 1  # the wire schema allows [] so that `batch_empty` is this server's answer
     ops["maxItems"] = settings.max_items
     ops["description"] = (f"At most {settings.max_items} items ({settings.atomic_max_items} when "
                           f"`atomic` is true); an empty array is answered 400 `batch_empty`.")
@@ -92,11 +93,11 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 "responses": {
                     "201": _json("StoredOrder", "The stored order"),
                     **_errors((400, "`malformed_json` or `invalid_body`"),
-                              (409, "`already_exists`"),
+                              (409, "`already_exists`, or `parent_not_found` (the state conflicts)"),
                               (413, "`payload_too_large`"),
                               (415, "`unsupported_media_type`"),
-                              (422, "Invalid order: `{error: invalid_<field>|missing_field|unknown_field|"
-                                    "parent_not_found, message, field}`")),
+                              (422, "Invalid order: `{error: invalid_<field>|missing_field|unknown_field, "
+                                    "message, field}`")),
                 },
             }},
             "/orders/{id}": {"get": {
