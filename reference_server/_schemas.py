@@ -22,7 +22,7 @@ def _schema_root() -> Any:
         root = importlib.resources.files("batchspec_schemas")
         if root.joinpath("order.schema.json").is_file():
             return root
-    except (ModuleNotFoundError, TypeError):
+    except Exception:  # not installed as a wheel (a checkout), or an unreadable namespace package
         pass
     return _CHECKOUT_DIR
 
