@@ -232,13 +232,15 @@ class Target:
         req = s.client.build_request(method, url, headers=headers, content=content, params=params,
                                      timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         red = s.redactor
+        # raw keeps the header names as sent (httpx lower-cases them elsewhere)
+        sent_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.raw]
         ex = Exchange(
             method=method,
             url=red.text(str(req.url)) or "",
-            request_headers=red.header_map(req.headers.items()),
+            request_headers=red.header_map(sent_headers),
             request_body=red.text(_body_text(body_bytes)) if body_bytes is not None
             else ("<streamed body>" if content is not None else None),
-            curl=red.text(curl_command(method, str(req.url), dict(req.headers.items()),
+            curl=red.text(curl_command(method, str(req.url), dict(sent_headers),
                                        bytes(body_bytes) if body_bytes is not None else None, red.headers)) or "",
             note=note,
         )

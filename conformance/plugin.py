@@ -175,9 +175,22 @@ def envelope(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def items(request: pytest.FixtureRequest) -> ItemFactory:
+def items(request: pytest.FixtureRequest) -> Iterator[ItemFactory]:
     ctx = _ctx_or_skip(request)
-    return ItemFactory(ctx.profile, ctx.run_id, request.node.name)
+    factory = ItemFactory(ctx.profile, ctx.run_id, request.node.name)
+    yield factory
+    if ctx.profile.get("endpoints.delete"):
+        _cleanup(ctx, factory.created)
+
+
+def _cleanup(ctx: RunContext, ids: list[str]) -> None:
+    """Delete what the check may have created, best effort; kept out of the check's evidence."""
+    target = Target(ctx.session, [])
+    for item_id in ids:
+        try:
+            target.call("delete", path_params={"id": item_id}, note="cleanup")
+        except httpx.HTTPError:
+            return  # the target is gone; nothing more to clean
 
 
 @pytest.fixture

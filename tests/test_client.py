@@ -1,0 +1,99 @@
+"""The kit's HTTP client through httpx.MockTransport: evidence, redaction, replay, redirects, Retry-After, cleanup."""
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from conformance import loads_profile
+from conformance._client import Session, Target
+
+PROFILE = """\
+target:
+  base_url: http://target.test/api
+  headers: {Authorization: "Bearer ${TOKEN}", X-Api-Key: "${KEY}"}
+  retry_after_max: 2
+  max_retry_wait: 0.05
+endpoints:
+  batch: {path: /orders/batch}
+  read: {method: GET, path: "/orders/{id}"}
+  delete: {method: DELETE, path: "/orders/{id}"}
+items:
+  valid: [{amount: 1, currency: USD}]
+"""
+ENV = {"TOKEN": "tok-123456789", "KEY": "key-abcdefgh"}
+
+
+def target_with(handler) -> tuple[Target, list]:
+    session = Session(loads_profile(PROFILE, env=ENV), httpx.MockTransport(handler))
+    evidence: list = []
+    return Target(session, evidence), evidence
+
+
+def test_evidence_is_recorded_and_redacted_with_a_replayable_curl():
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"results": [], "echo": req.headers["authorization"]})
+
+    target, evidence = target_with(handler)
+    resp = target.batch([{"id": "a", "amount": 1}])
+    assert resp.status_code == 200
+    (ex,) = evidence
+    assert ex.method == "POST" and ex.url == "http://target.test/api/orders/batch"
+    assert ex.request_headers["Authorization"] == "<redacted>"
+    assert ex.request_headers["X-Api-Key"] == "<redacted>"
+    blob = json.dumps(ex.to_dict())
+    assert "tok-123456789" not in blob and "key-abcdefgh" not in blob
+    assert "<redacted>" in ex.response_body  # a token echoed by the target is redacted too
+    assert ex.curl.startswith("curl -sS -X POST 'http://target.test/api/orders/batch'")
+    assert '"Authorization: $BATCHSPEC_AUTHORIZATION"' in ex.curl
+    assert "--data-binary" in ex.curl and '"amount": 1' in ex.curl
+
+
+def test_redirect_to_another_host_is_not_followed():
+    hosts = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        hosts.append(req.url.host)
+        return httpx.Response(307, headers={"location": "http://elsewhere.test/steal"})
+
+    target, evidence = target_with(handler)
+    resp = target.batch([])
+    assert resp.status_code == 307
+    assert hosts == ["target.test"]
+    assert "redirect to another host not followed" in evidence[-1].note
+
+
+def test_same_host_redirect_is_followed():
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/api/orders/batch":
+            return httpx.Response(308, headers={"location": "/api/v2/orders/batch"})
+        return httpx.Response(200, json={"results": []})
+
+    target, evidence = target_with(handler)
+    assert target.batch([]).status_code == 200
+    assert [e.status for e in evidence] == [308, 200]
+
+
+def test_retry_after_is_honoured_a_bounded_number_of_times():
+    calls = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(429, headers={"retry-after": "0"}, json={"error": "slow_down"})
+
+    target, evidence = target_with(handler)
+    assert target.batch([]).status_code == 429
+    assert len(calls) == 3  # the first try and retry_after_max=2 retries
+    assert all("Retry-After" in (e.note or "") for e in evidence[:2])
+
+
+def test_transport_errors_are_evidence_too():
+    def handler(req: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=req)
+
+    target, evidence = target_with(handler)
+    try:
+        target.batch([])
+    except httpx.ConnectError:
+        pass
+    assert evidence[-1].status is None and "ConnectError" in evidence[-1].error
