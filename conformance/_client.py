@@ -63,7 +63,9 @@ def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | N
     """A curl line that replays the request; secrets come from environment variables."""
     parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
     for k, v in headers.items():
-        if k.lower() in ("content-length", "host", "accept", "accept-encoding", "connection", "user-agent"):
+        if k.lower() in ("content-length", "host", "accept-encoding", "connection", "user-agent"):
+            continue
+        if k.lower() == "accept" and v == "*/*":
             continue
         if k.lower() in sensitive:
             var = "BATCHSPEC_" + "".join(c if c.isalnum() else "_" for c in k.upper())
