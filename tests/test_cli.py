@@ -59,3 +59,50 @@ def test_unreachable_target_exits_3_with_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "127.0.0.1:9" in lines[0]
     assert "Traceback" not in r.stderr + r.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_then_run_against_it_exits_0(tmp_path):
+    import time
+
+    import httpx
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "conformance", "serve", "--port", str(port),
+                               "--db", str(tmp_path / "ref.db")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        r = run_cli("run", f"http://127.0.0.1:{port}", "--class", "CORE,HTTP,PART,SIZE,PAR", "-q",
+                    "--report-dir", str(tmp_path / "reports"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (tmp_path / "reports" / "report.json").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_plain_pytest_runs_the_same_engine(tmp_path):
+    from reference_server import start_in_thread
+
+    with start_in_thread(db_path=str(tmp_path / "ref.db")) as server:
+        r = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "conformance", "-p", "no:xdist",
+                            "--target", server.base_url, "--class", "CORE", "--report-dir", str(tmp_path / "r"), "-q"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import json
+
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert {x["id"]: x["verdict"] for x in report["rules"]}["CORE-01"] == "PASS"
