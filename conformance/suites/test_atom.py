@@ -1,0 +1,321 @@
+"""ATOM — atomic (all-or-nothing) mode, where declared. SPEC §4.
+
+The atomic mode is reached through `endpoints.atomic` (a separate path, or the batch path with a
+body field, query parameter or header that selects it); `target.atomic()` sends it. Effects are
+judged by reading items back, never from what the failure response claims.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from conformance.checks import (
+    expect, is_2xx, json_of, mixed_batch, pointer_get, response_json, setup_failed, setup_ok, short,
+)
+
+# Batch-level status of a failed atomic batch (SPEC §2: `{"status": "failed", ...}`); a target may map it.
+DEFAULT_BATCH_STATUS = "/status"
+DEFAULT_FAILED_VALUES = ["failed"]
+
+
+def _require_atomic(profile) -> None:
+    profile.require("endpoints.atomic")
+
+
+def _applied(target, ids: list[str]) -> list[str]:
+    return [i for i in ids if target.exists(i)]
+
+
+def _conflicting_item(target, items) -> dict[str, Any]:
+    """An item whose id is already taken: it passes validation and fails only when written."""
+    existing = items.one()
+    setup_ok(target.batch([existing], note="setup: create the item the atomic batch will collide with"),
+             "creating an item through the batch endpoint")
+    if not target.exists(existing[items.id_field]):
+        setup_failed("an item created through the batch endpoint is not readable")
+    return items.with_id(items.templates()[-1], existing[items.id_field])
+
+
+@pytest.mark.rule("ATOM-01")
+def test_failing_item_means_nothing_applied(target, items, profile):
+    """ATOM-01 MUST: if any item fails, no item is applied."""
+    _require_atomic(profile)
+    profile.require("endpoints.read")
+    # The failing item sits between valid ones: a target that applies items one by one and stops
+    # at the first failure (no rollback) leaves the earlier ones behind.
+    mixed = mixed_batch(items, 3, 1)
+    resp = target.atomic(mixed.items)
+    applied = _applied(target, mixed.valid_ids)
+    expect(not applied, "an atomic batch with a failing item applied some of its valid items",
+           expected="no item readable", seen=f"answered {resp.status_code}; readable: {applied}")
+
+
+@pytest.mark.rule("ATOM-01")
+def test_failure_at_write_time_rolls_back(target, items, profile):
+    """ATOM-01 MUST: if any item fails, no item is applied."""
+    _require_atomic(profile)
+    profile.require("endpoints.read")
+    # A conflict (id already taken) passes validation and fails only when written, last: a target
+    # that validates up front but writes without a transaction keeps the items written before it.
+    fresh = items.valid(3)
+    clash = _conflicting_item(target, items)
+    resp = target.atomic(fresh + [clash])
+    results = target.envelope.results(resp) if json_of(resp) is not None else []
+    if is_2xx(resp) and results and all(r.ok for r in results):
+        pytest.skip("the target does not treat an already-taken id as a failing item (upsert semantics)")
+    ids = [f[items.id_field] for f in fresh]
+    applied = _applied(target, ids)
+    expect(not applied, "an atomic batch whose last item failed on write kept the items written before it",
+           expected="no item of the batch readable", seen=f"answered {resp.status_code}; readable: {applied}")
+
+
+def _why_ok(r, inv, envelope) -> bool:
+    """The result says why the item failed: its code, or a message naming the field at fault."""
+    if r.error_code == inv.code:
+        return True
+    if r.error_code is None or r.error_code == envelope.code("not_applied"):
+        return False
+    text = r.error_message or json.dumps(r.error, default=str)
+    return bool(inv.field) and inv.field in text
+
+
+@pytest.mark.rule("ATOM-02")
+def test_failure_names_each_failing_item_and_why(target, items, envelope, profile):
+    """ATOM-02 MUST: the failure response identifies each failing item and why, not only a batch-level message."""
+    _require_atomic(profile)
+    mixed = mixed_batch(items, 2, 2)
+    resp = target.atomic(mixed.items)
+    doc = response_json(resp, "the atomic failure response")
+    by_id = envelope.result_map(doc, mixed.items)
+    expect(by_id, "the atomic failure response carries no per-item results, only a batch-level answer",
+           expected="a result for each failing item, with its error", seen=short(doc))
+    for item_id, inv in mixed.invalid.items():
+        r = by_id.get(item_id)
+        expect(r is not None, f"the failing item {item_id!r} is not identified in the failure response",
+               expected=f"a result with id {item_id!r}", seen=short(doc))
+        expect(r.ok is False, f"the failing item {item_id!r} is not reported as failed",
+               expected="an error result", seen=short(r.raw))
+        expect(_why_ok(r, inv, envelope), f"the error of failing item {item_id!r} does not say why it failed",
+               expected=f"code {inv.code!r} (or a message naming {inv.field!r})", seen=short(r.error or r.raw))
+
+
+@pytest.mark.rule("ATOM-03")
+def test_failure_says_not_applied(target, items, envelope, profile):
+    """ATOM-03 MUST: the failure response says the batch was not applied (`"status": "failed"`, a 4xx status), and marks the other items as not applied."""
+    _require_atomic(profile)
+    mixed = mixed_batch(items, 3, 1)
+    resp = target.atomic(mixed.items)
+    expect(400 <= resp.status_code < 500, "a failed atomic batch did not get a 4xx",
+           expected="4xx", seen=resp.status_code)
+    doc = response_json(resp, "the atomic failure response")
+    pointer = envelope.m.get("batch_status", DEFAULT_BATCH_STATUS)
+    failed_values = envelope.m.get("failed_values", DEFAULT_FAILED_VALUES)
+    status = pointer_get(doc, pointer, None)
+    expect(status in failed_values, "the failure response does not say the batch failed",
+           expected=f"{pointer} in {failed_values}", seen=short(doc))
+    by_id = envelope.result_map(doc, mixed.items)
+    not_applied = envelope.code("not_applied")
+    for item_id in mixed.valid_ids:
+        r = by_id.get(item_id)
+        expect(r is not None, f"item {item_id!r} (valid, not applied) has no result in the failure response",
+               expected=f"a result marking {item_id!r} not applied", seen=short(doc))
+        marked = r.ok is False or not_applied in (r.status, r.error_code)
+        expect(marked, f"item {item_id!r} is not marked as not applied although the batch failed",
+               expected=f"an error result (e.g. {not_applied!r})", seen=short(r.raw))
+
+
+@pytest.mark.rule("ATOM-04")
+def test_all_valid_atomic_batch_applies_every_item(target, items, envelope, profile):
+    """ATOM-04 MUST: an all-valid atomic batch applies every item (200, all ok)."""
+    _require_atomic(profile)
+    batch = items.valid(4)
+    ids = [b[items.id_field] for b in batch]
+    resp = target.atomic(batch)
+    expect(is_2xx(resp) and resp.status_code != 207, "an all-valid atomic batch did not get a 2xx",
+           expected="200", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    by_id = envelope.result_map(response_json(resp), batch)
+    not_ok = {i: short(by_id[i].raw, 200) if i in by_id else "no result" for i in ids
+              if i not in by_id or by_id[i].ok is not True}
+    expect(not not_ok, "an all-valid atomic batch did not report every item ok", expected="all ok", seen=not_ok)
+    if profile.has("endpoints.read"):
+        missing = [i for i in ids if not target.exists(i)]
+        expect(not missing, "an all-valid atomic batch answered ok but did not apply every item",
+               expected="every item readable", seen=f"not readable: {missing}")
+
+
+@pytest.mark.rule("ATOM-04")
+def test_atomic_batch_at_its_limit_is_applied(target, items, envelope, profile):
+    """ATOM-04 MUST: an all-valid atomic batch applies every item (200, all ok)."""
+    _require_atomic(profile)
+    limit = profile.get("limits.atomic_max_items")
+    if not limit:
+        pytest.skip("profile declares no limits.atomic_max_items")
+    if limit > 1000:
+        pytest.skip(f"limits.atomic_max_items is {limit}: too large to send as a conformance check")
+    batch = items.valid(limit)
+    ids = [b[items.id_field] for b in batch]
+    resp = target.atomic(batch)
+    expect(is_2xx(resp) and resp.status_code != 207,
+           f"an all-valid atomic batch of exactly the declared {limit} items did not get a 2xx",
+           expected="200", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    results = envelope.results(response_json(resp))
+    bad = [r.id for r in results if r.ok is not True]
+    expect(len(results) == limit and not bad, f"an all-valid atomic batch of {limit} items was not all ok",
+           expected=f"{limit} ok results", seen=f"{len(results)} results, not ok: {bad[:10]}")
+    if profile.has("endpoints.read"):
+        sample = sorted({ids[0], ids[len(ids) // 2], ids[-1]})
+        missing = [i for i in sample if not target.exists(i)]
+        expect(not missing, "an atomic batch at its limit answered ok but did not apply its items",
+               expected="first, middle and last item readable", seen=f"not readable: {missing}")
+
+
+# -- ATOM-05: explicit and documented ------------------------------------------------------------
+
+_SELECTORS = ("path", "method", "body", "query", "headers")
+
+
+def _selection(ep: dict[str, Any]) -> dict[str, Any]:
+    return {k: ep.get(k) or None for k in _SELECTORS if k != "method"} | {"method": ep.get("method", "POST")}
+
+
+@pytest.mark.rule("ATOM-05")
+def test_atomic_mode_is_explicit(profile):
+    """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
+    _require_atomic(profile)
+    atomic, batch = profile.get("endpoints.atomic"), profile.get("endpoints.batch")
+    expect(_selection(atomic) != _selection(batch),
+           "the atomic mode is not selected explicitly: endpoints.atomic is the batch endpoint itself",
+           expected="a separate path, or a body field, query parameter or header selecting the atomic mode",
+           seen={"atomic": atomic, "batch": batch})
+
+
+@pytest.mark.rule("ATOM-05")
+def test_atomic_is_not_the_silent_default(target, items, profile):
+    """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
+    _require_atomic(profile)
+    profile.require("endpoints.read")
+    # A mixed batch sent WITHOUT the atomic selector: if the valid items are not applied, the
+    # target is all-or-nothing although nobody asked for it.
+    mixed = mixed_batch(items, 2, 1)
+    resp = target.batch(mixed.items)
+    applied = _applied(target, mixed.valid_ids)
+    expect(applied == mixed.valid_ids,
+           "a mixed batch sent to the non-atomic endpoint applied none/not all of its valid items: "
+           "atomic is the silent default",
+           expected=f"{mixed.valid_ids} readable", seen=f"answered {resp.status_code}; readable: {applied}")
+
+
+def _openapi(target, profile) -> dict[str, Any] | None:
+    """The target's OpenAPI document (endpoints.openapi or openapi_file), or None when none is declared."""
+    if profile.has("openapi_file"):
+        import yaml
+
+        try:
+            with open(profile.get("openapi_file"), encoding="utf-8") as fh:
+                return yaml.safe_load(fh)
+        except (OSError, yaml.YAMLError) as exc:
+            setup_failed(f"openapi_file cannot be read: {exc}")
+    if not profile.has("endpoints.openapi"):
+        return None
+    resp = target.call("openapi", note="the OpenAPI document")
+    doc = json_of(resp)
+    if not is_2xx(resp) or not isinstance(doc, dict):
+        import yaml
+
+        try:
+            doc = yaml.safe_load(resp.text) if is_2xx(resp) else None
+        except yaml.YAMLError:
+            doc = None
+    if not isinstance(doc, dict):
+        setup_failed(f"endpoints.openapi answered {resp.status_code} without an OpenAPI document")
+    return doc
+
+
+def _deref(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#") and depth < 20:
+        node = pointer_get(doc, node["$ref"][1:], None)
+        depth += 1
+    return node
+
+
+def _schema_properties(doc: dict[str, Any], schema: Any, depth: int = 0) -> set[str]:
+    """Property names of a request schema, through local $refs and allOf/oneOf/anyOf."""
+    schema = _deref(doc, schema)
+    if not isinstance(schema, dict) or depth > 8:
+        return set()
+    names = set((schema.get("properties") or {}).keys())
+    for key in ("allOf", "oneOf", "anyOf"):
+        for sub in schema.get(key) or []:
+            names |= _schema_properties(doc, sub, depth + 1)
+    return names
+
+
+def _path_of(profile, name: str) -> str:
+    from urllib.parse import urlsplit
+
+    path = profile.get(f"endpoints.{name}.path")
+    return urlsplit(path).path if "://" in path else path
+
+
+def _operation(doc: dict[str, Any], path: str, method: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    paths = doc.get("paths") or {}
+    base = ""
+    servers = doc.get("servers") or []
+    if servers and isinstance(servers[0], dict):
+        from urllib.parse import urlsplit
+
+        base = urlsplit(str(servers[0].get("url", ""))).path.rstrip("/")
+    for candidate in (path, path.removeprefix(base) if base else path):
+        item = paths.get(candidate)
+        if isinstance(item, dict) and isinstance(item.get(method.lower()), dict):
+            return item, item[method.lower()]
+    return None
+
+
+def _mentions_atomic(node: Any) -> bool:
+    return isinstance(node, dict) and any(isinstance(k, str) and k.lower().startswith("x-") and "atomic" in k.lower()
+                                          for k in node)
+
+
+@pytest.mark.rule("ATOM-05")
+def test_atomic_mode_is_documented(target, profile):
+    """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
+    _require_atomic(profile)
+    doc = _openapi(target, profile)
+    if doc is None:
+        pytest.skip("no OpenAPI document declared (endpoints.openapi, openapi_file): the profile's "
+                    "endpoints.atomic is the only documentation the kit can see")
+    ep = profile.get("endpoints.atomic")
+    method = ep.get("method", "POST")
+    found = _operation(doc, _path_of(profile, "atomic"), method)
+    expect(found is not None, "the OpenAPI document does not describe the atomic endpoint",
+           expected=f"{method} {_path_of(profile, 'atomic')} in paths", seen=sorted((doc.get("paths") or {}).keys()))
+    path_item, op = found
+    where: list[str] = []
+    if _mentions_atomic(op) or _mentions_atomic(path_item):
+        where.append("an x-...atomic extension on the operation")
+    batch_x = doc.get("x-batch")
+    if isinstance(batch_x, dict) and any("atomic" in str(k).lower() for k in batch_x):
+        where.append("x-batch")
+    body_schema = pointer_get(_deref(doc, op.get("requestBody")) or {}, "/content", {})
+    props: set[str] = set()
+    for media in (body_schema or {}).values():
+        if isinstance(media, dict):
+            props |= _schema_properties(doc, media.get("schema"))
+    selectors = set((ep.get("body") or {}).keys())
+    if selectors & props:
+        where.append(f"request property {sorted(selectors & props)}")
+    params = {(_deref(doc, p) or {}).get("name", "").lower()
+              for p in (op.get("parameters") or []) + (path_item.get("parameters") or [])}
+    named = {k.lower() for k in list((ep.get("query") or {}).keys()) + list((ep.get("headers") or {}).keys())}
+    if named and named <= params:
+        where.append(f"parameters {sorted(named)}")
+    separate = _path_of(profile, "atomic") != _path_of(profile, "batch")
+    if separate and not selectors and not named:
+        where.append("its own documented operation")
+    expect(where, "the OpenAPI document does not document the atomic mode",
+           expected="an x-batch-atomic extension, or the selecting field/parameter in the batch request",
+           seen=f"{method} {_path_of(profile, 'atomic')}: no atomic extension; request properties "
+                f"{sorted(props)}; parameters {sorted(p for p in params if p)}")

@@ -1,0 +1,212 @@
+"""ORD — ordering and dependencies, where declared. SPEC §4.
+
+The profile names the item field listing dependencies (`dependencies.field`, e.g. `depends_on`)
+and, where the target has one, a field that references another item's id and requires it to exist
+(`dependencies.reference_field`, e.g. `parent_id`): that is what makes the processing order
+observable. Effects are judged by reading items back.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from conformance.checks import expect, is_2xx, json_of, mixed_batch, response_json, setup_ok, short
+
+# A 3-item batch with a cycle must be answered well within this; waiting longer for a hang is waste.
+CYCLE_TIMEOUT_S = 5.0
+
+
+def _dep_field(profile) -> str:
+    profile.require("dependencies.field")
+    return profile.get("dependencies.field")
+
+
+def _same_fields(item: dict[str, Any], got: Any, skip: set[str]) -> dict[str, Any]:
+    """Members of `item` that `got` (a resource) carries with another value."""
+    if not isinstance(got, dict):
+        return {}
+    return {k: got[k] for k, v in item.items() if k in got and k not in skip and got[k] != v}
+
+
+@pytest.mark.rule("ORD-01")
+def test_independent_items_correlated_by_id(target, items, envelope, profile):
+    """ORD-01 MUST: independent items are correlated by id, whatever the processing order."""
+    mixed = mixed_batch(items, 6, 4)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch of independent items")
+    by_id = envelope.result_map(response_json(resp), mixed.items)
+    missing = [i for i in mixed.ids if i not in by_id]
+    expect(not missing, "some items have no result carrying their id", expected=mixed.ids, seen=f"missing: {missing}")
+    skip = set(profile.get("items.server_fields") or []) | {items.id_field}
+    wrong: dict[str, Any] = {}
+    by_item = {it[items.id_field]: it for it in mixed.items}
+    for item_id in mixed.valid_ids:
+        r = by_id[item_id]
+        if r.ok is not True:
+            wrong[item_id] = f"valid item got {short(r.raw, 200)}"
+            continue
+        off = _same_fields(by_item[item_id], r.data, skip)
+        if off:
+            wrong[item_id] = f"result data belongs to another item: {off}"
+    for item_id, inv in mixed.invalid.items():
+        r = by_id[item_id]
+        if r.ok is not False:
+            wrong[item_id] = f"invalid item ({inv.code}) got {short(r.raw, 200)}"
+        elif r.error_code not in (None, inv.code) and r.error_code in {i.code for i in mixed.invalid.values()}:
+            wrong[item_id] = f"error {r.error_code!r} is another item's (expected {inv.code!r})"
+    expect(not wrong, "results are not correlated with their items by id", expected="each result describes "
+           "the item whose id it carries", seen=wrong)
+    if profile.has("endpoints.read"):
+        for item_id in mixed.valid_ids:
+            stored = target.read_json(item_id)
+            expect(stored is not None, f"the result of {item_id!r} says ok but the item is not readable",
+                   expected="readable", seen="absent")
+            off = _same_fields(by_item[item_id], stored, skip)
+            expect(not off, f"the item stored under {item_id!r} holds another item's values",
+                   expected={k: by_item[item_id][k] for k in off}, seen=off)
+        applied = [i for i in mixed.invalid if target.exists(i)]
+        expect(not applied, "an invalid item's id was applied (results and effects swapped between items)",
+               expected="invalid items absent", seen=applied)
+
+
+def _chain(items, profile, n: int) -> list[dict[str, Any]]:
+    """n items, each depending on (and referencing) the one before it; returned dependents first."""
+    dep_field = profile.get("dependencies.field")
+    ref_field = profile.get("dependencies.reference_field")
+    chain = items.valid(n)
+    for prev, cur in zip(chain, chain[1:]):
+        cur[dep_field] = [prev[items.id_field]]
+        if ref_field:
+            cur[ref_field] = prev[items.id_field]
+    return list(reversed(chain))
+
+
+@pytest.mark.rule("ORD-02")
+@pytest.mark.parametrize("length", [2, 3])
+def test_dependent_runs_after_its_dependency(target, items, envelope, profile, length):
+    """ORD-02 MUST: a dependency is explicit (`depends_on: [ids]` on the item); a dependent item runs after its dependency and may reference its result."""
+    _dep_field(profile)
+    ref_field = profile.get("dependencies.reference_field")
+    # Dependents come BEFORE their dependencies in the request: only a target that orders by
+    # depends_on can apply the referencing items.
+    batch = _chain(items, profile, length)
+    ids = [b[items.id_field] for b in batch]
+    resp = target.batch(batch)
+    expect(is_2xx(resp), "a batch with explicit dependencies was not processed",
+           expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    by_id = envelope.result_map(response_json(resp), batch)
+    not_ok = {i: short(by_id[i].raw, 300) if i in by_id else "no result" for i in ids
+              if i not in by_id or by_id[i].ok is not True}
+    expect(not not_ok, "an item listed before its dependency failed: the dependency did not run first",
+           expected="every item ok", seen=not_ok)
+    if profile.has("endpoints.read"):
+        for item in batch:
+            stored = target.read_json(item[items.id_field])
+            expect(stored is not None, f"{item[items.id_field]!r} was reported ok but is not readable",
+                   expected="readable", seen="absent")
+            if ref_field and ref_field in item and isinstance(stored, dict) and ref_field in stored:
+                expect(stored[ref_field] == item[ref_field],
+                       f"{item[items.id_field]!r} does not reference its dependency",
+                       expected={ref_field: item[ref_field]}, seen={ref_field: stored[ref_field]})
+
+
+def _names(r, dep_id: str) -> bool:
+    text = " ".join(filter(None, [r.error_message, json.dumps(r.error, default=str) if r.error is not None else None]))
+    return dep_id in text
+
+
+@pytest.mark.rule("ORD-03")
+def test_failed_dependency_fails_dependents(target, items, envelope, profile):
+    """ORD-03 MUST: if a dependency fails, the dependent item fails with `dependency_failed` naming it, and is not applied."""
+    dep_field = _dep_field(profile)
+    parent = items.invalid(1)[0].item
+    parent_id = parent[items.id_field]
+    # No reference to the parent: the dependent would succeed on its own, so only the declared
+    # dependency can make it fail. The grandchild checks that failure propagates.
+    child = items.one()
+    child[dep_field] = [parent_id]
+    grandchild = items.one()
+    grandchild[dep_field] = [child[items.id_field]]
+    bystander = items.one()
+    batch = [parent, child, bystander, grandchild]
+    resp = setup_ok(target.batch(batch), "a batch with a failing dependency")
+    by_id = envelope.result_map(response_json(resp), batch)
+    code = envelope.code("dependency_failed")
+    for dependent, deps in ((child, [parent_id]), (grandchild, [child[items.id_field], parent_id])):
+        did = dependent[items.id_field]
+        r = by_id.get(did)
+        expect(r is not None, f"the dependent item {did!r} has no result", expected=f"a result for {did!r}",
+               seen=short(resp.text))
+        expect(r.ok is False and r.error_code == code,
+               f"{did!r} depends on a failed item but did not fail with {code!r}",
+               expected=f"error {code!r}", seen=short(r.raw))
+        expect(any(_names(r, d) for d in deps), f"the {code!r} error of {did!r} does not name its dependency",
+               expected=f"an error naming {deps[0]!r}", seen=short(r.error))
+    if profile.has("endpoints.read"):
+        applied = [d[items.id_field] for d in (parent, child, grandchild) if target.exists(d[items.id_field])]
+        expect(not applied, "an item whose dependency failed was applied", expected="not readable", seen=applied)
+
+
+def _clear_error(target, envelope, batch: list[dict[str, Any]], bad_ids: list[str], must_name: str | None,
+                 what: str) -> httpx.Response:
+    """Send `batch`; `bad_ids` must get a clear error (per item or 4xx), never 5xx or a hang."""
+    try:
+        resp = target.batch(batch, timeout=min(CYCLE_TIMEOUT_S, target.session.timeout), note=what)
+    except httpx.TimeoutException:
+        # The hang is the violation here, not a failure of the kit.
+        expect(False, f"{what}: the target did not answer (it hangs)",
+               expected=f"an answer within {min(CYCLE_TIMEOUT_S, target.session.timeout):g}s", seen="timeout")
+        raise  # unreachable
+    expect(resp.status_code < 500, f"{what}: the target answered {resp.status_code}",
+           expected="a clear error: per-item error results or a 4xx", seen=short(resp.text, 300))
+    doc = json_of(resp)
+    if 400 <= resp.status_code < 500:
+        expect(doc is not None, f"{what}: the 4xx carries no JSON error", expected="a JSON error body",
+               seen=short(resp.text, 300))
+        if must_name:
+            expect(must_name in resp.text, f"{what}: the 4xx does not name the offending id",
+                   expected=f"a body naming {must_name!r}", seen=short(resp.text, 300))
+        return resp
+    expect(is_2xx(resp) and doc is not None, f"{what}: neither a 4xx nor a processed batch",
+           expected="per-item errors or a 4xx", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    by_id = envelope.result_map(doc, batch)
+    for item_id in bad_ids:
+        r = by_id.get(item_id)
+        expect(r is not None and r.ok is False and (r.error_code or r.error_message),
+               f"{what}: item {item_id!r} did not get an error", expected="an error result with a code",
+               seen=short(r.raw) if r else "no result")
+        if must_name:
+            expect(_names(r, must_name), f"{what}: the error of {item_id!r} does not name the offending id",
+                   expected=f"an error naming {must_name!r}", seen=short(r.error))
+    return resp
+
+
+@pytest.mark.rule("ORD-04")
+def test_unknown_dependency_gets_clear_error(target, items, envelope, profile):
+    """ORD-04 MUST: a dependency on an unknown id, or a cycle, gets a clear error (per item or 4xx), never 5xx or a hang."""
+    dep_field = _dep_field(profile)
+    ghost = items.new_id()
+    orphan = items.one()
+    orphan[dep_field] = [ghost]
+    batch = [items.one(), orphan]
+    _clear_error(target, envelope, batch, [orphan[items.id_field]], ghost, "a dependency on an unknown id")
+    if profile.has("endpoints.read"):
+        expect(not target.exists(orphan[items.id_field]), "the item depending on an unknown id was applied",
+               expected="not readable", seen="readable")
+
+
+@pytest.mark.rule("ORD-04")
+@pytest.mark.parametrize("length", [2, 3])
+def test_cycle_gets_clear_error(target, items, envelope, profile, length):
+    """ORD-04 MUST: a dependency on an unknown id, or a cycle, gets a clear error (per item or 4xx), never 5xx or a hang."""
+    dep_field = _dep_field(profile)
+    ring = items.valid(length)
+    for k, item in enumerate(ring):
+        item[dep_field] = [ring[(k + 1) % length][items.id_field]]
+    ids = [r[items.id_field] for r in ring]
+    _clear_error(target, envelope, ring, ids, None, f"a {length}-cycle of dependencies")
+    if profile.has("endpoints.read"):
+        applied = [i for i in ids if target.exists(i)]
+        expect(not applied, f"items of a {length}-cycle were applied", expected="none readable", seen=applied)
