@@ -1,0 +1,148 @@
+"""The target's OpenAPI document, as the SIZE-04 and PAR-03 checks read it.
+
+Only local `$ref`s (`#/...`) are followed: the kit never fetches anything but the target.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._envelope import pointer_get
+
+ANNOTATIONS = {"title", "description", "examples", "example", "$comment", "deprecated", "readOnly",
+               "writeOnly", "default", "$defs", "definitions", "$id", "$schema", "$anchor"}
+
+
+def load(target: Any, profile: Any) -> tuple[dict[str, Any] | None, str]:
+    """The document and where it came from; (None, reason) when the profile names none or it is unusable."""
+    path = profile.get("openapi_file")
+    if path:
+        p = Path(path)
+        if not p.is_absolute() and profile.source and Path(profile.source).exists():
+            p = Path(profile.source).resolve().parent / p
+        try:
+            text = p.read_text(encoding="utf-8")
+            doc = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            return None, f"openapi_file {path} cannot be read: {exc}"
+        return (doc, f"openapi_file {path}") if isinstance(doc, dict) else (None, f"openapi_file {path} is not a document")
+    if not profile.get("endpoints.openapi"):
+        return None, "profile declares neither endpoints.openapi nor openapi_file"
+    resp = target.call("openapi", note="the target's OpenAPI document")
+    if not 200 <= resp.status_code < 300:
+        return None, f"endpoints.openapi answered {resp.status_code}"
+    try:
+        doc = resp.json()
+    except ValueError:
+        try:
+            doc = yaml.safe_load(resp.text)
+        except yaml.YAMLError:
+            return None, "endpoints.openapi answered neither JSON nor YAML"
+    return (doc, "endpoints.openapi") if isinstance(doc, dict) else (None, "endpoints.openapi is not a document")
+
+
+def deref(doc: dict[str, Any], node: Any, seen: frozenset[str] = frozenset()) -> Any:
+    """Follow a local `$ref` chain at the top of `node` (siblings of `$ref` are merged over it)."""
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#"):
+        ref = node["$ref"]
+        if ref in seen:
+            return node
+        seen = seen | {ref}
+        target = pointer_get(doc, ref[1:], None)
+        if not isinstance(target, dict):
+            return node
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        node = {**target, **siblings} if siblings else target
+    return node
+
+
+def resolved(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
+    """`node` with every local `$ref` inlined and annotations dropped (for structural comparison)."""
+    if depth > 40:
+        return node
+    node = deref(doc, node)
+    if isinstance(node, dict):
+        return {k: resolved(doc, v, depth + 1) for k, v in node.items() if k not in ANNOTATIONS}
+    if isinstance(node, list):
+        return [resolved(doc, v, depth + 1) for v in node]
+    return node
+
+
+def operation(doc: dict[str, Any], method: str, path: str) -> dict[str, Any] | None:
+    """The operation of `path` (template names may differ: `{id}` matches `{order_id}`)."""
+    paths = doc.get("paths") or {}
+    want = _shape(path)
+    for p, item in paths.items():
+        if _shape(p) == want and isinstance(item, dict):
+            op = item.get(method.lower())
+            if isinstance(op, dict):
+                return op
+    return None
+
+
+def _shape(path: str) -> list[str]:
+    return ["{}" if seg.startswith("{") and seg.endswith("}") else seg for seg in path.split("?")[0].strip("/").split("/")]
+
+
+def request_schema(doc: dict[str, Any], op: dict[str, Any]) -> Any:
+    body = deref(doc, op.get("requestBody") or {})
+    content = body.get("content") or {} if isinstance(body, dict) else {}
+    for media, spec in content.items():
+        m = media.split(";")[0].strip().lower()
+        if (m == "application/json" or m.endswith("+json")) and isinstance(spec, dict) and "schema" in spec:
+            return spec["schema"]
+    return None
+
+
+def at_pointer(doc: dict[str, Any], schema: Any, pointer: str) -> Any:
+    """The subschema a JSON Pointer into the instance reaches (through `properties`, `allOf`)."""
+    node = deref(doc, schema)
+    for raw in [t for t in pointer.lstrip("/").split("/") if t] if pointer else []:
+        token = raw.replace("~1", "/").replace("~0", "~")
+        node = _property(doc, node, token)
+        if node is None:
+            return None
+    return node
+
+
+def _property(doc: dict[str, Any], node: Any, name: str) -> Any:
+    node = deref(doc, node)
+    if not isinstance(node, dict):
+        return None
+    props = node.get("properties") or {}
+    if name in props:
+        return deref(doc, props[name])
+    for sub in node.get("allOf") or []:
+        found = _property(doc, sub, name)
+        if found is not None:
+            return found
+    return None
+
+
+def array_items(doc: dict[str, Any], schema: Any) -> Any:
+    node = deref(doc, schema)
+    if isinstance(node, dict):
+        if "items" in node:
+            return node["items"]
+        for sub in node.get("allOf") or []:
+            found = array_items(doc, sub)
+            if found is not None:
+                return found
+    return None
+
+
+def array_max_items(doc: dict[str, Any], schema: Any) -> int | None:
+    node = deref(doc, schema)
+    if not isinstance(node, dict):
+        return None
+    found = node.get("maxItems")
+    if isinstance(found, int) and not isinstance(found, bool):
+        return found
+    for sub in node.get("allOf") or []:
+        m = array_max_items(doc, sub)
+        if m is not None:
+            return m
+    return None

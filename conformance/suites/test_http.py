@@ -1,0 +1,177 @@
+"""HTTP — status codes. SPEC §4."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import pytest
+
+from conformance._envelope import pointer_set
+from conformance.checks import Envelope, expect, json_of, mixed_batch, response_json, short
+
+
+def _is_2xx_not_207(status: int) -> bool:
+    return 200 <= status < 300 and status != 207
+
+
+def _raw(target, body: bytes, content_type: str, note: str):
+    """POST a raw body to the batch endpoint (its declared method, path, query and headers)."""
+    return target.call("batch", content=body, headers={"Content-Type": content_type}, note=note)
+
+
+def _all_invalid(items) -> list[dict[str, Any]]:
+    return [b.item for b in items.invalid(max(3, len(items.profile.get("items.invalid") or [])))]
+
+
+@pytest.mark.rule("HTTP-01")
+def test_mixed_batch_gets_2xx(target, items):
+    """HTTP-01 MUST: a batch with mixed outcomes returns a 2xx status (never 4xx, 5xx or 207)."""
+    mixed = mixed_batch(items, 3, 2)
+    resp = target.batch(mixed.items)
+    expect(_is_2xx_not_207(resp.status_code), "a batch with mixed outcomes did not get a 2xx",
+           expected="2xx other than 207", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+
+
+@pytest.mark.rule("HTTP-02")
+def test_no_batch_response_is_207(target, items, profile):
+    """HTTP-02 MUST NOT: any batch response uses 207 Multi-Status."""
+    batches = {"all valid": items.valid(3), "mixed": mixed_batch(items, 2, 2).items, "all invalid": _all_invalid(items)}
+    seen = {}
+    for name, batch in batches.items():
+        seen[name] = target.batch(batch).status_code
+    if profile.has("endpoints.atomic"):
+        seen["atomic, one invalid item"] = target.atomic(mixed_batch(items, 2, 1).items).status_code
+    bad = {k: v for k, v in seen.items() if v == 207}
+    expect(not bad, "a batch response used 207 Multi-Status", expected="no 207", seen=seen)
+
+
+@pytest.mark.rule("HTTP-03")
+def test_all_invalid_batch_gets_2xx_with_item_errors(target, items, envelope):
+    """HTTP-03 MUST: a batch in which every item fails validation returns a 2xx with per-item errors (non-atomic endpoints)."""
+    batch = _all_invalid(items)
+    ids = [it[items.id_field] for it in batch]
+    resp = target.batch(batch)
+    expect(_is_2xx_not_207(resp.status_code), "a batch whose items all fail validation did not get a 2xx",
+           expected="2xx with per-item errors", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    by_id = envelope.result_map(response_json(resp), batch)
+    not_errors = {i: (by_id[i].status if i in by_id else "no result") for i in ids
+                  if i not in by_id or by_id[i].ok is not False}
+    expect(not not_errors, "the 2xx does not carry an error result for every invalid item",
+           expected="an error result per item", seen=not_errors)
+
+
+def _items_pointer(envelope: Envelope) -> str:
+    return envelope.m["request_items"]
+
+
+def _malformed_cases(envelope: Envelope, items) -> dict[str, bytes]:
+    valid = json.dumps(envelope.body(items.valid(2))).encode()
+    cases = {
+        "malformed JSON (truncated)": valid[: max(1, len(valid) - 3)],
+        "malformed JSON (trailing comma)": b'{"a": 1,}' if _items_pointer(envelope) else b"[1,]",
+        "a string body": b'"operations"',
+        "a number body": b"42",
+        "a null body": b"null",
+    }
+    pointer = _items_pointer(envelope)
+    if pointer:  # the envelope is an object: an array is a non-object body, and the items field can be wrong
+        cases["an array body"] = json.dumps(items.valid(1)).encode()
+        cases["no items field"] = json.dumps({}).encode()
+        for label, value in (("a string", "items"), ("an object", {"0": items.valid(1)[0]}), ("a number", 3)):
+            doc: dict[str, Any] = {}
+            pointer_set(doc, pointer, value)
+            cases[f"the items field is {label}"] = json.dumps(doc).encode()
+    return cases
+
+
+@pytest.mark.rule("HTTP-04")
+def test_unparseable_batches_get_400_json(target, items, envelope):
+    """HTTP-04 MUST: malformed JSON, a non-object body, or a missing/non-array items field gets 400 with a JSON error body, never 5xx."""
+    wrong = {}
+    for label, body in _malformed_cases(envelope, items).items():
+        resp = _raw(target, body, envelope.content_type, note=f"HTTP-04: {label}")
+        if resp.status_code != 400:
+            wrong[label] = f"{resp.status_code}: {short(resp.text, 120)}"
+        elif not isinstance(json_of(resp), (dict, list)) or not (Envelope.error_codes(resp) or Envelope.error_message(resp)):
+            wrong[label] = f"400 without a JSON error body: {short(resp.text, 120)}"
+    expect(not wrong, "a body that is not a batch did not get 400 with a JSON error body",
+           expected="400 with a JSON error (code or message)", seen=wrong)
+
+
+def _shape(resp) -> str:
+    """The body shape of a batch-level error, as a client's one handler would see it."""
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    doc = json_of(resp)
+    if ctype == "application/problem+json":
+        return "problem+json"
+    if not isinstance(doc, dict):
+        return f"not a JSON object ({ctype or 'no Content-Type'})"
+    err = doc.get("error")
+    if isinstance(err, str) and isinstance(doc.get("message"), str):
+        return "{error: code, message}"
+    if isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str):
+        return "{error: {code, message}}"
+    if isinstance(doc.get("type"), str) and isinstance(doc.get("title") or doc.get("detail"), str):
+        return "problem+json (labelled application/json)"
+    return "unrecognised: keys " + ",".join(sorted(doc))
+
+
+def _provocations(target, items, envelope, profile) -> dict[str, Callable[[], Any]]:
+    out: dict[str, Callable[[], Any]] = {
+        "malformed JSON": lambda: _raw(target, b'{"x": [', envelope.content_type, "malformed JSON"),
+        "empty batch": lambda: target.batch([]),
+        "duplicate ids": lambda: target.batch(_duplicated(items)),
+        "wrong content type": lambda: _raw(target, json.dumps(envelope.body(items.valid(1))).encode(),
+                                           "text/plain", "text/plain body"),
+    }
+    limit = profile.get("limits.max_items")
+    if isinstance(limit, int) and limit <= 20000:
+        out["too many items"] = lambda: target.batch(items.valid(limit + 1), note="max_items + 1 items")
+    return out
+
+
+def _duplicated(items) -> list[dict[str, Any]]:
+    a, b = items.valid(2)
+    b = dict(b)
+    b[items.id_field] = a[items.id_field]
+    return [a, b]
+
+
+@pytest.mark.rule("HTTP-05")
+def test_batch_level_errors_share_one_shape(target, items, envelope, profile):
+    """HTTP-05 SHOULD: batch-level errors share one error body shape (code + message, or problem+json)."""
+    shapes: dict[str, str] = {}
+    for label, send in _provocations(target, items, envelope, profile).items():
+        resp = send()
+        if 400 <= resp.status_code < 500:  # others (e.g. an empty batch answered 200) are not errors
+            shapes[label] = _shape(resp)
+    if len(shapes) < 2:
+        pytest.skip(f"fewer than two batch-level errors could be provoked ({sorted(shapes) or 'none'})")
+    kinds = set(shapes.values())
+    bad = {k: v for k, v in shapes.items() if v.startswith(("unrecognised", "not a JSON"))}
+    expect(not bad, "a batch-level error body has neither a code and message nor the problem+json shape",
+           expected="{error, message} or problem+json", seen=bad)
+    expect(len(kinds) == 1, "batch-level errors use different body shapes", expected="one shape", seen=shapes)
+
+
+@pytest.mark.rule("HTTP-06")
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_non_json_content_type_gets_415(target, items, envelope, content_type):
+    """HTTP-06 SHOULD: a non-JSON Content-Type gets 415."""
+    body = json.dumps(envelope.body(items.valid(1))).encode()
+    resp = _raw(target, body, content_type, note=f"a JSON batch labelled {content_type}")
+    expect(resp.status_code == 415, f"a batch sent as {content_type} did not get 415",
+           expected="415 Unsupported Media Type", seen=f"{resp.status_code}: {short(resp.text, 200)}")
+
+
+@pytest.mark.rule("HTTP-07")
+def test_processed_batches_answer_200(target, items):
+    """HTTP-07 SHOULD: every processed batch answers exactly 200, the standard for batches."""
+    seen = {"all valid": target.batch(items.valid(2)).status_code,
+            "mixed": target.batch(mixed_batch(items, 2, 2).items).status_code,
+            "all invalid": target.batch(_all_invalid(items)).status_code}
+    processed = {k: v for k, v in seen.items() if 200 <= v < 300}
+    if not processed:
+        pytest.skip(f"no batch was processed (statuses {seen}); HTTP-01/HTTP-03 report that")
+    other = {k: v for k, v in processed.items() if v != 200}
+    expect(not other, "a processed batch answered a 2xx other than 200", expected="200", seen=seen)

@@ -1,0 +1,111 @@
+"""PAR — single/batch parity, where a single endpoint is declared. SPEC §4."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conformance import _openapi
+from conformance.checks import Envelope, expect, json_of, response_json, setup_ok, short
+
+
+def _comparable(doc: Any, ignore: set[str]) -> Any:
+    if isinstance(doc, dict):
+        return {k: v for k, v in doc.items() if k not in ignore}
+    return doc
+
+
+@pytest.mark.rule("PAR-01")
+def test_ok_data_matches_single_response(target, items, envelope, profile):
+    """PAR-01 MUST: an ok result's `data` matches the single endpoint's response for the same item (server-generated fields aside)."""
+    target.endpoint("single")
+    ignore = set(profile.get("items.server_fields") or []) | {items.id_field}
+    differ: dict[str, Any] = {}
+    for tpl in items.templates()[:3]:
+        one, other = items.with_id(tpl), items.with_id(tpl)
+        single = setup_ok(target.single(one), "creating an item through the single endpoint")
+        single_doc = json_of(single)
+        if not isinstance(single_doc, dict):
+            pytest.skip("the single endpoint answers no JSON object to compare with")
+        resp = setup_ok(target.batch([other]), "a one-item batch")
+        r = envelope.result_map(response_json(resp), [other]).get(other[items.id_field])
+        if r is None or r.ok is not True:
+            differ[str(tpl)] = f"the batch did not report ok: {short(r.raw if r else resp.text, 200)}"
+            continue
+        a, b = _comparable(single_doc, ignore), _comparable(r.data, ignore)
+        if a != b:
+            differ[str(tpl)] = {"single": short(a, 250), "batch data": short(b, 250)}
+    expect(not differ, "a batch ok result's data differs from the single endpoint's response",
+           expected=f"equal, ignoring {sorted(ignore)}", seen=differ)
+
+
+@pytest.mark.rule("PAR-02")
+def test_invalid_item_same_code_single_and_batch(target, items, envelope, profile):
+    """PAR-02 MUST: an invalid item gets the same error code in a batch as from the single endpoint."""
+    target.endpoint("single")
+    n = len(profile.get("items.invalid") or [])
+    invalid = items.invalid(max(n, 1))
+    differ: dict[str, Any] = {}
+    for inv in invalid:
+        single = target.single(items.with_id(inv.item), note="the invalid item alone")
+        single_codes = Envelope.error_codes(single) if not 200 <= single.status_code < 300 else []
+        batch_item = items.with_id(inv.item)
+        batch = [items.one(), batch_item]
+        resp = setup_ok(target.batch(batch), "a batch with the invalid item")
+        r = envelope.result_map(response_json(resp), batch).get(batch_item[items.id_field])
+        batch_code = r.error_code if r is not None and r.ok is False else None
+        if batch_code is None or batch_code not in single_codes:
+            differ[inv.code] = {"single": f"{single.status_code} {single_codes or short(single.text, 150)}",
+                                "batch": batch_code if batch_code else short(r.raw if r else resp.text, 150)}
+    expect(not differ, "an invalid item gets different error codes from the single endpoint and in a batch",
+           expected="the same code", seen=differ)
+
+
+@pytest.mark.rule("PAR-03")
+def test_batch_item_schema_is_single_request_schema(target, envelope, profile):
+    """PAR-03 SHOULD: the batch item schema is the single endpoint's request schema (OpenAPI)."""
+    single_ep = target.endpoint("single")
+    doc, where = _openapi.load(target, profile)
+    if doc is None:
+        pytest.skip(f"no OpenAPI document: {where}")
+    batch_ep = profile.get("endpoints.batch")
+    single_op = _openapi.operation(doc, single_ep.get("method", "POST"), single_ep["path"])
+    batch_op = _openapi.operation(doc, batch_ep.get("method", "POST"), batch_ep["path"])
+    expect(single_op is not None and batch_op is not None,
+           f"the OpenAPI document ({where}) does not describe both the single and the batch endpoint",
+           expected=f"{single_ep['path']} and {batch_ep['path']}", seen=sorted((doc.get("paths") or {}).keys()))
+    single_schema = _openapi.request_schema(doc, single_op)
+    batch_schema = _openapi.request_schema(doc, batch_op)
+    expect(single_schema is not None and batch_schema is not None,
+           "a request schema is missing from the OpenAPI document", expected="JSON request bodies for both",
+           seen={"single": single_schema is not None, "batch": batch_schema is not None})
+    pointer = envelope.m["request_items"]
+    arr = _openapi.at_pointer(doc, batch_schema, pointer) if pointer else _openapi.deref(doc, batch_schema)
+    item_schema = _openapi.array_items(doc, arr) if arr is not None else None
+    expect(item_schema is not None, "the batch request schema has no item schema where the profile puts the items",
+           expected=f"an array schema at {pointer or 'the top level'}", seen=short(batch_schema, 300))
+    if _same_ref(single_schema, item_schema):
+        return
+    batch_only = {f for f in (profile.get("idempotency.item_field"), profile.get("dependencies.field")) if f}
+    a = _openapi.resolved(doc, single_schema)
+    b = _without(_openapi.resolved(doc, item_schema), batch_only)
+    expect(a == b, "the batch item schema is not the single endpoint's request schema",
+           expected=short(a, 400), seen=short(b, 400))
+
+
+def _same_ref(a: Any, b: Any) -> bool:
+    return isinstance(a, dict) and isinstance(b, dict) and isinstance(a.get("$ref"), str) and a.get("$ref") == b.get("$ref")
+
+
+def _without(schema: Any, fields: set[str]) -> Any:
+    """The item schema less the batch-only members (item idempotency key, depends_on)."""
+    if not isinstance(schema, dict) or not fields:
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: v for k, v in out["properties"].items() if k not in fields}
+    if isinstance(out.get("required"), list):
+        out["required"] = [r for r in out["required"] if r not in fields]
+    if isinstance(out.get("allOf"), list):
+        out["allOf"] = [_without(s, fields) for s in out["allOf"]]
+    return out

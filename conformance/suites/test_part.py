@@ -1,0 +1,195 @@
+"""PART — partial failure (non-atomic endpoints). SPEC §4.
+
+Every effect is judged through the read endpoint; what a response claims is only used to find
+which items the target says failed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conformance.checks import expect, mixed_batch, pointer_get, response_json, setup_failed, setup_ok, short
+
+
+def _need_read(profile) -> None:
+    profile.require("endpoints.read")
+
+
+@pytest.mark.rule("PART-01")
+def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
+    """PART-01 MUST: in a mixed batch every valid item is applied (visible through the read endpoint)."""
+    _need_read(profile)
+    mixed = mixed_batch(items, 3, 3)
+    setup_ok(target.batch(mixed.items), "a mixed batch")
+    missing = [i for i in mixed.valid_ids if not target.exists(i)]
+    expect(not missing, "a valid item of a mixed batch was not applied", expected=f"{mixed.valid_ids} readable",
+           seen=f"not readable: {missing}")
+
+
+@pytest.mark.rule("PART-02")
+def test_failed_items_are_not_readable(target, items, profile):
+    """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
+    _need_read(profile)
+    mixed = mixed_batch(items, 3, 3)
+    setup_ok(target.batch(mixed.items), "a mixed batch")
+    present = [i for i in mixed.invalid if target.exists(i)]
+    expect(not present, "an invalid item (fresh id) is readable after the batch",
+           expected="no invalid item readable", seen=f"readable: {present}")
+
+
+@pytest.mark.rule("PART-02")
+def test_failed_item_leaves_existing_resource_untouched(target, items, envelope, profile):
+    """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
+    _need_read(profile)
+    first = items.one()
+    item_id = first[items.id_field]
+    setup_ok(target.batch([first]), "creating an item")
+    before = target.read_json(item_id)
+    if before is None:
+        setup_failed(f"the item {item_id!r} just created is not readable")
+    # The same id again with another payload, next to an invalid item: an error here must change nothing.
+    tpls = items.templates()
+    again = items.with_id(tpls[1 % len(tpls)], item_id)
+    bad = items.invalid(1)[0].item
+    resp = setup_ok(target.batch([again, bad, items.one()]), "a batch re-using an existing id")
+    by_id = envelope.result_map(response_json(resp), [again, bad])
+    r = by_id.get(item_id)
+    if r is None or r.ok is not False:
+        pytest.skip("the target accepts a second write to an existing id (upsert): no failed item to observe")
+    after = target.read_json(item_id)
+    expect(after == before, "an item that failed (its id already existed) changed the stored resource",
+           expected=short(before), seen=short(after))
+
+
+def _names_field(message: str | None, field: str) -> bool:
+    if not message:
+        return False
+    low = message.lower()
+    return field.lower() in low or field.lower().replace("_", " ") in low
+
+
+@pytest.mark.rule("PART-03")
+def test_item_error_names_code_and_field(target, items, envelope):
+    """PART-03 MUST: a failed item's error says what is wrong with that item (code, and a message naming the field)."""
+    n = len(items.profile.get("items.invalid") or [])
+    mixed = mixed_batch(items, 2, max(n, 1))
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    by_id = envelope.result_map(response_json(resp), mixed.items)
+    wrong: dict[str, Any] = {}
+    for item_id, inv in mixed.invalid.items():
+        r = by_id.get(item_id)
+        if r is None or r.ok is not False:
+            wrong[item_id] = f"no error result ({short(r.raw) if r else 'missing'})"
+            continue
+        if r.error_code != inv.code:
+            wrong[item_id] = f"code {r.error_code!r}, expected {inv.code!r}"
+        elif inv.field and not _names_field(r.error_message, inv.field):
+            wrong[item_id] = f"message {r.error_message!r} does not name the field {inv.field!r}"
+    expect(not wrong, "an item error does not say what is wrong with the item",
+           expected="the profile's code and a message naming the field", seen=wrong)
+
+
+def _applied_marker(profile, resource: Any) -> Any:
+    """What shows an item was applied again: the effect counter where declared, else the whole resource."""
+    pointer = profile.get("items.effect_counter")
+    if pointer:
+        return pointer_get(resource, pointer, None)
+    return resource
+
+
+@pytest.mark.rule("PART-04")
+def test_resubmitting_corrected_failures(target, items, envelope, profile):
+    """PART-04 MUST: resubmitting only the failed items, corrected, succeeds; items that succeeded before are not applied again."""
+    _need_read(profile)
+    mixed = mixed_batch(items, 3, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    by_id = envelope.result_map(response_json(resp), mixed.items)
+    failed = [i for i in mixed.invalid if i in by_id and by_id[i].ok is False]
+    if not failed:
+        pytest.skip("no item of the mixed batch failed (PART-03 reports that)")
+    before = {i: target.read_json(i) for i in mixed.valid_ids}
+    tpls = items.templates()
+    corrected = [items.with_id(tpls[k % len(tpls)], i) for k, i in enumerate(failed)]
+    resp2 = target.batch(corrected, note="the failed items, corrected, same ids")
+    expect(200 <= resp2.status_code < 300, "resubmitting the corrected failed items was not accepted",
+           expected="2xx", seen=f"{resp2.status_code}: {short(resp2.text, 300)}")
+    res2 = envelope.result_map(response_json(resp2), corrected)
+    not_ok = {i: (short(res2[i].raw, 200) if i in res2 else "no result") for i in failed
+              if i not in res2 or res2[i].ok is not True}
+    expect(not not_ok, "a corrected item failed on resubmission", expected="ok for every corrected item", seen=not_ok)
+    absent = [i for i in failed if not target.exists(i)]
+    expect(not absent, "a corrected item reported ok is not readable", expected="readable", seen=absent)
+    after = {i: target.read_json(i) for i in mixed.valid_ids}
+    redone = {i: {"before": short(_applied_marker(profile, before[i]), 200),
+                  "after": short(_applied_marker(profile, after[i]), 200)}
+              for i in mixed.valid_ids if _applied_marker(profile, before[i]) != _applied_marker(profile, after[i])}
+    expect(not redone, "an item that had succeeded was applied again by the resubmission",
+           expected="unchanged", seen=redone)
+
+
+@pytest.mark.rule("PART-05")
+def test_item_result_independent_of_batch(target, items, envelope):
+    """PART-05 SHOULD: an item's result does not depend on the other items in the batch (same result as submitted alone)."""
+    mixed = mixed_batch(items, 3, 3)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    by_id = envelope.result_map(response_json(resp), mixed.items)
+    differ: dict[str, Any] = {}
+    for item in mixed.items:
+        item_id = item[items.id_field]
+        in_batch = by_id.get(item_id)
+        if in_batch is None:
+            continue  # CORE-02 reports a missing result
+        alone_item = items.with_id(item)  # same payload, fresh id (the first one may now exist)
+        alone_resp = setup_ok(target.batch([alone_item], note="the same payload alone"), "a one-item batch")
+        alone = envelope.result_map(response_json(alone_resp), [alone_item]).get(alone_item[items.id_field])
+        if alone is None:
+            differ[item_id] = "no result when alone"
+        elif (in_batch.ok, in_batch.error_code) != (alone.ok, alone.error_code):
+            differ[item_id] = {"in the mixed batch": _outcome(in_batch), "alone": _outcome(alone)}
+    expect(not differ, "an item's result changes with the other items of the batch",
+           expected="the same outcome and error code", seen=differ)
+
+
+def _outcome(r) -> str:
+    return "ok" if r.ok else f"error {r.error_code!r}" if r.ok is False else f"status {r.status!r}"
+
+
+def retry_signal(result, headers: Any = None) -> bool | None:
+    """How the kit reads PART-06: a boolean `retryable` in the error object (or the result), or a transient
+    per-item status (429/503) with a Retry-After; None when the result says nothing either way."""
+    for holder in (result.error, result.raw):
+        if isinstance(holder, dict) and isinstance(holder.get("retryable"), bool):
+            return holder["retryable"]
+    raw = result.raw if isinstance(result.raw, dict) else {}
+    status = raw.get("status_code", raw.get("http_status", raw.get("status")))
+    hdrs = raw.get("headers") if isinstance(raw.get("headers"), dict) else {}
+    retry_after = raw.get("retry_after", raw.get("retry_after_seconds")) or {k.lower(): v for k, v in hdrs.items()}.get("retry-after")
+    if status in (429, 503) and retry_after is not None:
+        return True
+    return None
+
+
+@pytest.mark.rule("PART-06")
+def test_error_results_say_whether_retry_can_succeed(target, items, envelope):
+    """PART-06 SHOULD: an error result says whether retrying the item can succeed (`retryable`, or a transient code such as 429/503 with `Retry-After`), so clients retry only what can succeed."""
+    mixed = mixed_batch(items, 1, 3)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    by_id = envelope.result_map(response_json(resp), mixed.items)
+    silent, wrong = {}, {}
+    for item_id in mixed.invalid:
+        r = by_id.get(item_id)
+        if r is None or r.ok is not False:
+            continue  # CORE-03 reports it
+        signal = retry_signal(r)
+        if signal is None:
+            silent[item_id] = short(r.error if r.error is not None else r.raw, 200)
+        elif signal:
+            # A validation error cannot succeed when the same item is retried unchanged.
+            wrong[item_id] = short(r.error if r.error is not None else r.raw, 200)
+    if not silent and not wrong and not any(by_id.get(i) and by_id[i].ok is False for i in mixed.invalid):
+        pytest.skip("no error result to judge (CORE-03 reports that)")
+    expect(not silent, "an error result does not say whether retrying can succeed",
+           expected="error.retryable (boolean) or 429/503 with Retry-After", seen=silent)
+    expect(not wrong, "a validation error says retrying the unchanged item can succeed",
+           expected="retryable: false for an invalid item", seen=wrong)

@@ -1,0 +1,242 @@
+"""SIZE — limits. SPEC §4."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterator
+
+import pytest
+
+from conformance import _openapi
+from conformance._model import Exchange
+from conformance._rawhttp import stream_request
+from conformance.checks import Envelope, expect, response_json, setup_failed, short
+
+# The oversized streamed body: far more than any socket buffer holds, so an answer that comes before
+# the last byte was sent proves the target stopped reading early (no wall-clock threshold involved).
+STREAM_TOTAL = 50 * 2**20
+STREAM_CHUNK = 64 * 2**10
+
+
+def _limit(profile, name: str) -> int:
+    value = profile.get(f"limits.{name}")
+    if not isinstance(value, int):
+        pytest.skip(f"profile declares no limits.{name}")
+    return value
+
+
+def _body_size(envelope, items: list[dict[str, Any]]) -> int:
+    return len(json.dumps(envelope.body(items), ensure_ascii=False).encode())
+
+
+def _sample(ids: list[str]) -> list[str]:
+    """First, last and a few in between: enough to see whether anything was applied."""
+    if len(ids) <= 6:
+        return ids
+    step = max(1, len(ids) // 5)
+    return sorted(set([ids[0], ids[-1], *ids[step::step][:4]]), key=ids.index)
+
+
+def _numbers(text: str) -> set[int]:
+    """Integers written in a message, thousands separators allowed (1,000 / 1 000 / 1_000)."""
+    return {int(re.sub(r"[,_\s\u202f\u00a0']", "", m)) for m in re.findall(r"\d[\d,_\s\u202f\u00a0']*\d|\d", text)
+            if re.sub(r"[,_\s\u202f\u00a0']", "", m).isdigit()}
+
+
+def _over_limit(items, envelope, profile) -> tuple[int, list[dict[str, Any]]]:
+    limit = _limit(profile, "max_items")
+    batch = items.valid(limit + 1)
+    max_bytes = profile.get("limits.max_bytes")
+    if isinstance(max_bytes, int) and _body_size(envelope, batch) > max_bytes:
+        pytest.skip(f"{limit + 1} items exceed limits.max_bytes: the byte limit is reached before the item limit")
+    return limit, batch
+
+
+@pytest.mark.rule("SIZE-01")
+def test_over_max_items_rejected(target, items, envelope, profile):
+    """SIZE-01 MUST: more items than the maximum gets a 4xx with `batch_too_large` and a message naming the limit and the count received; nothing is applied."""
+    limit, batch = _over_limit(items, envelope, profile)
+    resp = target.batch(batch, note=f"limits.max_items + 1 = {limit + 1} items")
+    expect(400 <= resp.status_code < 500, "a batch over the item limit did not get a 4xx",
+           expected="4xx (400 or 413)", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    expect(envelope.has_error_code(resp, "batch_too_large"), "the rejection does not carry batch_too_large",
+           expected=envelope.code("batch_too_large"), seen=Envelope.error_codes(resp) or short(resp.text, 300))
+    message = Envelope.error_message(resp)
+    nums = _numbers(message)
+    expect(limit in nums and limit + 1 in nums, "the message does not name the limit and the count received",
+           expected=f"a message naming {limit} and {limit + 1}", seen=message or short(resp.text, 300))
+    if profile.has("endpoints.read"):
+        ids = [it[items.id_field] for it in batch]
+        applied = [i for i in _sample(ids) if target.exists(i)]
+        expect(not applied, "items of a rejected over-limit batch were applied", expected="nothing applied",
+               seen=f"readable: {applied}")
+
+
+@pytest.mark.rule("SIZE-02")
+def test_exactly_max_items_processed(target, items, envelope, profile):
+    """SIZE-02 MUST: exactly the maximum is accepted and processed."""
+    limit = _limit(profile, "max_items")
+    batch = items.valid(limit)
+    max_bytes = profile.get("limits.max_bytes")
+    if isinstance(max_bytes, int) and _body_size(envelope, batch) > max_bytes:
+        pytest.skip(f"{limit} items exceed limits.max_bytes with the profile's templates")
+    resp = target.batch(batch, note=f"exactly limits.max_items = {limit} items")
+    expect(200 <= resp.status_code < 300 and resp.status_code != 207, "a batch of exactly the maximum was not accepted",
+           expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    ids = [it[items.id_field] for it in batch]
+    by_id = envelope.result_map(response_json(resp), batch)
+    not_ok = [i for i in ids if i not in by_id or by_id[i].ok is not True]
+    expect(not not_ok, "not every item of a batch of exactly the maximum was processed ok",
+           expected=f"{limit} ok results", seen=f"{len(not_ok)} without an ok result, e.g. {not_ok[:5]}")
+    if profile.has("endpoints.read"):
+        missing = [i for i in _sample(ids) if not target.exists(i)]
+        expect(not missing, "items of a batch of exactly the maximum are not readable", expected="applied",
+               seen=f"not readable: {missing}")
+
+
+def _padded_batch(items, envelope, pad_to: int) -> tuple[list[str], bytes]:
+    """A batch of valid items padded with JSON whitespace past `pad_to` bytes: a target that ignored
+    the byte limit would parse it and apply the items, which the read endpoint would show."""
+    batch = items.valid(3)
+    body = json.dumps(envelope.body(batch)).encode()
+    pad = max(0, pad_to - len(body) + 1)
+    # Whitespace before the final closing bracket is legal JSON anywhere in the envelope.
+    body = body[:-1] + b" " * pad + body[-1:]
+    return [it[items.id_field] for it in batch], body
+
+
+def _clear_error(doc_or_resp: Any) -> bool:
+    return bool(Envelope.error_codes(doc_or_resp) or Envelope.error_message(doc_or_resp))
+
+
+def _none_applied(target, profile, ids: list[str]) -> list[str]:
+    if not profile.has("endpoints.read"):
+        return []
+    return [i for i in ids if target.exists(i)]
+
+
+@pytest.mark.rule("SIZE-03")
+def test_over_max_bytes_gets_413_in_process(target, items, envelope, profile):
+    """SIZE-03 MUST: a body over the byte limit gets 413 with a clear error, promptly, without being processed (also when sent chunked, with no Content-Length)."""
+    max_bytes = _limit(profile, "max_bytes")
+    if not target.in_process:
+        pytest.skip("over a socket the streamed checks judge this (an early 413 may reset an ordinary client)")
+    ids, body = _padded_batch(items, envelope, max_bytes + 1024)
+    resp = target.call("batch", content=body, headers={"Content-Type": envelope.content_type},
+                       note=f"a {len(body)}-byte body with Content-Length (limit {max_bytes})")
+    expect(resp.status_code == 413, "a body over the byte limit did not get 413",
+           expected="413", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    expect(_clear_error(resp), "the 413 carries no clear error (no code or message)",
+           expected="a JSON error with a code or message", seen=short(resp.text, 300))
+    applied = _none_applied(target, profile, ids)
+    expect(not applied, "items of an over-limit body were applied", expected="nothing applied", seen=applied)
+
+
+def _stream(prefix: bytes, suffix: bytes, total: int) -> Iterator[bytes]:
+    yield prefix
+    sent = len(prefix)
+    pad = b" " * STREAM_CHUNK
+    while sent + len(suffix) < total:
+        n = min(STREAM_CHUNK, total - len(suffix) - sent)
+        yield pad[:n]
+        sent += n
+    yield suffix
+
+
+@pytest.mark.rule("SIZE-03")
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_over_max_bytes_refused_while_streaming(target, items, envelope, profile, framing):
+    """SIZE-03 MUST: a body over the byte limit gets 413 with a clear error, promptly, without being processed (also when sent chunked, with no Content-Length)."""
+    max_bytes = _limit(profile, "max_bytes")
+    if target.in_process:
+        pytest.skip("a streamed body needs a real socket (the run is in-process)")
+    total = max(STREAM_TOTAL, 4 * max_bytes)
+    batch = items.valid(3)
+    ids = [it[items.id_field] for it in batch]
+    full = json.dumps(envelope.body(batch)).encode()
+    ep = target.endpoint("batch")
+    # The URL httpx would use (base URL path prefix, path template, fixed query), sent over a raw socket.
+    url = target.session.client.build_request(ep.get("method", "POST"), target.url_for("batch"),
+                                              params=ep.get("query") or None).url
+    base_path = f"{url.scheme}://{url.netloc.decode('ascii')}"
+    path = url.raw_path.decode("ascii")
+    headers = {**target.auth_headers(), **(ep.get("headers") or {}), "Content-Type": envelope.content_type}
+    verify = profile.target.get("verify_tls", True)
+    if verify and profile.target.get("ca_bundle"):
+        verify = profile.target["ca_bundle"]
+    out = stream_request(base_path, ep.get("method", "POST"), path, headers,
+                         _stream(full[:-1], full[-1:], total), chunked=framing == "chunked",
+                         content_length=total, timeout=float(profile.target.get("timeout") or 10), verify=verify)
+    red = target.session.redactor
+    target.evidence.append(Exchange(
+        method=ep.get("method", "POST"), url=red.text(base_path + path) or "",
+        request_headers=red.header_map([*headers.items(), ("Transfer-Encoding", "chunked") if framing == "chunked"
+                                        else ("Content-Length", str(total))]),
+        request_body=f"<{total} bytes streamed: a valid batch padded with whitespace; {out.bytes_sent} sent when "
+                     f"the answer came>",
+        status=out.status, response_headers=red.header_map(out.headers.items()),
+        response_body=red.text(out.body[:4000].decode("utf-8", "replace")), elapsed_ms=out.elapsed_s * 1000,
+        error=out.error, note=f"SIZE-03 {framing}: body of {total} bytes, limit {max_bytes}"))
+    if out.status is None:
+        if out.body_complete:
+            expect(False, f"the whole {framing} body was read and no answer came",
+                   expected="413 before the body ends", seen=out.error)
+        setup_failed(f"no answer to the streamed body: {out.error}")
+    expect(out.status == 413, f"a {framing} body over the byte limit did not get 413",
+           expected="413", seen=f"{out.status}: {short(out.body.decode('utf-8', 'replace'), 300)}")
+    expect(not out.body_complete, f"the 413 came only after the whole {total}-byte {framing} body was sent",
+           expected=f"413 before all {total} bytes were sent (promptly)",
+           seen=f"{out.bytes_sent} bytes sent, then the answer")
+    expect(_clear_error(json_of_bytes(out.body)), "the 413 carries no clear error (no code or message)",
+           expected="a JSON error with a code or message", seen=short(out.body.decode("utf-8", "replace"), 300))
+    applied = _none_applied(target, profile, ids)
+    expect(not applied, "items of an over-limit streamed body were applied", expected="nothing applied", seen=applied)
+
+
+def json_of_bytes(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@pytest.mark.rule("SIZE-04")
+def test_limits_discoverable(target, items, envelope, profile):
+    """SIZE-04 SHOULD: the limits are discoverable (OpenAPI `maxItems`/documented, and in the error message)."""
+    limit = _limit(profile, "max_items")
+    doc, where = _openapi.load(target, profile)
+    stated = None
+    if doc is not None:
+        ep = profile.get("endpoints.batch")
+        op = _openapi.operation(doc, ep.get("method", "POST"), ep["path"])
+        schema = _openapi.request_schema(doc, op) if op else None
+        arr = _openapi.at_pointer(doc, schema, envelope.m["request_items"]) if schema is not None else None
+        stated = _openapi.array_max_items(doc, arr) if arr is not None else None
+    if stated is not None:
+        expect(stated == limit, f"the OpenAPI document ({where}) states a maxItems that is not the limit",
+               expected=f"maxItems: {limit}", seen=f"maxItems: {stated}")
+        return
+    _, batch = _over_limit(items, envelope, profile)
+    resp = target.batch(batch, note="max_items + 1: does the error name the limit?")
+    message = Envelope.error_message(resp)
+    expect(limit in _numbers(message),
+           f"the limit is not discoverable: no maxItems for the batch items ({where}) and the "
+           "over-limit error does not name it", expected=f"OpenAPI maxItems: {limit}, or a message naming {limit}",
+           seen=message or short(resp.text, 300))
+
+
+@pytest.mark.rule("SIZE-05")
+def test_empty_batch_clear_answer(target, envelope):
+    """SIZE-05 MUST: an empty batch gets a clear answer (400 `batch_empty`, or 200 with no results), never 5xx."""
+    resp = target.batch([], note="an empty batch")
+    if 200 <= resp.status_code < 300:
+        doc = response_json(resp)
+        results = envelope.raw_results(doc)
+        expect(results == [], "an empty batch got a 2xx but not an empty result list",
+               expected="200 with no results", seen=short(doc, 300))
+        return
+    expect(resp.status_code == 400 and envelope.has_error_code(resp, "batch_empty"),
+           "an empty batch got neither 400 batch_empty nor 200 with no results",
+           expected=f"400 {envelope.code('batch_empty')} or 200 with no results",
+           seen=f"{resp.status_code}: {short(resp.text, 300)}")
+
