@@ -149,6 +149,7 @@ class RunReport:
     preflight: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    waivers: list[dict[str, Any]] = field(default_factory=list)  # every waiver with its status (_waivers.apply)
 
     def counts(self) -> dict[str, int]:
         out = {v.value: 0 for v in Verdict}

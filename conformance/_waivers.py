@@ -1,4 +1,15 @@
-"""Waivers (SPEC §5): accepted deviations with a reason and an expiry date."""
+"""Waivers (SPEC §5): accepted deviations with a reason and an expiry date.
+
+A waiver turns a FAIL of its rule into WAIVED until it expires, so a team can gate merges on
+regressions while it fixes known gaps. Every waiver ends up with a status that every report shows:
+
+- ``active``:  the rule FAILed and the waiver accepted it (verdict WAIVED, exit code unaffected);
+- ``expired``: the rule FAILed and the waiver's date has passed: the FAIL counts again;
+- ``stale``:   the rule PASSes now: the waiver is no longer needed and should be removed;
+- ``unused``:  the waiver did not apply: its target pattern does not match, or the rule was not
+  evaluated (SKIP, PENDING), could not be evaluated (ERROR: a waiver never hides an ERROR), or is
+  only a WARN/INFO (which never fails the run; a SHOULD that FAILs under --strict is waivable).
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -10,82 +21,134 @@ import yaml
 
 from ._model import RunReport, Verdict
 
+KEYS = ("rule", "reason", "expires", "target")
+
 
 class WaiverError(Exception):
-    pass
+    """The waivers file is unusable (a usage error: exit code 2)."""
 
 
-def _parse(entries: Any, source: str) -> list[dict[str, Any]]:
-    if isinstance(entries, dict) and "waivers" in entries:
+def today_utc() -> _dt.date:
+    # CI machines and laptops disagree about local time; expiry is judged on the UTC date.
+    return _dt.datetime.now(_dt.timezone.utc).date()
+
+
+def _date(value: Any, where: str) -> _dt.date:
+    if isinstance(value, _dt.datetime):
+        return value.date()
+    if isinstance(value, _dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return _dt.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise WaiverError(f"{where}: expires must be a date (YYYY-MM-DD), got {value!r}")
+
+
+def _known_rules() -> set[str] | None:
+    try:
+        from . import _catalogue
+
+        return {r.id for r in _catalogue.load().rules}
+    except Exception:  # the catalogue is the engine's concern; without it we cannot check ids
+        return None
+
+
+def parse(entries: Any, source: str = "waivers") -> list[dict[str, Any]]:
+    """Validate waiver entries (as loaded from YAML) into plain dicts with an ISO `expires`."""
+    if isinstance(entries, dict) and set(entries) == {"waivers"}:
         entries = entries["waivers"]
+    if entries is None:
+        entries = []
     if not isinstance(entries, list):
-        raise WaiverError(f"{source}: a waivers file is a list of {{rule, reason, expires}} entries")
+        raise WaiverError(f"{source}: a waivers file is a list of {{rule, reason, expires}} entries "
+                          "(optionally under a top-level 'waivers:' key)")
+    known = _known_rules()
     out = []
     for i, e in enumerate(entries):
         where = f"{source}: entry {i + 1}"
         if not isinstance(e, dict):
             raise WaiverError(f"{where}: expected a mapping with rule, reason, expires")
-        unknown = set(e) - {"rule", "reason", "expires", "target"}
+        unknown = set(e) - set(KEYS)
         if unknown:
-            raise WaiverError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+            raise WaiverError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                              f"(allowed: {', '.join(KEYS)})")
         for key in ("rule", "reason", "expires"):
-            if not e.get(key):
+            if e.get(key) in (None, ""):
                 raise WaiverError(f"{where}: '{key}' is required")
-        expires = e["expires"]
-        if isinstance(expires, str):
-            try:
-                expires = _dt.date.fromisoformat(expires)
-            except ValueError:
-                raise WaiverError(f"{where}: expires must be a date (YYYY-MM-DD), got {expires!r}") from None
-        if isinstance(expires, _dt.datetime):
-            expires = expires.date()
-        if not isinstance(expires, _dt.date):
-            raise WaiverError(f"{where}: expires must be a date (YYYY-MM-DD)")
-        out.append({"rule": str(e["rule"]).upper(), "reason": str(e["reason"]),
-                    "expires": expires.isoformat(), "target": e.get("target")})
+        rule = str(e["rule"]).strip().upper()
+        # Rule ids are fixed (SPEC §4): an unknown id is a typo that would silently waive nothing.
+        if known is not None and rule not in known:
+            raise WaiverError(f"{where}: unknown rule {rule!r} (see `batchspec rules`)")
+        target = e.get("target")
+        if target is not None and (not isinstance(target, str) or not target.strip()):
+            raise WaiverError(f"{where}: target must be a non-empty string (a URL or a glob such as "
+                              "'https://staging.example.com/*')")
+        out.append({"rule": rule, "reason": str(e["reason"]).strip(),
+                    "expires": _date(e["expires"], where).isoformat(), "target": target})
     return out
 
 
 def load(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise WaiverError(f"{p}: no such waivers file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WaiverError(f"{p}: cannot read the waivers file: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise WaiverError(f"{p}: not valid YAML: {exc}") from None
-    return _parse(data or [], str(p))
+        raise WaiverError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return parse(data, str(p))
+
+
+def _matches(pattern: str | None, target: str) -> bool:
+    if not pattern:
+        return True
+    return pattern.rstrip("/") == target.rstrip("/") or fnmatch.fnmatchcase(target, pattern)
 
 
 def apply(report: RunReport, waivers: list[dict[str, Any]], *, source: str | None = None,
           today: _dt.date | None = None) -> None:
-    today = today or _dt.date.today()
+    """Apply waivers to a finished report in place: FAIL -> WAIVED, and a status for every waiver."""
+    today = today or today_utc()
     by_id = {r.id: r for r in report.rules}
-    for w in _parse(waivers, source or "waivers"):
-        rule = by_id.get(w["rule"])
-        if rule is None:
-            report.notes.append(f"Waiver for unknown rule {w['rule']} ignored.")
-            continue
-        if w.get("target") and not fnmatch.fnmatch(report.target, w["target"]):
-            continue
-        expired = _dt.date.fromisoformat(w["expires"]) < today
+    statuses: list[dict[str, Any]] = []
+    for w in parse(waivers, source or "waivers"):
         info = dict(w)
-        if rule.verdict in (Verdict.FAIL, Verdict.WARN):
+        rule = by_id.get(w["rule"])
+        expired = _dt.date.fromisoformat(w["expires"]) < today
+        if rule is None:
+            info.update(status="unused", detail="the rule is not in this report")
+        elif not _matches(w.get("target"), report.target):
+            info.update(status="unused", detail=f"its target {w['target']!r} does not match {report.target!r}")
+        elif rule.waiver is not None and rule.waiver.get("status") == "active":
+            info.update(status="unused", detail="an earlier waiver already covers this rule")
+        elif rule.verdict == Verdict.FAIL:
             if expired:
-                info["status"] = "expired"
-                rule.waiver = info
-                msg = f"Waiver for {rule.id} expired on {w['expires']}; the {rule.verdict.value} counts again."
-                rule.reason = f"{rule.reason} [{msg}]".strip()
-                report.notes.append(msg)
+                info.update(status="expired", detail=f"expired on {w['expires']}: the FAIL counts again")
+                rule.reason = f"{rule.reason} [waiver expired on {w['expires']}: {w['reason']}]".strip()
+                report.notes.append(f"Waiver for {rule.id} expired on {w['expires']}; its FAIL counts again "
+                                    f"(waiver reason: {w['reason']}).")
             else:
-                info["status"] = "active"
-                info["waived_verdict"] = rule.verdict.value
-                rule.waiver = info
-                rule.reason = f"waived until {w['expires']}: {w['reason']} (was {rule.verdict.value}: {rule.reason})"
+                info.update(status="active", detail=f"FAIL accepted until {w['expires']}", waived_verdict="FAIL")
+                rule.reason = f"waived until {w['expires']}: {w['reason']} (was FAIL: {rule.reason})"
                 rule.verdict = Verdict.WAIVED
+        elif rule.verdict == Verdict.PASS:
+            info.update(status="stale", detail="the rule passes now: remove the waiver")
+            report.notes.append(f"Waiver for {rule.id} is stale: the rule passes now; remove the waiver.")
         else:
-            info["status"] = "stale"
+            why = {
+                Verdict.ERROR: "the rule is ERROR (not evaluated); a waiver never hides an ERROR",
+                Verdict.WARN: "the rule is WARN, which does not fail the run (a waiver accepts a FAIL, "
+                              "e.g. a SHOULD under --strict)",
+                Verdict.INFO: "the rule is INFO, which is only reported",
+            }.get(rule.verdict, f"the rule was not evaluated in this run ({rule.verdict.value})")
+            info.update(status="unused", detail=why)
+        if rule is not None and (rule.waiver is None or info["status"] in ("active", "expired")):
             rule.waiver = info
-            report.notes.append(
-                f"Waiver for {rule.id} is stale: the rule is {rule.verdict.value} now; remove the waiver."
-            )
+        statuses.append(info)
+    report.waivers = statuses

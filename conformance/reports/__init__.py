@@ -8,15 +8,16 @@ from .._model import RunReport
 from .html import render_html
 from .json_report import report_dict, render_json
 from .junit import render_junit
-from .markdown import render_markdown
+from .markdown import render_markdown, render_short
 
-__all__ = ["write_all", "report_dict", "render_json", "render_junit", "render_markdown", "render_html"]
+__all__ = ["write_all", "report_dict", "render_json", "render_junit", "render_markdown", "render_short", "render_html"]
 
 FILES = {
     "junit.xml": render_junit,
     "report.json": render_json,
     "report.md": render_markdown,
     "report.html": render_html,
+    "summary.md": render_short,
 }
 
 

@@ -1,112 +1,265 @@
-"""report.html: one self-contained page for reviewers (no network fetches)."""
+"""report.html: one self-contained page for reviewers.
+
+No network fetches at all (inline CSS and JS, a data: favicon, and a Content-Security-Policy that
+forbids anything else), readable from a file:// URL without a server. Rendered from the report.json
+dict, so the page and the contract never disagree. A reviewer reaches a failing rule's evidence in
+at most two clicks: the findings list at the top links to each flagged rule, which opens with its
+evidence. `report.html#CORE-02` opens rule CORE-02.
+"""
 from __future__ import annotations
 
 import html
 import json
+from typing import Any
 
 from .._model import RunReport
 from .json_report import report_dict
 
+VERDICTS = ("PASS", "FAIL", "WARN", "INFO", "ERROR", "SKIP", "PENDING", "WAIVED")
+FLAGGED = ("FAIL", "ERROR", "WARN", "WAIVED")
+MAX_EXCHANGES_PER_CHECK = 12
+# Pages with few findings open them up front; a long list stays folded behind the findings links.
+OPEN_FINDINGS_UP_TO = 6
+
+_CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; "
+        "base-uri 'none'; form-action 'none'")
+
 _CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-header{background:#1d2330;color:#fff;padding:16px 24px}header h1{margin:0 0 4px;font-size:20px}
-main{padding:16px 24px}table{border-collapse:collapse;width:100%;background:#fff}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:14px 24px}header h1{margin:0 0 4px;font-size:20px}
+header code{color:#ffe082}main{padding:8px 24px 40px;max-width:1280px}
+h2{margin:22px 0 8px;font-size:17px}h4{margin:12px 0 4px;font-size:13px}
+table{border-collapse:collapse;background:#fff}
 th,td{border:1px solid #dde1e7;padding:4px 8px;text-align:left;vertical-align:top}
-.v{font-weight:600;border-radius:3px;padding:1px 6px;color:#fff;font-size:12px}
-.PASS{background:#2e7d32}.FAIL{background:#c62828}.WARN{background:#ef6c00}.INFO{background:#0277bd}
+td.n{text-align:right;min-width:46px}td.n a{color:inherit;text-decoration:none;display:block}
+td.n a:hover{text-decoration:underline}
+.v{display:inline-block;font-weight:600;border-radius:3px;padding:0 6px;color:#fff;font-size:12px;min-width:62px;text-align:center}
+.PASS{background:#2e7d32}.FAIL{background:#c62828}.WARN{background:#e65100}.INFO{background:#0277bd}
 .ERROR{background:#6a1b9a}.SKIP{background:#78909c}.PENDING{background:#9e9e9e}.WAIVED{background:#5d4037}
-.filters{margin:12px 0}.filters label{margin-right:10px}details{background:#fff;border:1px solid #dde1e7;margin:6px 0;padding:6px 10px}
-pre{background:#f0f2f5;padding:8px;overflow:auto;white-space:pre-wrap;word-break:break-all;max-height:320px}
-.muted{color:#607080}.fig{font-size:28px;font-weight:700}
+.figure{display:flex;gap:28px;align-items:center;flex-wrap:wrap;background:#fff;border:1px solid #dde1e7;padding:12px 16px}
+.fig{font-size:34px;font-weight:700}.muted{color:#5b6878}
+.bar{display:inline-block;width:120px;height:10px;background:#e4e7ec;border-radius:5px;overflow:hidden;vertical-align:middle}
+.bar>span{display:block;height:100%;background:#2e7d32}
+.exit0{background:#2e7d32}.exit1,.exit2,.exit3{background:#c62828}
+.filters{margin:10px 0;display:flex;gap:12px;flex-wrap:wrap;align-items:center}
+.filters label{white-space:nowrap}button{font:inherit;padding:2px 10px;cursor:pointer}
+details.rule{background:#fff;border:1px solid #dde1e7;margin:4px 0;padding:4px 10px}
+details.rule>summary{cursor:pointer;list-style-position:outside}
+details.rule[open]{border-color:#9aa5b4}details.rule:target{outline:2px solid #1565c0}
+.title{font-weight:600}.reason{color:#5b6878;font-size:13px}
+.check{border-left:3px solid #dde1e7;padding:2px 0 2px 10px;margin:10px 0}
+.check.FAILc{border-color:#c62828}.check.WARNc{border-color:#e65100}.check.ERRORc{border-color:#6a1b9a}
+.ex{border:1px solid #e4e7ec;border-radius:4px;margin:8px 0;padding:6px 8px;background:#fbfcfd}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:8px}@media (max-width:900px){.grid{grid-template-columns:1fr}}
+pre{background:#f0f2f5;padding:6px 8px;margin:4px 0;overflow:auto;white-space:pre-wrap;word-break:break-all;max-height:360px;font-size:12px}
+.ev{display:grid;grid-template-columns:max-content 1fr;gap:2px 10px;margin:6px 0}
+.ev code{white-space:pre-wrap;word-break:break-all}
+.waiver{background:#efebe9;border:1px solid #bcaaa4;padding:4px 8px;margin:6px 0}
+ul.findings{padding-left:20px;margin:6px 0}ul.findings li{margin:2px 0}
+.hidden{display:none}
 """
 
 _JS = """
-const data = JSON.parse(document.getElementById('report-data').textContent);
-function applyFilters(){
-  const v=[...document.querySelectorAll('input[data-verdict]')].filter(x=>x.checked).map(x=>x.dataset.verdict);
-  const c=document.getElementById('cls').value;
-  document.querySelectorAll('tr.rule, details.rule').forEach(el=>{
-    const show=v.includes(el.dataset.verdict)&&(!c||el.dataset.cls===c);
-    el.style.display=show?'':'none';
+(function(){
+  'use strict';
+  var boxes = Array.prototype.slice.call(document.querySelectorAll('input[data-verdict]'));
+  var cls = document.getElementById('cls');
+  var rules = Array.prototype.slice.call(document.querySelectorAll('details.rule'));
+  var shown = document.getElementById('shown');
+  function apply(){
+    var want = boxes.filter(function(b){return b.checked;}).map(function(b){return b.dataset.verdict;});
+    var c = cls.value, n = 0;
+    rules.forEach(function(el){
+      var show = want.indexOf(el.dataset.verdict) >= 0 && (!c || el.dataset.cls === c);
+      el.classList.toggle('hidden', !show); if (show) n++;
+    });
+    shown.textContent = n + ' of ' + rules.length + ' rules shown';
+  }
+  function only(verdict, klass){
+    boxes.forEach(function(b){b.checked = !verdict || b.dataset.verdict === verdict;});
+    cls.value = klass || ''; apply();
+    document.getElementById('rules').scrollIntoView();
+  }
+  function openHash(){
+    var id = decodeURIComponent(location.hash.slice(1));
+    var el = id ? document.getElementById(id) : null;
+    if (!el || !el.classList.contains('rule')) return;
+    if (el.classList.contains('hidden')) only('', '');
+    el.open = true; el.scrollIntoView();
+  }
+  boxes.forEach(function(b){b.addEventListener('change', apply);});
+  cls.addEventListener('change', apply);
+  document.querySelectorAll('[data-only]').forEach(function(a){
+    a.addEventListener('click', function(e){e.preventDefault(); only(a.dataset.only, a.dataset.cls);});
   });
-}
-document.querySelectorAll('input[data-verdict], #cls').forEach(el=>el.addEventListener('change',applyFilters));
-function openHash(){const id=location.hash.slice(1);const el=document.getElementById(id);if(el&&el.tagName==='DETAILS'){el.open=true;}}
-window.addEventListener('hashchange',openHash);openHash();applyFilters();
+  document.getElementById('expand').addEventListener('click', function(){rules.forEach(function(d){if(!d.classList.contains('hidden')) d.open = true;});});
+  document.getElementById('collapse').addEventListener('click', function(){rules.forEach(function(d){d.open = false;});});
+  document.getElementById('reset').addEventListener('click', function(){only('', '');});
+  window.addEventListener('hashchange', openHash);
+  apply(); openHash();
+})();
 """
 
 
 def _e(x: object) -> str:
-    return html.escape("" if x is None else str(x))
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _pretty(body: str | None) -> str:
+    """JSON bodies indented for reading; anything else (truncated, not JSON) verbatim."""
+    if not body:
+        return ""
+    try:
+        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        return body
+
+
+def _headers(h: dict[str, Any] | None) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in (h or {}).items())
+
+
+def _pct(passed: int, evaluated: int) -> tuple[str, float]:
+    if not evaluated:
+        return "n/a", 0.0
+    return f"{100 * passed / evaluated:.0f}%", 100 * passed / evaluated
+
+
+def _exchange(i: int, ex: dict[str, Any]) -> str:
+    req, resp = ex["request"], ex.get("response")
+    status = str(resp["status"]) if resp else f"no response ({ex.get('error') or 'no detail'})"
+    took = f" · {ex['elapsed_ms']} ms" if ex.get("elapsed_ms") is not None else ""
+    note = f"<div class='muted'>{_e(ex['note'])}</div>" if ex.get("note") else ""
+    req_text = f"{req['method']} {req['url']}\n{_headers(req.get('headers'))}"
+    if req.get("body"):
+        req_text += "\n\n" + _pretty(req["body"])
+    resp_text = (f"{resp['status']}\n{_headers(resp.get('headers'))}" + ("\n\n" + _pretty(resp.get("body"))
+                 if resp.get("body") else "")) if resp else (ex.get("error") or "no response")
+    return (f"<div class='ex'><b>Exchange {i}</b>: <code>{_e(req['method'])} {_e(req['url'])}</code> → "
+            f"<b>{_e(status)}</b>{took}{note}"
+            f"<div class='grid'><div><h4>Request</h4><pre>{_e(req_text)}</pre></div>"
+            f"<div><h4>Response</h4><pre>{_e(resp_text)}</pre></div></div>"
+            f"<h4>Replay with curl</h4><pre class='curl'>{_e(ex.get('curl'))}</pre></div>")
+
+
+def _rule(r: dict[str, Any], open_: bool) -> str:
+    v = r["verdict"]
+    out = [f"<details class='rule' id='{_e(r['id'])}' data-verdict='{v}' data-cls='{_e(r['class'])}'"
+           f"{' open' if open_ else ''}><summary><span class='v {v}'>{v}</span> <b>{_e(r['id'])}</b> "
+           f"<span class='muted'>{_e(r['level'])}</span> <span class='title'>{_e(r['title'])}</span>"
+           f"<div class='reason'>{_e(r['reason'][:220])}{'…' if len(r['reason']) > 220 else ''}</div></summary>"]
+    out.append(f"<p><b>Rule:</b> {_e(r['id'])} {_e(r['level'])}: {_e(r['title'])}</p>"
+               f"<p class='muted'><b>Why:</b> {_e(r.get('rationale'))}<br><b>Seed section:</b> {_e(r.get('seed'))}</p>"
+               f"<p><b>Verdict:</b> <span class='v {v}'>{v}</span> {_e(r['reason'])}</p>")
+    w = r.get("waiver")
+    if w:
+        out.append(f"<div class='waiver'><b>Waiver ({_e(w.get('status'))})</b>: {_e(w.get('reason'))} · expires "
+                   f"{_e(w.get('expires'))}{' · target ' + _e(w['target']) if w.get('target') else ''}"
+                   f"{' · ' + _e(w['detail']) if w.get('detail') else ''}</div>")
+    if r.get("checks"):
+        out.append("<table><tr><th>check</th><th>verdict</th><th>reason</th></tr>" + "".join(
+            f"<tr><td><code>{_e(c['name'])}</code></td><td><span class='v {c['verdict']}'>{c['verdict']}</span></td>"
+            f"<td>{_e(c.get('reason'))}</td></tr>" for c in r["checks"]) + "</table>")
+    if v in FLAGGED or v == "INFO":
+        by_check: dict[str, list[dict[str, Any]]] = {}
+        for ex in r.get("evidence") or []:
+            by_check.setdefault(ex.get("check") or "", []).append(ex)
+        decided = "FAIL" if v == "WAIVED" else v
+        for c in [c for c in r.get("checks", []) if c["verdict"] == decided] or [{"name": "", "verdict": v}]:
+            exs = by_check.get(c["name"], [])
+            out.append(f"<div class='check {c['verdict']}c'><div><b>Evidence</b> of <code>{_e(c['name'])}</code>"
+                       f" ({len(exs)} exchange{'s' if len(exs) != 1 else ''})</div>")
+            if c.get("reason"):
+                out.append(f"<p>{_e(c['reason'])}</p>")
+            if c.get("expected") is not None or c.get("seen") is not None:
+                out.append(f"<div class='ev'><b>expected</b><code>{_e(c.get('expected'))}</code>"
+                           f"<b>seen</b><code>{_e(c.get('seen'))}</code></div>")
+            for i, ex in enumerate(exs[:MAX_EXCHANGES_PER_CHECK], 1):
+                out.append(_exchange(i, ex))
+            if len(exs) > MAX_EXCHANGES_PER_CHECK:
+                out.append(f"<p class='muted'>{len(exs) - MAX_EXCHANGES_PER_CHECK} more exchanges in report.json</p>")
+            out.append("</div>")
+        if r.get("evidence_omitted"):
+            out.append(f"<p class='muted'>{r['evidence_omitted']} further exchanges were not kept in the report.</p>")
+    out.append("</details>")
+    return "".join(out)
+
+
+def render_html_dict(d: dict[str, Any]) -> str:
+    s = d["summary"]
+    counts = s["counts"]
+    pct, width = _pct(s.get("must_passed", 0), s.get("must_evaluated", 0))
+    classes = list(dict.fromkeys(r["class"] for r in d["rules"]))
+    by_class = s.get("by_class") or {}
+    flagged = [r for r in d["rules"] if r["verdict"] in FLAGGED]
+    exit_code = s.get("exit_code", 0)
+    p = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<meta http-equiv='Content-Security-Policy' content=\"{_CSP}\">",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><link rel='icon' href='data:,'>",
+        f"<title>batchspec report: {_e(d['target'])}</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>batchspec report</h1><div>target <code>{_e(d['target'])}</code> · profile "
+        f"<code>{_e(d['profile'])}</code></div><div class='muted' style='color:#c5cbd6'>started {_e(d['started_at'])}"
+        f" · {_e(d.get('duration_s'))} s · batchspec {_e(d.get('tool', {}).get('version'))} · report schema "
+        f"{_e(d['schema_version'])}{' · strict' if d.get('strict') else ''} · classes declared: "
+        f"{_e(', '.join(d.get('classes_declared') or []))}</div></header><main>",
+        "<section id='summary'><h2>Summary</h2><div class='figure'>"
+        f"<div><div class='fig'>{pct}</div><div class='muted'>MUST compliance: {s.get('must_passed', 0)} of "
+        f"{s.get('must_evaluated', 0)} evaluated MUST rules pass</div>"
+        f"<span class='bar'><span style='width:{width:.0f}%'></span></span></div>",
+        f"<div><span class='v exit{exit_code}'>exit code {exit_code}</span><div class='muted'>"
+        + ("every MUST of the declared classes passed" if exit_code == 0 else "a rule failed" if exit_code == 1
+           else "the target could not be checked") + "</div></div>",
+        "<div>" + " ".join(f"<a href='#rules' data-only='{v}' title='show only {v}'><span class='v {v}'>{v} "
+                           f"{counts.get(v, 0)}</span></a>" for v in VERDICTS if counts.get(v)) + "</div></div>",
+        "<h3>Per class</h3><table id='classes'><tr><th>class</th><th>MUST compliance</th>"
+        + "".join(f"<th>{v}</th>" for v in VERDICTS) + "</tr>",
+    ]
+    for cls in classes:
+        c = by_class.get(cls) or {"counts": {}, "must_evaluated": 0, "must_passed": 0}
+        cp, cw = _pct(c["must_passed"], c["must_evaluated"])
+        fig = (f"<span class='bar'><span style='width:{cw:.0f}%'></span></span> {cp} ({c['must_passed']}/"
+               f"{c['must_evaluated']})" if c["must_evaluated"] else "<span class='muted'>not evaluated</span>")
+        cells = "".join(
+            f"<td class='n'><a href='#rules' data-only='{v}' data-cls='{_e(cls)}'>{c['counts'].get(v)}</a></td>"
+            if c["counts"].get(v) else "<td class='n muted'>·</td>" for v in VERDICTS)
+        p.append(f"<tr><td><a href='#rules' data-only='' data-cls='{_e(cls)}'>{_e(cls)}</a></td><td>{fig}</td>{cells}</tr>")
+    p.append("<tr><th>all</th><th></th>" + "".join(f"<th class='n'>{counts.get(v, 0)}</th>" for v in VERDICTS)
+             + "</tr></table>")
+    pre = d.get("preflight") or {}
+    if pre and not pre.get("ok", True):
+        p.append(f"<h3>Preflight failed</h3><p><span class='v ERROR'>ERROR</span> {_e(pre.get('reason'))}</p>")
+        for i, ex in enumerate(pre.get("evidence") or [], 1):
+            p.append(_exchange(i, ex))
+    p.append(f"<h3 id='findings'>Findings ({len(flagged)})</h3>")
+    if flagged:
+        p.append("<ul class='findings'>" + "".join(
+            f"<li><span class='v {r['verdict']}'>{r['verdict']}</span> <a href='#{_e(r['id'])}'>{_e(r['id'])}</a> "
+            f"{_e(r['level'])}: {_e(r['title'])} <span class='reason'>— {_e(r['reason'][:160])}</span></li>"
+            for r in flagged) + "</ul>")
+    else:
+        p.append("<p class='muted'>No FAIL, ERROR, WARN or WAIVED rule.</p>")
+    if d.get("notes"):
+        p.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in d["notes"]) + "</ul>")
+    if d.get("waivers"):
+        p.append("<h3>Waivers</h3><table><tr><th>rule</th><th>status</th><th>expires</th><th>reason</th><th>detail</th></tr>"
+                 + "".join(f"<tr><td><a href='#{_e(w['rule'])}'>{_e(w['rule'])}</a></td><td>{_e(w.get('status'))}</td>"
+                           f"<td>{_e(w.get('expires'))}</td><td>{_e(w.get('reason'))}</td><td>{_e(w.get('detail'))}</td></tr>"
+                           for w in d["waivers"]) + "</table>")
+    p.append("</section><section id='rules'><h2>Rules</h2><div class='filters'><span>verdict:</span>")
+    for v in VERDICTS:
+        p.append(f"<label><input type='checkbox' data-verdict='{v}' checked> {v}</label>")
+    p.append("<label>class <select id='cls'><option value=''>all</option>"
+             + "".join(f"<option value='{_e(c)}'>{_e(c)}</option>" for c in classes) + "</select></label>"
+             "<button type='button' id='reset'>show all</button><button type='button' id='expand'>expand</button>"
+             "<button type='button' id='collapse'>collapse</button><span id='shown' class='muted'></span></div>")
+    open_flagged = len(flagged) <= OPEN_FINDINGS_UP_TO
+    for r in d["rules"]:
+        p.append(_rule(r, open_flagged and r["verdict"] in FLAGGED))
+    p.append(f"</section></main><script>{_JS}</script></body></html>")
+    return "\n".join(p) + "\n"
 
 
 def render_html(report: RunReport) -> str:
-    d = report_dict(report)
-    counts = d["summary"]["counts"]
-    must_eval, must_pass = d["summary"]["must_evaluated"], d["summary"]["must_passed"]
-    pct = f"{(100 * must_pass / must_eval):.0f}%" if must_eval else "n/a"
-    verdicts = [v for v in ("PASS", "FAIL", "WARN", "INFO", "ERROR", "SKIP", "PENDING", "WAIVED")]
-    classes = sorted({r["class"] for r in d["rules"]}, key=[r["class"] for r in d["rules"]].index)
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>batchspec report — {_e(d['target'])}</title><style>{_CSS}</style></head><body>",
-        f"<header><h1>batchspec report</h1><div>target <code>{_e(d['target'])}</code> · profile "
-        f"<code>{_e(d['profile'])}</code> · started {_e(d['started_at'])} · {d['duration_s']}s · exit code "
-        f"{d['summary']['exit_code']}</div></header><main>",
-        f"<section id='summary'><h2>Summary</h2><p><span class='fig'>{pct}</span> of evaluated MUST rules pass "
-        f"({must_pass} of {must_eval}).</p>",
-        "<table><tr><th>class</th>" + "".join(f"<th>{v}</th>" for v in verdicts) + "</tr>",
-    ]
-    for cls in classes:
-        row = {v: 0 for v in verdicts}
-        for r in d["rules"]:
-            if r["class"] == cls:
-                row[r["verdict"]] += 1
-        parts.append(f"<tr><td>{cls}</td>" + "".join(f"<td>{row[v] or ''}</td>" for v in verdicts) + "</tr>")
-    parts.append("<tr><th>all</th>" + "".join(f"<th>{counts.get(v, 0)}</th>" for v in verdicts) + "</tr></table>")
-    if d["notes"]:
-        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in d["notes"]) + "</ul>")
-    if d["preflight"] and not d["preflight"].get("ok", True):
-        parts.append(f"<p><span class='v FAIL'>PREFLIGHT</span> {_e(d['preflight'].get('reason'))}</p>")
-    parts.append("</section><section id='rules'><h2>Rules</h2><div class='filters'>")
-    for v in verdicts:
-        parts.append(f"<label><input type='checkbox' data-verdict='{v}' checked> {v}</label>")
-    parts.append("<label>class <select id='cls'><option value=''>all</option>"
-                 + "".join(f"<option>{c}</option>" for c in classes) + "</select></label></div>")
-    parts.append("<table><tr><th>rule</th><th>level</th><th>verdict</th><th>title</th><th>reason</th></tr>")
-    for r in d["rules"]:
-        link = f"<a href='#{r['id']}'>{r['id']}</a>"
-        parts.append(
-            f"<tr class='rule' data-verdict='{r['verdict']}' data-cls='{r['class']}'><td>{link}</td>"
-            f"<td>{r['level']}</td><td><span class='v {r['verdict']}'>{r['verdict']}</span></td>"
-            f"<td>{_e(r['title'])}</td><td>{_e(r['reason'][:240])}</td></tr>"
-        )
-    parts.append("</table></section><section id='details'><h2>Details</h2>")
-    for r in d["rules"]:
-        parts.append(
-            f"<details class='rule' id='{r['id']}' data-verdict='{r['verdict']}' data-cls='{r['class']}'>"
-            f"<summary><span class='v {r['verdict']}'>{r['verdict']}</span> <b>{r['id']}</b> {r['level']}: "
-            f"{_e(r['title'])}</summary><p class='muted'>{_e(r['rationale'])} (seed: {_e(r['seed'])})</p>"
-            f"<p><b>Reason:</b> {_e(r['reason'])}</p>"
-        )
-        if r.get("expected") is not None:
-            parts.append(f"<p><b>Expected:</b> <code>{_e(r['expected'])}</code></p>")
-        if r.get("seen") is not None:
-            parts.append(f"<p><b>Seen:</b> <code>{_e(r['seen'])}</code></p>")
-        if r["verdict"] in ("FAIL", "WARN", "ERROR", "WAIVED", "INFO"):
-            for i, ex in enumerate(r["evidence"][:10], 1):
-                req, resp = ex["request"], ex["response"]
-                status = resp["status"] if resp else f"no response ({_e(ex['error'])})"
-                parts.append(f"<h4>Exchange {i}: {_e(req['method'])} {_e(req['url'])} → {status}</h4>")
-                if ex.get("note"):
-                    parts.append(f"<p class='muted'>{_e(ex['note'])}</p>")
-                parts.append(f"<pre>{_e(json.dumps(req['headers'], indent=1))}\n\n{_e(req['body'] or '')}</pre>")
-                if resp:
-                    parts.append(f"<pre>{_e(json.dumps(resp['headers'], indent=1))}\n\n{_e(resp['body'] or '')}</pre>")
-                parts.append(f"<p>Replay:</p><pre>{_e(ex['curl'])}</pre>")
-        parts.append("</details>")
-    data = json.dumps({"counts": counts}).replace("</", "<\\/")
-    parts.append(f"</section></main><script type='application/json' id='report-data'>{data}</script>"
-                 f"<script>{_JS}</script></body></html>")
-    return "\n".join(parts)
+    return render_html_dict(report_dict(report))

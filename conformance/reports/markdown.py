@@ -1,9 +1,16 @@
-"""report.md: a summary table per class, then every FAIL/WARN/ERROR with its evidence and a replay."""
+"""report.md (the full report) and summary.md (short enough for a CI step summary or a PR comment).
+
+report.md: a summary table per class, then every FAIL/WARN/ERROR/WAIVED rule with the rule text,
+expected vs seen, a hint, and each exchange of the deciding checks with a curl replay.
+"""
 from __future__ import annotations
 
-from .._model import RunReport, Verdict
+from .._model import RuleResult, RunReport, Verdict
+from .json_report import deciding, deciding_checks, summary_dict
 
 ORDER = ["PASS", "FAIL", "WARN", "INFO", "ERROR", "SKIP", "PENDING", "WAIVED"]
+FLAGGED = (Verdict.FAIL, Verdict.ERROR, Verdict.WARN, Verdict.WAIVED)
+MAX_EXCHANGES = 8
 HINTS = {
     "CORE": "Return one result per item, echoing its id, with status ok/error and data/error.",
     "HTTP": "Answer 200 for every processed batch; reserve 4xx for batches that cannot be processed at all.",
@@ -19,16 +26,33 @@ HINTS = {
 }
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
-def _fence(text: str | None) -> str:
+def _code(text: object) -> str:
+    """Inline code that survives backticks in the value."""
+    body = _cell(text)
+    ticks = "`"
+    while ticks in body:
+        ticks += "`"
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{ticks}{pad}{body}{pad}{ticks}"
+
+
+def _fence(text: str | None, lang: str = "") -> str:
     body = text or ""
     fence = "```"
     while fence in body:
         fence += "`"
-    return f"{fence}\n{body}\n{fence}"
+    return f"{fence}{lang}\n{body}\n{fence}"
+
+
+def _must_line(report: RunReport) -> str:
+    s = summary_dict(report)
+    ev, ok = s["must_evaluated"], s["must_passed"]
+    pct = f"{100 * ok / ev:.0f}%" if ev else "n/a"
+    return f"**MUST compliance: {pct}** ({ok} of {ev} evaluated MUST rules pass)"
 
 
 def render_summary(report: RunReport) -> str:
@@ -37,19 +61,78 @@ def render_summary(report: RunReport) -> str:
         f"**Target** `{report.target}` · **profile** `{report.profile}` · started {report.started_at}"
         f" · {report.duration_s:.1f}s · exit code {report.exit_code()}",
         "",
-        "| verdict | " + " | ".join(v for v in ORDER) + " |",
-        "|---|" + "---|" * len(ORDER),
-        "| rules | " + " | ".join(str(counts.get(v, 0)) for v in ORDER) + " |",
+        _must_line(report),
         "",
         "| class | " + " | ".join(ORDER) + " |",
-        "|---|" + "---|" * len(ORDER),
+        "|---|" + "---:|" * len(ORDER),
     ]
     by_cls: dict[str, dict[str, int]] = {}
     for r in report.rules:
         by_cls.setdefault(r.cls, {v: 0 for v in ORDER})[r.verdict.value] += 1
     for cls, c in by_cls.items():
         lines.append(f"| {cls} | " + " | ".join(str(c[v]) if c[v] else "·" for v in ORDER) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{counts.get(v, 0)}**" for v in ORDER) + " |")
     return "\n".join(lines)
+
+
+def _waiver_lines(report: RunReport) -> list[str]:
+    waivers = getattr(report, "waivers", None) or []
+    if not waivers:
+        return []
+    out = ["## Waivers", "", "| rule | status | expires | reason | detail |", "|---|---|---|---|---|"]
+    for w in waivers:
+        out.append(f"| {w['rule']} | {w.get('status')} | {w.get('expires')} | {_cell(w.get('reason', ''))} | "
+                   f"{_cell(w.get('detail', ''))} |")
+    return out + [""]
+
+
+def render_short(report: RunReport) -> str:
+    """summary.md: the table and one line per finding, for $GITHUB_STEP_SUMMARY or a PR comment."""
+    out = ["## batchspec", "", render_summary(report), ""]
+    if report.preflight and not report.preflight.get("ok", True):
+        out += [f"**Preflight failed:** {report.preflight.get('reason', '')}", ""]
+    flagged = [r for r in report.rules if r.verdict in FLAGGED]
+    if flagged:
+        out += ["| verdict | rule | level | title | reason |", "|---|---|---|---|---|"]
+        for r in flagged:
+            out.append(f"| {r.verdict.value} | {r.id} | {r.level} | {_cell(r.title)} | {_cell(r.reason[:200])} |")
+        out.append("")
+    out += [f"- {n}" for n in report.notes]
+    out.append("")
+    out.append("Evidence, exchanges and curl replays: `report.html` / `report.md` in the run's artifacts.")
+    return "\n".join(out) + "\n"
+
+
+def _finding(r: RuleResult) -> list[str]:
+    d = deciding(r)
+    out = [f"### {r.id} — {r.verdict.value} ({r.level})", "", f"> **{r.id} {r.level}:** {r.title}", "",
+           f"**Why it matters:** {r.rationale} _(seed: {r.seed})_", "", f"**Found:** {r.reason}", ""]
+    if r.waiver:
+        w = r.waiver
+        out += [f"**Waiver ({w.get('status')}):** {w.get('reason')} — expires {w.get('expires')}", ""]
+    if d and d.expected is not None:
+        out.append(f"- expected: {_code(d.expected)}")
+    if d and d.seen is not None:
+        out.append(f"- seen: {_code(d.seen)}")
+    if d:
+        out.append(f"- check: `{d.nodeid}`")
+    out.append(f"- hint: {HINTS.get(r.cls, '')}")
+    out.append("")
+    exchanges = [ex for c in deciding_checks(r) for ex in c.evidence]
+    for i, ex in enumerate(exchanges[:MAX_EXCHANGES], 1):
+        status = ex.status if ex.status is not None else f"no response ({ex.error})"
+        out.append(f"**Exchange {i}:** `{ex.method} {ex.url}` → {status}" + (f" — {ex.note}" if ex.note else ""))
+        out.append("")
+        if ex.request_body:
+            out += ["Request body:", "", _fence(ex.request_body), ""]
+        if ex.status is not None:
+            ctype = next((v for k, v in ex.response_headers.items() if k.lower() == "content-type"), "")
+            out += [f"Response {ex.status}" + (f" ({ctype})" if ctype else "") + ":", "",
+                    _fence(ex.response_body or "(empty body)"), ""]
+        out += ["Replay:", "", _fence(ex.curl, "sh"), ""]
+    if len(exchanges) > MAX_EXCHANGES:
+        out += [f"_{len(exchanges) - MAX_EXCHANGES} more exchanges in report.json / report.html_", ""]
+    return out
 
 
 def render_markdown(report: RunReport) -> str:
@@ -58,34 +141,13 @@ def render_markdown(report: RunReport) -> str:
         out += ["## Preflight failed", "", report.preflight.get("reason", ""), ""]
     if report.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    out += _waiver_lines(report)
     out += ["## Rules", "", "| rule | level | verdict | title | reason |", "|---|---|---|---|---|"]
     for r in report.rules:
         out.append(f"| {r.id} | {r.level} | {r.verdict.value} | {_cell(r.title)} | {_cell(r.reason[:200])} |")
-    flagged = [r for r in report.rules if r.verdict in (Verdict.FAIL, Verdict.WARN, Verdict.ERROR, Verdict.WAIVED)]
+    flagged = [r for r in report.rules if r.verdict in FLAGGED]
     if flagged:
         out += ["", "## Findings", ""]
     for r in flagged:
-        d = r.deciding_check
-        out += [f"### {r.id} — {r.verdict.value} ({r.level})", "", f"> {r.title}", "",
-                f"**Why it matters:** {r.rationale}", "", f"**Found:** {r.reason}", ""]
-        if d and d.expected is not None:
-            out.append(f"- expected: `{_cell(d.expected)}`")
-        if d and d.seen is not None:
-            out.append(f"- seen: `{_cell(d.seen)}`")
-        if d:
-            out.append(f"- check: `{d.nodeid}`")
-        out.append(f"- hint: {HINTS.get(r.cls, '')}")
-        out.append("")
-        for i, ex in enumerate(r.evidence[:8], 1):
-            status = ex.status if ex.status is not None else f"no response ({ex.error})"
-            out.append(f"**Exchange {i}:** `{ex.method} {ex.url}` → {status}" + (f" — {ex.note}" if ex.note else ""))
-            out.append("")
-            if ex.request_body:
-                out += ["Request body:", "", _fence(ex.request_body), ""]
-            if ex.response_body:
-                out += ["Response body:", "", _fence(ex.response_body), ""]
-            out += ["Replay:", "", _fence(ex.curl), ""]
-        if len(r.evidence) > 8:
-            out.append(f"_{len(r.evidence) - 8} more exchanges in report.json_")
-            out.append("")
+        out += _finding(r)
     return "\n".join(out) + "\n"
