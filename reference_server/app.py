@@ -26,6 +26,7 @@ from . import errors as E
 from ._body import read_body
 from .batch import BatchRequest, apply_batch, now_iso, parse_batch, parse_json
 from .errors import ApiError, JSONResponse
+from .idempotency import IdempotencyStore, Stored, batch_key, fingerprint, json_response
 from .openapi import build_openapi
 from .settings import Settings
 from .storage import Storage
@@ -63,6 +64,7 @@ class Service:
         self.settings = settings
         self.validator = ItemValidator()
         self.openapi = build_openapi(settings)
+        self.idempotency = IdempotencyStore(storage, settings)
 
     async def body(self, request: Request) -> bytes:
         require_json(request)
@@ -70,12 +72,23 @@ class Service:
 
     def run_batch(self, client: str, batch: BatchRequest) -> dict[str, Any]:
         with self.storage.transaction() as conn:
-            outcome = apply_batch(conn, client, batch.items, self.validator.check_item, atomic=batch.atomic)
-        return outcome.body()
+            return self.apply(conn, client, batch).body()
+
+    def apply(self, conn: Any, client: str, batch: BatchRequest) -> Any:
+        """Apply a batch (honouring item keys) inside the open transaction ``conn``."""
+        return self.idempotency.apply_items_once(conn, client, batch.items, self.validator.check_item,
+                                                 atomic=batch.atomic)
+
+    def batch_response(self, conn: Any, client: str, batch: BatchRequest) -> Stored:
+        body = self.apply(conn, client, batch).body()
+        return json_response(422 if body.get("status") == "failed" else 200, body)
 
     def run_single(self, client: str, order: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.storage.transaction() as conn:
-            outcome = apply_batch(conn, client, [order], self.validator.check_order, created_at=now_iso())
+            return self.single(conn, client, order)
+
+    def single(self, conn: Any, client: str, order: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        outcome = apply_batch(conn, client, [order], self.validator.check_order, created_at=now_iso())
         result = outcome.results[0]
         if result["status"] == "ok":
             return 201, result["data"]
@@ -95,6 +108,7 @@ def _service(request: Request) -> Service:
 
 async def create_order(request: Request) -> Response:
     service = _service(request)
+    key = batch_key(request.headers)
     doc = parse_json(await service.body(request))
     if not isinstance(doc, dict):
         raise ApiError(400, E.INVALID_BODY, "request body must be a JSON object (an order)")
@@ -104,9 +118,18 @@ async def create_order(request: Request) -> Response:
         if "field" in err:
             body["field"] = err["field"]
         return JSONResponse(body, status_code=422)
-    status, body = await to_thread.run_sync(service.run_single, client_of(request), doc)
-    headers = {"Location": "/orders/" + quote(doc["id"], safe="")} if status == 201 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    client, path = client_of(request), request.url.path
+
+    def respond(conn: Any) -> Stored:
+        status, body = service.single(conn, client, doc)
+        headers = {"Location": "/orders/" + quote(doc["id"], safe="")} if status == 201 else None
+        return json_response(status, body, headers)
+
+    def work() -> Stored:
+        # The single endpoint honours the batch key header too (same store, same semantics).
+        return service.idempotency.once(client, key, fingerprint("POST", path, doc), respond)
+
+    return (await to_thread.run_sync(work)).response()
 
 
 async def read_order(request: Request) -> Response:
@@ -120,14 +143,17 @@ async def read_order(request: Request) -> Response:
 
 async def batch_orders(request: Request) -> Response:
     service = _service(request)
+    key = batch_key(request.headers, required=service.settings.idempotency_key_required)
     body = await service.body(request)
-    client = client_of(request)
+    client, path = client_of(request), request.url.path
 
-    def work() -> dict[str, Any]:
-        return service.run_batch(client, parse_batch(body, service.settings))
+    def work() -> Stored:
+        batch = parse_batch(body, service.settings)
+        # Refused batches (malformed, too large) raise before the key is claimed: nothing is stored.
+        return service.idempotency.once(client, key, fingerprint("POST", path, batch.raw),
+                                        lambda conn: service.batch_response(conn, client, batch))
 
-    result = await to_thread.run_sync(work)
-    return JSONResponse(result, status_code=422 if result.get("status") == "failed" else 200)
+    return (await to_thread.run_sync(work)).response()
 
 
 async def openapi(request: Request) -> Response:

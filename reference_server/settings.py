@@ -18,5 +18,17 @@ class Settings:
     """Bytes per request body (1 MiB)."""
     idempotency_retention_seconds: int = 86400
     """How long an idempotency key is honoured (24 hours)."""
+    idempotency_lease_seconds: int = 60
+    """How long a claimed batch key stays in flight before a retry may take over (its process died)."""
+    idempotency_key_required: bool = False
+    """Whether batch requests must carry an ``Idempotency-Key`` (400 ``idempotency_key_required``)."""
     busy_timeout_ms: int = 5000
     """SQLite ``busy_timeout`` for writers waiting on another transaction."""
+    async_chunk_items: int = 500
+    """Items an async job applies per transaction (its progress is committed with each chunk)."""
+    async_retention_seconds: int = 86400
+    """How long a finished job and its results stay readable (24 hours)."""
+    async_callback_max_attempts: int = 8
+    """Deliveries of a job's callback before it is abandoned."""
+    async_callback_backoff: float = 0.25
+    """Seconds before the first callback retry; doubled on every further attempt (capped at 60)."""
