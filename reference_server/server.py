@@ -72,7 +72,9 @@ def start_in_thread(db_path: str | None = None, host: str = "127.0.0.1", *,
 
     ``app`` serves another ASGI app instead (the kit's tests serve mutants this way)."""
     app = app if app is not None else create_app(db_path)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without it
+    # Nagle holds back the body behind the headers until the delayed ACK, ~40 ms every response.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
