@@ -251,12 +251,12 @@ class Target:
             resp = s.client.send(req)
             resp.read()
         except httpx.HTTPError as exc:
-            ex.elapsed_ms = round((time.perf_counter() - start) * 1000, 1)
+            ex.elapsed_ms = round((time.perf_counter() - start) * 1000, 3)  # µs: PERF-01 times single requests with it
             ex.error = f"{type(exc).__name__}: {red.text(str(exc)) or 'no detail'}"
             with self._lock:
                 self.evidence.append(ex)
             raise
-        ex.elapsed_ms = round((time.perf_counter() - start) * 1000, 1)
+        ex.elapsed_ms = round((time.perf_counter() - start) * 1000, 3)  # µs: PERF-01 times single requests with it
         ex.status = resp.status_code
         ex.response_headers = red.header_map(resp.headers.items())
         ex.response_body = red.text(_body_text(resp.content))

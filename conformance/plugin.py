@@ -220,6 +220,8 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         figures=dict(item.stash.get(FIGURES, {})),
     )
     if rep.passed:
+        # A passing check may still say what it measured (PERF ratios): figures["summary"].
+        out.reason = str(out.figures.get("summary") or "")
         return out
     if rep.skipped:
         out.verdict = Verdict.SKIP

@@ -1,0 +1,141 @@
+"""Mutants of class PERF: batch endpoints that are "just a wrapper" around the single endpoint.
+
+Both answer a correct batch response (one result per item, ids echoed, summary), so every CORE rule
+holds; only the cost per item gives them away. Envelopes they do not handle (atomic, dependencies,
+duplicates, limits, malformed bodies) go to the real batch endpoint unchanged.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Awaitable, Callable
+
+import httpx
+
+from ._base import Scope, mutant
+
+SINGLE_PATH = "/orders"
+ORDER_FIELDS = {"id", "amount", "currency", "note", "parent_id"}
+SendOne = Callable[[Scope, dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
+
+
+def _plain_items(doc: Any) -> list[dict[str, Any]] | None:
+    """The items of a plain non-atomic batch the wrapper can fan out, else None (the real endpoint answers)."""
+    if not isinstance(doc, dict) or set(doc) != {"operations"}:
+        return None
+    ops = doc["operations"]
+    if not isinstance(ops, list) or not 0 < len(ops) <= 1000:
+        return None
+    if not all(isinstance(it, dict) and isinstance(it.get("id"), str) and set(it) <= ORDER_FIELDS for it in ops):
+        return None
+    if len({it["id"] for it in ops}) != len(ops):
+        return None
+    return ops
+
+
+def _result(item_id: str, status: int, body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = {}
+    if 200 <= status < 300:
+        return {"id": item_id, "status": "ok", "data": doc}
+    err = {"code": doc.get("error", f"http_{status}"), "message": doc.get("message", "")}
+    if "field" in doc:
+        err["field"] = doc["field"]
+    err["retryable"] = False
+    return {"id": item_id, "status": "error", "error": err}
+
+
+class PerItemWrapper:
+    """POST /orders/batch answered by sending every item, one after the other, to the single endpoint."""
+
+    def __init__(self, app: Any, send_one: SendOne | None = None) -> None:
+        self.app = app
+        self.send_one = send_one or self.through_app
+        self.router = getattr(app, "router", None)  # the in-process transport runs the app's lifespan
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/orders/batch":
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        try:
+            ops = _plain_items(json.loads(body))
+        except ValueError:
+            ops = None
+        if ops is None:
+            await self.app(scope, _replay(body), send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        results = []
+        for item in ops:
+            status, out = await self.send_one(scope, headers, json.dumps(item).encode())
+            results.append(_result(item["id"], status, out))
+        ok = sum(1 for r in results if r["status"] == "ok")
+        payload = json.dumps({"results": results, "summary": {"total": len(results), "succeeded": ok,
+                                                              "failed": len(results) - ok}}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def through_app(self, scope: Scope, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """One full request to the single endpoint through the ASGI app (routing, parsing, its own transaction)."""
+        hdrs = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        hdrs.append((b"content-length", str(len(body)).encode()))
+        sub = dict(scope, path=SINGLE_PATH, raw_path=SINGLE_PATH.encode(), query_string=b"", headers=hdrs)
+        status = 0
+        parts: list[bytes] = []
+
+        async def capture(msg: dict[str, Any]) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            elif msg["type"] == "http.response.body":
+                parts.append(msg.get("body", b""))
+
+        await self.app(sub, _replay(body), capture)
+        return status, b"".join(parts)
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return receive
+
+
+@mutant("PERF-01", "the batch endpoint loops over the items and sends each through the app to the single "
+        "endpoint (routing, parsing, one transaction per item)", classes=["PERF"])
+def batch_loops_over_single_endpoint(app):
+    return PerItemWrapper(app)
+
+
+@mutant("PERF-01", "the batch endpoint is a gateway fan-out: one HTTP request per item to the single "
+        "endpoint over loopback", classes=["PERF"], socket=True)
+def batch_fans_out_http_requests(app):
+    clients: dict[str, httpx.AsyncClient] = {}
+
+    async def over_http(scope: Scope, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        host, port = scope["server"]
+        base = f"http://{host}:{port}"
+        client = clients.get(base)
+        if client is None:  # one keep-alive client, as a gateway would hold
+            client = clients[base] = httpx.AsyncClient(base_url=base, timeout=10)
+        fwd = {k: v for k, v in headers.items() if k in ("authorization", "content-type")}
+        resp = await client.post(SINGLE_PATH, content=body, headers=fwd)
+        return resp.status_code, resp.content
+
+    return PerItemWrapper(app, over_http)
