@@ -1,0 +1,252 @@
+"""Mutants of class ATOM: the all-or-nothing mode of the batch endpoint (`"atomic": true` in the body)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Call, Rewrite, mutant
+
+PATH = "/orders/batch"
+# An item the reference server always rejects: mutants append it to force a rollback they then hide.
+SENTINEL_ID = "__mutant-sentinel__"
+SENTINEL = {"id": SENTINEL_ID, "amount": -1, "currency": "USD"}
+
+
+def _is_atomic(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("atomic") is True and isinstance(doc.get("operations"), list)
+
+
+def _not_applied(result_id: str) -> dict[str, Any]:
+    return {"id": result_id, "status": "error",
+            "error": {"code": "not_applied", "message": "not applied: the atomic batch failed", "retryable": True}}
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, int]:
+    ok = sum(1 for r in results if r.get("status") == "ok")
+    return {"total": len(results), "succeeded": ok, "failed": len(results) - ok}
+
+
+def _failure_shape(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the reference answers for a failed atomic batch, built from per-item results."""
+    out = [r if r.get("status") == "error" else _not_applied(r["id"]) for r in results]
+    return {"status": "failed", "error": {"code": "atomic_batch_failed", "message": "atomic batch not applied"},
+            "results": out, "summary": {"total": len(out), "succeeded": 0, "failed": len(out)}}
+
+
+class _Remember:
+    """Keeps whether the current request asked for the atomic mode (one request at a time per check)."""
+
+    def __init__(self) -> None:
+        self.atomic = False
+        self.items: list[dict[str, Any]] = []
+
+
+def _rewrite(app: Any, on_request, on_response, path: str = PATH) -> Rewrite:
+    return Rewrite(app, path=path, request=on_request, response=on_response)
+
+
+@mutant("ATOM-01", "atomic batch reported failed but the valid items were committed (no rollback)")
+def no_rollback(app):
+    seen = _Remember()
+
+    def req(call: Call) -> None:
+        doc = call.json()
+        seen.atomic = _is_atomic(doc)
+        if seen.atomic:
+            doc.pop("atomic")
+            call.set_json(doc)
+
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if seen.atomic and call.status == 200 and any(r.get("status") == "error" for r in doc["results"]):
+            call.set_response_json(_failure_shape(doc["results"]), 422)
+    return _rewrite(app, req, resp)
+
+
+@mutant("ATOM-01", "validates every item up front, then writes without a transaction: a write-time "
+                   "conflict keeps the items written before it")
+def validation_only_rollback(app):
+    from reference_server.validation import ItemValidator
+
+    check = ItemValidator().check_item
+    seen = _Remember()
+
+    def req(call: Call) -> None:
+        doc = call.json()
+        seen.atomic = False
+        if _is_atomic(doc) and all(isinstance(i, dict) and check(i) is None for i in doc["operations"]):
+            seen.atomic = True
+            doc.pop("atomic")
+            call.set_json(doc)
+
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if seen.atomic and call.status == 200 and any(r.get("status") == "error" for r in doc["results"]):
+            call.set_response_json(_failure_shape(doc["results"]), 422)
+    return _rewrite(app, req, resp)
+
+
+@mutant("ATOM-01", "the atomic flag is ignored: a failing item leaves the valid ones applied, 200",
+        also=["ATOM-03"])
+def atomic_flag_ignored(app):
+    def req(call: Call) -> None:
+        doc = call.json()
+        if _is_atomic(doc):
+            doc.pop("atomic")
+            call.set_json(doc)
+    return _rewrite(app, req, None)
+
+
+@mutant("ATOM-02", "atomic failure with only a batch-level message (the seed's anti-pattern)", also=["ATOM-03"])
+def batch_level_message_only(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("status") == "failed":
+            failing = [r["id"] for r in doc["results"] if r["error"]["code"] != "not_applied"]
+            call.set_response_json({"status": "failed", "error": {
+                "code": "atomic_batch_failed", "message": f"{len(failing)} items invalid; nothing applied"}})
+    return _rewrite(app, None, resp)
+
+
+@mutant("ATOM-02", "atomic failure marks every item not_applied, the failing ones too: no reason given")
+def every_item_not_applied(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("status") == "failed":
+            doc["results"] = [_not_applied(r["id"]) for r in doc["results"]]
+            call.set_response_json(doc)
+    return _rewrite(app, None, resp)
+
+
+@mutant("ATOM-03", "atomic failure answered 200 (nothing applied, body unchanged)")
+def failure_answered_200(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("status") == "failed":
+            call.status = 200
+    return _rewrite(app, None, resp)
+
+
+@mutant("ATOM-03", "atomic failure without a batch-level status: 422 with per-item results only")
+def failure_without_status(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("status") == "failed":
+            call.set_response_json({"results": doc["results"], "summary": doc["summary"]})
+    return _rewrite(app, None, resp)
+
+
+@mutant("ATOM-03", "the valid items of a failed atomic batch are reported ok with data although rolled back")
+def rolled_back_items_reported_ok(app):
+    seen = _Remember()
+
+    def req(call: Call) -> None:
+        doc = call.json()
+        seen.items = doc["operations"] if _is_atomic(doc) else []
+
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("status") == "failed":
+            by_id = {i.get("id"): i for i in seen.items if isinstance(i, dict)}
+            doc["results"] = [r if r["error"]["code"] != "not_applied" else
+                              {"id": r["id"], "status": "ok", "data": dict(by_id.get(r["id"], {}), version=1)}
+                              for r in doc["results"]]
+            call.set_response_json(doc)
+    return _rewrite(app, req, resp)
+
+
+def _with_sentinel(app, on_all_valid):
+    """Every atomic batch gets an invalid sentinel item (so the transaction always rolls back);
+    `on_all_valid(call, results, items)` rewrites the answer when only the sentinel failed."""
+    seen = _Remember()
+
+    def req(call: Call) -> None:
+        doc = call.json()
+        seen.atomic = _is_atomic(doc)
+        if seen.atomic:
+            seen.items = list(doc["operations"])
+            doc["operations"].append(dict(SENTINEL))
+            call.set_json(doc)
+
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if not seen.atomic or not isinstance(doc, dict) or "results" not in doc:
+            return
+        results = [r for r in doc["results"] if r.get("id") != SENTINEL_ID]
+        if all(r["status"] == "error" and r["error"]["code"] == "not_applied" for r in results):
+            on_all_valid(call, results, seen.items)
+        else:
+            doc["results"] = results
+            doc["summary"] = {"total": len(results), "succeeded": 0, "failed": len(results)}
+            call.set_response_json(doc)
+    return _rewrite(app, req, resp)
+
+
+@mutant("ATOM-04", "an all-valid atomic batch is answered 200 all ok but its transaction is never committed")
+def commit_lost(app):
+    def all_valid(call: Call, results, items) -> None:
+        ok = [{"id": i["id"], "status": "ok", "data": dict(i, version=1)} for i in items]
+        call.set_response_json({"results": ok, "summary": _summary(ok)}, 200)
+    return _with_sentinel(app, all_valid)
+
+
+@mutant("ATOM-04", "every atomic batch is rolled back: an all-valid one gets 422 with every item not_applied")
+def always_rolled_back(app):
+    def all_valid(call: Call, results, items) -> None:
+        call.set_response_json(_failure_shape(results), 422)
+    return _with_sentinel(app, all_valid)
+
+
+@mutant("ATOM-04", "atomic batches are capped at 50 items although 100 are declared")
+def atomic_limit_below_declared(app):
+    seen = _Remember()
+
+    def req(call: Call) -> None:
+        doc = call.json()
+        seen.items = doc["operations"] if _is_atomic(doc) and len(doc["operations"]) > 50 else []
+        if seen.items:
+            doc["operations"] = []  # nothing reaches the store
+            call.set_json(doc)
+
+    def resp(call: Call) -> None:
+        if seen.items:
+            call.set_response_json({"error": "batch_too_large",
+                                    "message": f"Maximum 50 items per batch; received {len(seen.items)}"}, 413)
+    return _rewrite(app, req, resp)
+
+
+@mutant("ATOM-05", "the OpenAPI document does not document the atomic mode (no x-batch-atomic, no `atomic` field)")
+def atomic_undocumented(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if not isinstance(doc, dict):
+            return
+        for path_item in (doc.get("paths") or {}).values():
+            for op in path_item.values():
+                if isinstance(op, dict):
+                    op.pop("x-batch-atomic", None)
+        (doc.get("x-batch") or {}).pop("atomic_max_items", None)
+        for schema in (doc.get("components") or {}).get("schemas", {}).values():
+            if isinstance(schema, dict):
+                (schema.get("properties") or {}).pop("atomic", None)
+        call.set_response_json(doc)
+    return Rewrite(app, method="GET", path="/openapi.json", response=resp)
+
+
+@mutant("ATOM-05", "the batch endpoint is silently all-or-nothing: without the flag a failing item rolls "
+                   "back the rest (answered 200 with per-item results)", also=["CORE-03", "CORE-08"])
+def atomic_by_default(app):
+    seen = _Remember()
+
+    def req(call: Call) -> None:
+        doc = call.json()
+        seen.atomic = isinstance(doc, dict) and "atomic" not in doc and isinstance(doc.get("operations"), list) \
+            and 0 < len(doc["operations"]) <= 100
+        if seen.atomic:
+            doc["atomic"] = True
+            call.set_json(doc)
+
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if seen.atomic and isinstance(doc, dict) and doc.get("status") == "failed":
+            call.set_response_json({"results": doc["results"], "summary": doc["summary"]}, 200)
+    return _rewrite(app, req, resp)
