@@ -27,6 +27,7 @@ from ._body import read_body
 from .batch import BatchRequest, apply_batch, now_iso, parse_batch, parse_json
 from .errors import ApiError, JSONResponse
 from .idempotency import IdempotencyStore, Stored, batch_key, fingerprint, json_response
+from . import jobs
 from .openapi import build_openapi
 from .settings import Settings
 from .storage import Storage
@@ -146,6 +147,8 @@ async def batch_orders(request: Request) -> Response:
     key = batch_key(request.headers, required=service.settings.idempotency_key_required)
     body = await service.body(request)
     client, path = client_of(request), request.url.path
+    if jobs.prefers_async(request):  # RFC 7240 `Prefer: respond-async`: the batch becomes an async job
+        return await jobs.create_job(request, client, body, prefer=True)
 
     def work() -> Stored:
         batch = parse_batch(body, service.settings)
@@ -165,6 +168,7 @@ ROUTES = [
     Route("/orders/batch", batch_orders, methods=["POST"]),
     Route("/orders/{order_id:path}", read_order, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    *jobs.routes(client_of),
 ]
 
 
@@ -177,11 +181,16 @@ def create_app(db_path: str | None = None, *, settings: Settings | None = None) 
         db_path = os.path.join(tmpdir, "orders.db")
     storage = Storage(db_path, busy_timeout_ms=settings.busy_timeout_ms)
     service = Service(storage, settings)
+    runner = jobs.JobRunner(jobs.JobStore(storage, settings, service.apply), settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Seam: background workers (async import jobs) start here and stop after the yield.
-        yield
+        # Background workers (async import jobs, their callbacks) run while the app serves.
+        await runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
         storage.close()
 
     app = Starlette(
@@ -195,6 +204,7 @@ def create_app(db_path: str | None = None, *, settings: Settings | None = None) 
     )
     app.state.service = service
     app.state.settings = settings
+    app.state.jobs = runner
     app.state.db_path = db_path
     weakref.finalize(app, storage.close)
     if tmpdir is not None:
