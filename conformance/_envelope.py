@@ -1,26 +1,48 @@
 """Reading and writing every wire shape through the profile's envelope mapping.
 
 Checks never name `operations`, `results` or a canonical error code themselves: they ask this
-module, so the same rules run against targets whose envelope uses other names (SPEC §2).
+module, so the same rules run against targets whose envelope uses other names (SPEC §2): SQS's
+`Entries` answered by `Successful`/`Failed`, CouchDB's `docs` answered by a bare array, or a bare
+array answered by per-item HTTP statuses correlated by position.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
 _ABSENT = object()
 
+# The canonical mapping (SPEC §2); a profile's `envelope` section overrides any of these keys.
+CANONICAL: dict[str, Any] = {
+    "request_items": "/operations",
+    "results": "/results",
+    "correlation": "id",
+    "result_id": "/id",
+    "result_status": "/status",
+    "ok_values": ["ok"],
+    "error_values": ["error"],
+    "data": "/data",
+    "error": "/error",
+    "error_code": "/error/code",
+    "error_message": "/error/message",
+    "summary": {},
+    "codes": {},
+    "content_type": "application/json",
+}
+
+
+def _tokens(pointer: str) -> list[str]:
+    return [raw.replace("~1", "/").replace("~0", "~") for raw in pointer[1:].split("/")] if pointer else []
+
 
 def pointer_get(doc: Any, pointer: str, default: Any = _ABSENT) -> Any:
     """RFC 6901 JSON Pointer lookup; '' is the whole document."""
-    if pointer == "":
-        return doc
     node = doc
-    for raw in pointer.lstrip("/").split("/") if pointer else []:
-        token = raw.replace("~1", "/").replace("~0", "~")
+    for token in _tokens(pointer if pointer.startswith("/") or not pointer else "/" + pointer):
         if isinstance(node, dict) and token in node:
             node = node[token]
         elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
@@ -33,24 +55,35 @@ def pointer_get(doc: Any, pointer: str, default: Any = _ABSENT) -> Any:
 
 
 def pointer_set(doc: dict[str, Any], pointer: str, value: Any) -> None:
-    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.lstrip("/").split("/")]
+    parts = _tokens(pointer if pointer.startswith("/") else "/" + pointer)
     node = doc
     for p in parts[:-1]:
         node = node.setdefault(p, {})
     node[parts[-1]] = value
 
 
-def json_of(resp: httpx.Response) -> Any:
-    """The response body as JSON, or _ABSENT-like None with no exception when it is not JSON."""
+def json_of(resp: httpx.Response | Any) -> Any:
+    """The response body as JSON, or None (no exception) when it is not JSON."""
+    if not isinstance(resp, httpx.Response):
+        return resp
     try:
         return json.loads(resp.content) if resp.content else None
     except (ValueError, UnicodeDecodeError):
         return None
 
 
+def is_json_media_type(ctype: str) -> bool:
+    """application/json, any +json suffix, and vendor JSON types such as AWS's
+    application/x-amz-json-1.0 (a subtype with `json` as one of its tokens)."""
+    ctype = ctype.split(";")[0].strip().lower()
+    if "/" not in ctype:
+        return False
+    sub = ctype.split("/", 1)[1]
+    return sub == "json" or sub.endswith("+json") or "json" in re.split(r"[-+.]", sub)
+
+
 def is_json_content_type(resp: httpx.Response) -> bool:
-    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-    return ctype == "application/json" or ctype.endswith("+json")
+    return is_json_media_type(resp.headers.get("content-type", ""))
 
 
 @dataclass
@@ -58,24 +91,97 @@ class Result:
     """One item's outcome, in the spec's words, whatever the target's envelope looks like."""
 
     id: Any
-    ok: bool | None  # None: the status could not be read
+    ok: bool | None  # None: the outcome could not be read
     status: Any
     data: Any = None
     error: Any = None
     error_code: str | None = None
     error_message: str | None = None
     raw: Any = None
-    position: int = 0
+    position: int = 0  # index in its result list (in the list it came from, for split lists)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class _canonical_or_bound:
+    """A method that, called on the class (`Envelope.error_codes(resp)`), reads the canonical
+    shape, and called on an instance reads what the profile declares as well."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+        env = obj if obj is not None else owner._canonical()
+        return self.fn.__get__(env, owner)
+
+
 class Envelope:
-    def __init__(self, mapping: dict[str, Any], id_field: str = "id"):
-        self.m = mapping
+    """The profile's envelope mapping (defaults: the canonical shape), applied to requests and responses."""
+
+    _canonical_instance: "Envelope | None" = None
+
+    def __init__(self, mapping: dict[str, Any] | None = None, id_field: str = "id"):
+        self.m = dict(CANONICAL)
+        self.m.update(mapping or {})
         self.id_field = id_field
+        pattern = self.m.get("batch_error_pattern")
+        self._pattern = re.compile(pattern) if pattern else None
+
+    @classmethod
+    def _canonical(cls) -> "Envelope":
+        if cls._canonical_instance is None:
+            cls._canonical_instance = cls()
+        return cls._canonical_instance
+
+    # -- what the mapping says ---------------------------------------------
+    @property
+    def split_results(self) -> bool:
+        """Successes and failures come in separate lists (SQS: Successful / Failed)."""
+        return bool(self.m.get("results_ok") is not None or self.m.get("results_error") is not None)
+
+    @property
+    def by_position(self) -> bool:
+        return self.m.get("correlation") == "position"
+
+    @property
+    def outcome(self) -> str:
+        """How an item's outcome is read: `list`, `error_present`, `http_status` or `status`."""
+        if self.split_results:
+            return "list"
+        if self.m.get("error_present") is not None:
+            return "error_present"
+        if self.m.get("result_http_status") is not None:
+            return "http_status"
+        return "status"
+
+    @property
+    def canonical(self) -> bool:
+        """The response is in the canonical shape, so the canonical schemas apply to it as it is."""
+        keys = ("results", "result_id", "result_status", "ok_values", "error_values", "data", "error",
+                "error_code", "error_message")
+        return self.outcome == "status" and not self.by_position and all(self.m[k] == CANONICAL[k] for k in keys)
+
+    @property
+    def results_location(self) -> str:
+        """Where the results are, for messages."""
+        if self.split_results:
+            return f"ok results at {self.m.get('results_ok')!r}, error results at {self.m.get('results_error')!r}"
+        return f"a list at {self.m['results']!r}" if self.m["results"] else "a bare array"
+
+    @property
+    def content_type(self) -> str:
+        return self.m.get("content_type") or "application/json"
+
+    def is_json(self, resp: httpx.Response) -> bool:
+        """The response is labelled JSON (or the media type the profile declares for the target)."""
+        ctype = resp.headers.get("content-type", "")
+        declared = self.content_type.split(";")[0].strip().lower()
+        return is_json_media_type(ctype) or ctype.split(";")[0].strip().lower() == declared
 
     # -- requests -----------------------------------------------------------
     def body(self, items: list[Any], extra: dict[str, Any] | None = None) -> Any:
+        """The batch request: the items where the profile puts them, plus `extra` members
+        (fixed members such as a queue URL come from `endpoints.<name>.body`)."""
         pointer = self.m["request_items"]
         if not pointer:
             return list(items)
@@ -85,65 +191,122 @@ class Envelope:
         pointer_set(doc, pointer, list(items))
         return doc
 
-    @property
-    def content_type(self) -> str:
-        return self.m.get("content_type", "application/json")
+    def items_of(self, body: Any) -> list[Any] | None:
+        """The item list of a request body built by `body()` (None when absent)."""
+        found = pointer_get(body, self.m["request_items"], None)
+        return found if isinstance(found, list) else None
 
-    # -- responses ----------------------------------------------------------
+    # -- codes --------------------------------------------------------------
     def code(self, name: str) -> str:
-        """The target's name for one of the spec's error codes."""
-        return (self.m.get("codes") or {}).get(name, name)
+        """The target's name for one of the spec's error codes (the first, where it has several)."""
+        names = self.codes(name)
+        return names[0]
 
+    def codes(self, name: str) -> list[str]:
+        """Every name the target uses for one of the spec's error codes."""
+        given = (self.m.get("codes") or {}).get(name, name)
+        return [given] if isinstance(given, str) else [str(g) for g in given] or [name]
+
+    # -- responses: per-item results ---------------------------------------
     def raw_results(self, doc: Any) -> list[Any] | None:
+        """The raw result list (split lists joined, successes first); None when absent."""
+        doc = json_of(doc)
+        if self.split_results:
+            found = [(pointer_get(doc, self.m[k], None) if self.m.get(k) is not None else [])
+                     for k in ("results_ok", "results_error")]
+            # One list may be left out when empty (some APIs omit `Failed: []`); both absent is no result list.
+            if all(f is None for f in found) or any(f is not None and not isinstance(f, list) for f in found):
+                return None
+            return [r for f in found for r in (f or [])]
         found = pointer_get(doc, self.m["results"], None)
         return found if isinstance(found, list) else None
 
-    def parse_result(self, raw: Any, position: int) -> Result:
+    def _read(self, raw: dict[str, Any], key: str, ok: bool | None) -> Any:
+        pointer = self.m.get(key)
+        if pointer is None:
+            return None
+        # An empty pointer names the whole result; for an ok result that is not an error.
+        if pointer == "" and ok is True and key.startswith("error"):
+            return None
+        return pointer_get(raw, pointer, None)
+
+    def _outcome(self, raw: dict[str, Any], in_list: str | None) -> tuple[bool | None, Any]:
+        mode = self.outcome
+        if mode == "list":
+            status = in_list
+            return in_list == "ok", status
+        if mode == "error_present":
+            value = pointer_get(raw, self.m["error_present"], None)
+            present = value is not None and value is not False and value != ""
+            return (not present), ("error" if present else "ok")
+        if mode == "http_status":
+            value = pointer_get(raw, self.m["result_http_status"], None)
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value.strip())
+            if not isinstance(value, int) or isinstance(value, bool) or not 100 <= value <= 599:
+                return None, value
+            return 200 <= value < 300, value
+        value = pointer_get(raw, self.m["result_status"], None)
+        if value in self.m["ok_values"]:
+            return True, value
+        if value in self.m["error_values"]:
+            return False, value
+        return None, value
+
+    def parse_result(self, raw: Any, position: int, in_list: str | None = None) -> Result:
         if not isinstance(raw, dict):
             return Result(id=None, ok=None, status=None, raw=raw, position=position)
-        rid = pointer_get(raw, self.m["result_id"], None)
-        status = pointer_get(raw, self.m["result_status"], None)
-        ok: bool | None
-        if status in self.m["ok_values"]:
-            ok = True
-        elif status in self.m["error_values"]:
-            ok = False
-        else:
-            ok = None
-        error = pointer_get(raw, self.m["error"], None)
-        code = pointer_get(raw, self.m["error_code"], None)
-        message = pointer_get(raw, self.m["error_message"], None)
+        ok, status = self._outcome(raw, in_list)
+        code = self._read(raw, "error_code", ok)
+        message = self._read(raw, "error_message", ok)
         return Result(
-            id=rid,
+            id=pointer_get(raw, self.m["result_id"], None) if self.m.get("result_id") is not None else None,
             ok=ok,
             status=status,
-            data=pointer_get(raw, self.m["data"], None),
-            error=error,
-            error_code=code if isinstance(code, str) else None,
+            data=self._read(raw, "data", ok),
+            error=self._read(raw, "error", ok),
+            error_code=code if isinstance(code, str) else (str(code) if isinstance(code, int) and not isinstance(code, bool) else None),
             error_message=message if isinstance(message, str) else None,
             raw=raw,
             position=position,
         )
 
     def results(self, resp: httpx.Response | Any) -> list[Result]:
-        doc = json_of(resp) if isinstance(resp, httpx.Response) else resp
+        """Every result of a batch response, in the order the target gave them (split lists:
+        the ok list, then the error list)."""
+        doc = json_of(resp)
+        if self.split_results:
+            out: list[Result] = []
+            for key, kind in (("results_ok", "ok"), ("results_error", "error")):
+                found = pointer_get(doc, self.m[key], None) if self.m.get(key) is not None else None
+                if isinstance(found, list):
+                    out.extend(self.parse_result(r, i, kind) for i, r in enumerate(found))
+            return out
         raws = self.raw_results(doc)
         if raws is None:
             return []
         return [self.parse_result(r, i) for i, r in enumerate(raws)]
 
     def result_map(self, resp: httpx.Response | Any, items: list[dict[str, Any]] | None = None) -> dict[Any, Result]:
-        """Results keyed by item id (by position where the target correlates by position)."""
+        """Results keyed by item id (by position where the target correlates by position: the
+        result at index i belongs to items[i], and gets that item's id when it carries none)."""
         res = self.results(resp)
-        if self.m.get("correlation") == "position" and items is not None:
-            return {items[i][self.id_field]: r for i, r in enumerate(res) if i < len(items)}
+        if self.by_position and items is not None:
+            out_pos: dict[Any, Result] = {}
+            for i, r in enumerate(res[: len(items)]):
+                item_id = items[i].get(self.id_field) if isinstance(items[i], dict) else None
+                if r.id is None:
+                    r.id = item_id
+                out_pos[item_id] = r
+            return out_pos
         out: dict[Any, Result] = {}
         for r in res:
             out.setdefault(r.id, r)
         return out
 
     def summary(self, resp: httpx.Response | Any) -> dict[str, Any]:
-        doc = json_of(resp) if isinstance(resp, httpx.Response) else resp
+        """The summary fields the profile declares (total, succeeded, failed, errors_flag) that the response carries."""
+        doc = json_of(resp)
         out = {}
         for name, pointer in (self.m.get("summary") or {}).items():
             value = pointer_get(doc, pointer, _ABSENT)
@@ -151,46 +314,94 @@ class Envelope:
                 out[name] = value
         return out
 
-    @staticmethod
-    def error_codes(resp: httpx.Response | Any) -> list[str]:
-        """Every batch-level error code the body carries: `error` (string), `error.code`,
-        problem+json `code`, and `type` (whole or its last path segment)."""
-        doc = json_of(resp) if isinstance(resp, httpx.Response) else resp
-        if not isinstance(doc, dict):
+    # -- responses: batch-level errors -------------------------------------
+    def _declared(self, key: str) -> list[str]:
+        given = self.m.get(key)
+        if given is None:
             return []
-        out: list[str] = []
-        err = doc.get("error")
-        if isinstance(err, str):
-            out.append(err)
-        elif isinstance(err, dict) and isinstance(err.get("code"), str):
-            out.append(err["code"])
-        if isinstance(doc.get("code"), str):
-            out.append(doc["code"])
-        typ = doc.get("type")
-        if isinstance(typ, str) and typ:
-            out.append(typ)
-            tail = typ.rstrip("/").replace(":", "/").rsplit("/", 1)[-1].split("#")[-1]
-            out.append(tail)
+        return [given] if isinstance(given, str) else list(given)
+
+    def _extract(self, value: str) -> list[str]:
+        out = [value]
+        if self._pattern is not None:
+            m = self._pattern.search(value)
+            if m:
+                out.insert(0, m.group(1) if m.groups() and m.group(1) else m.group(0))
         return out
 
+    @_canonical_or_bound
+    def error_codes(self, resp: httpx.Response | Any) -> list[str]:
+        """Every batch-level error code the body carries: the profile's `batch_error_code`
+        pointers first (through `batch_error_pattern`), then the canonical forms: `error`
+        (a string), `error.code`, problem+json `code`, and `type` (whole or its last segment)."""
+        doc = json_of(resp)
+        out: list[str] = []
+        for pointer in self._declared("batch_error_code"):
+            value = pointer_get(doc, pointer, None)
+            if isinstance(value, str) and value:
+                out.extend(self._extract(value))
+        if isinstance(doc, dict):
+            err = doc.get("error")
+            if isinstance(err, str):
+                out.append(err)
+            elif isinstance(err, dict) and isinstance(err.get("code"), str):
+                out.append(err["code"])
+            if isinstance(doc.get("code"), str):
+                out.append(doc["code"])
+            typ = doc.get("type")
+            if isinstance(typ, str) and typ:
+                out.append(typ)
+                tail = typ.rstrip("/").replace(":", "/").rsplit("/", 1)[-1].split("#")[-1]
+                out.append(tail)
+        return list(dict.fromkeys(out))
+
+    @_canonical_or_bound
     def error_code(self, resp: httpx.Response | Any) -> str | None:
         codes = self.error_codes(resp)
         return codes[0] if codes else None
 
     def has_error_code(self, resp: httpx.Response | Any, name: str) -> bool:
-        return self.code(name) in self.error_codes(resp)
+        """The batch-level error carries the target's name (any of its names) for spec code `name`."""
+        found = set(self.error_codes(resp))
+        return any(c in found for c in self.codes(name))
 
-    @staticmethod
-    def error_message(resp: httpx.Response | Any) -> str:
-        """The human text of a batch-level error (message, detail, title, error.message)."""
-        doc = json_of(resp) if isinstance(resp, httpx.Response) else resp
+    @_canonical_or_bound
+    def error_message(self, resp: httpx.Response | Any) -> str:
+        """The human text of a batch-level error: the profile's `batch_error_message` pointers,
+        then message, detail, title, error.message."""
+        doc = json_of(resp)
+        parts: list[str] = []
+        for pointer in self._declared("batch_error_message"):
+            value = pointer_get(doc, pointer, None)
+            if isinstance(value, str):
+                parts.append(value)
+        if isinstance(doc, dict):
+            for key in ("message", "detail", "title"):
+                if isinstance(doc.get(key), str):
+                    parts.append(doc[key])
+            err = doc.get("error")
+            if isinstance(err, dict) and isinstance(err.get("message"), str):
+                parts.append(err["message"])
+        return " ".join(dict.fromkeys(parts))
+
+    def error_shape(self, resp: httpx.Response | Any) -> str | None:
+        """The shape of a batch-level error body as one client handler sees it, or None when it
+        carries no code and message where the profile or the canonical shapes say (HTTP-05)."""
+        doc = json_of(resp)
+        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower() if isinstance(resp, httpx.Response) else ""
+        if ctype == "application/problem+json":
+            return "problem+json"
         if not isinstance(doc, dict):
-            return ""
-        parts = []
-        for key in ("message", "detail", "title"):
-            if isinstance(doc.get(key), str):
-                parts.append(doc[key])
+            return None
+        code_at = [p for p in self._declared("batch_error_code") if isinstance(pointer_get(doc, p, None), str)]
+        msg_at = [p for p in self._declared("batch_error_message") if isinstance(pointer_get(doc, p, None), str)]
+        if code_at and (msg_at or not self._declared("batch_error_message") and isinstance(doc.get("message"), str)):
+            return f"declared: code at {code_at[0]}, message at {msg_at[0] if msg_at else '/message'}"
         err = doc.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            parts.append(err["message"])
-        return " ".join(parts)
+        if isinstance(err, str) and isinstance(doc.get("message"), str):
+            return "{error: code, message}"
+        if isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str):
+            return "{error: {code, message}}"
+        if isinstance(doc.get("type"), str) and isinstance(doc.get("title") or doc.get("detail"), str):
+            return "problem+json (labelled application/json)"
+        return None
