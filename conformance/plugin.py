@@ -16,6 +16,7 @@ from ._client import SetupError, Target
 from ._engine import RunContext
 from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
+from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
 from .checks import ItemFactory, RuleViolation
 
@@ -105,6 +106,10 @@ def _preflight(ctx: RunContext) -> dict[str, Any]:
     base = ctx.profile.base_url
     info: dict[str, Any] = {"ok": False, "evidence": evidence}
     try:
+        not_ready = run_setup(target)
+        if not_ready:
+            info["reason"] = not_ready
+            return info
         resp = target.batch(factory.valid(1), note="preflight: one small valid batch")
     except httpx.ConnectError as exc:
         info.update(unreachable=True, reason=f"cannot connect to {base}: {exc or 'connection refused'}")
