@@ -1,0 +1,255 @@
+"""Mutants of class ORD: result correlation and `depends_on` between items of one batch.
+
+Several of them put a dependency layer of their own in front of the reference server (the way many
+real servers grow one): it decides the order and the dependency failures, and sends each item to
+the inner app as a batch of one, without its `depends_on`. Each knob of `DependencyLayer` is a bug.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+
+from ._base import Call, Rewrite, mutant, variation
+
+PATH = "/orders/batch"
+DEP = "depends_on"
+
+
+def _dependency_batch(doc: Any) -> list[dict[str, Any]] | None:
+    """The items of a well-formed, non-atomic batch that uses depends_on; None otherwise (passed through)."""
+    if not isinstance(doc, dict) or doc.get("atomic") or not isinstance(doc.get("operations"), list):
+        return None
+    ops = doc["operations"]
+    if not ops or not all(isinstance(o, dict) and isinstance(o.get("id"), str) for o in ops):
+        return None
+    if len({o["id"] for o in ops}) != len(ops) or not any(o.get(DEP) for o in ops):
+        return None
+    return ops
+
+
+def _error(item_id: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"id": item_id, "status": "error", "error": {"code": code, "message": message, **extra}}
+
+
+async def _call_inner(app: Any, scope: dict[str, Any], body: bytes) -> tuple[int, Any]:
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            await anyio.sleep_forever()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    status, parts = 0, []
+
+    async def send(msg: dict[str, Any]) -> None:
+        nonlocal status
+        if msg["type"] == "http.response.start":
+            status = msg["status"]
+        elif msg["type"] == "http.response.body":
+            parts.append(msg.get("body", b""))
+
+    await app(dict(scope, headers=headers), receive, send)
+    return status, json.loads(b"".join(parts) or b"null")
+
+
+async def _respond(send: Any, status: int, doc: Any) -> None:
+    body = json.dumps(doc).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class DependencyLayer:
+    """A dependency resolver in front of the inner app. Correct with the defaults; each knob is a bug:
+    order="request" (no topological sort), propagate=False (a failed dependency does not fail its
+    dependents), cycle="hang" (waits for dependencies that never complete) or "crash" (500)."""
+
+    def __init__(self, app: Any, *, order: str = "topological", propagate: bool = True, cycle: str = "error"):
+        self.app = app
+        self.router = getattr(app, "router", None)
+        self.order, self.propagate, self.cycle = order, propagate, cycle
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        try:
+            ops = _dependency_batch(json.loads(body))
+        except ValueError:
+            ops = None
+        if ops is None:
+            status, doc = await _call_inner(self.app, scope, body)
+            await _respond(send, status, doc)
+            return
+        schedule, cyclic = self._schedule(ops)
+        if cyclic and self.cycle == "hang":
+            await anyio.sleep_forever()
+        if cyclic and self.cycle == "crash":
+            await _respond(send, 500, {"error": "internal_error", "message": "internal server error"})
+            return
+        ids = {o["id"] for o in ops}
+        results: dict[str, dict[str, Any]] = {}
+        for k in schedule:
+            item = ops[k]
+            results[item["id"]] = await self._one(scope, item, ids, results, cyclic)
+        out = [results[o["id"]] for o in ops]
+        ok = sum(1 for r in out if r.get("status") == "ok")
+        await _respond(send, 200, {"results": out, "summary": {"total": len(out), "succeeded": ok,
+                                                               "failed": len(out) - ok}})
+
+    def _schedule(self, ops: list[dict[str, Any]]) -> tuple[list[int], set[str]]:
+        if self.order == "request":
+            return list(range(len(ops))), set()
+        index = {o["id"]: k for k, o in enumerate(ops)}
+        pending = {k: {index[d] for d in ops[k].get(DEP) or [] if d in index} for k in range(len(ops))}
+        done: list[int] = []
+        while True:
+            ready = sorted(k for k, deps in pending.items() if not deps)
+            if not ready:
+                break
+            for k in ready:
+                done.append(k)
+                del pending[k]
+            for deps in pending.values():
+                deps.difference_update(ready)
+        return done + sorted(pending), {ops[k]["id"] for k in pending}
+
+    async def _one(self, scope, item, ids, results, cyclic) -> dict[str, Any]:
+        item_id = item["id"]
+        deps = [d for d in item.get(DEP) or [] if isinstance(d, str)]
+        unknown = [d for d in deps if d not in ids]
+        if unknown:
+            return _error(item_id, "unknown_dependency", f"depends_on names '{unknown[0]}', not in this batch")
+        if item_id in cyclic:
+            return _error(item_id, "dependency_cycle", "depends_on forms a cycle")
+        failed = [d for d in deps if results.get(d, {}).get("status") != "ok"]
+        if failed and self.propagate:
+            return _error(item_id, "dependency_failed", f"dependency '{failed[0]}' failed", dependency=failed[0])
+        single = {k: v for k, v in item.items() if k != DEP}
+        status, doc = await _call_inner(self.app, scope, json.dumps({"operations": [single]}).encode())
+        if status != 200:
+            return _error(item_id, "internal_error", f"inner answer {status}")
+        return doc["results"][0]
+
+
+@variation("dependencies resolved by a layer of its own that sends items one by one (correct)", classes=["ORD"])
+def dependency_layer_correct(app):
+    return DependencyLayer(app)
+
+
+@mutant("ORD-02", "depends_on is checked but not used for ordering: items run in request order, so a "
+                  "dependent listed first fails as if its dependency had failed")
+def dependencies_in_request_order(app):
+    return DependencyLayer(app, order="request")
+
+
+@mutant("ORD-03", "a dependent item is applied although its dependency failed (order honoured, failure "
+                  "not propagated)")
+def failure_not_propagated(app):
+    return DependencyLayer(app, propagate=False)
+
+
+# A short request timeout keeps the kit's own test fast; the hang is caught the same way at any timeout.
+@mutant("ORD-04", "a dependency cycle makes the server wait forever for dependencies that never complete",
+        profile={"target": {"timeout": 2}})
+def cycle_hangs(app):
+    return DependencyLayer(app, cycle="hang")
+
+
+@mutant("ORD-04", "a dependency cycle crashes the resolver: 500")
+def cycle_crashes(app):
+    return DependencyLayer(app, cycle="crash")
+
+
+@mutant("ORD-04", "depends_on entries naming no item of the batch are silently dropped: the item is applied")
+def unknown_dependency_dropped(app):
+    def req(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if not isinstance(ops, list):
+            return
+        ids = {o.get("id") for o in ops if isinstance(o, dict)}
+        for o in ops:
+            if isinstance(o, dict) and isinstance(o.get(DEP), list):
+                o[DEP] = [d for d in o[DEP] if d in ids]
+        call.set_json(doc)
+    return Rewrite(app, path=PATH, request=req)
+
+
+@mutant("ORD-03", "dependency_failed does not say which dependency failed")
+def dependency_failed_unnamed(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if call.status != 200 or not isinstance(doc, dict):
+            return
+        for r in doc.get("results") or []:
+            err = r.get("error")
+            if isinstance(err, dict) and err.get("code") == "dependency_failed":
+                err["message"] = "a dependency of this item failed, so it was not applied"
+                err.pop("dependency", None)
+        call.set_response_json(doc)
+    return Rewrite(app, path=PATH, response=resp)
+
+
+def _independent(call: Call) -> bool:
+    doc = call.json()
+    ops = doc.get("operations") if isinstance(doc, dict) else None
+    return isinstance(ops, list) and not any(isinstance(o, dict) and o.get(DEP) for o in ops)
+
+
+@mutant("ORD-01", "independent items run in parallel; ok results' data are listed in completion order "
+                  "under the request's ids")
+def ok_data_in_completion_order(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if call.status != 200 or not isinstance(doc, dict) or not _independent(call):
+            return
+        oks = [r for r in doc.get("results") or [] if r.get("status") == "ok"]
+        datas = [r["data"] for r in oks]
+        for r, d in zip(oks, datas[1:] + datas[:1]):
+            r["data"] = d
+        call.set_response_json(doc)
+    return Rewrite(app, path=PATH, response=resp)
+
+
+@mutant("ORD-01", "independent items run in parallel; results come back in completion order but are "
+                  "labelled with the request's ids by position", also=["CORE-03"])
+def results_labelled_by_position(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if call.status != 200 or not isinstance(doc, dict) or not _independent(call):
+            return
+        res = doc.get("results") or []
+        if len(res) < 4:
+            return  # small batches finish in order
+        ids = [r.get("id") for r in res]
+        shuffled = res[1:] + res[:1]
+        for r, i in zip(shuffled, ids):
+            r["id"] = i
+        doc["results"] = shuffled
+        call.set_response_json(doc)
+    return Rewrite(app, path=PATH, response=resp)
+
+
+@variation("independent items run in parallel, results in completion order, correlated by id", classes=["ORD"])
+def completion_order_correlated(app):
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 200 and isinstance(doc, dict) and isinstance(doc.get("results"), list):
+            doc["results"] = doc["results"][1:] + doc["results"][:1]
+            call.set_response_json(doc)
+    return Rewrite(app, path=PATH, response=resp)
