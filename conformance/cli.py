@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     print_summary(report)
     if args.report_dir:
-        print(f"\nreports written to {args.report_dir}/ (junit.xml, report.json, report.md, report.html)")
+        print(f"\nreports written to {args.report_dir}/ (junit.xml, report.json, report.md, report.html, summary.md)")
     code = report.exit_code()
     print(f"exit code {code}: " + ("every MUST of the declared classes passed" if code == 0 else "a rule failed"))
     return code
