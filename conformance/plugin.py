@@ -44,6 +44,8 @@ def _context(config: pytest.Config) -> RunContext | None:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rule(id): the catalogue rule this check verifies")
+    config.addinivalue_line("markers", "level(LEVEL): the check verifies a weaker clause of its rule "
+                            "(e.g. the SHOULD part of a MUST rule): a violation is judged at LEVEL")
     if _context(config) is not None:
         return
     url = config.getoption("--target", None)
@@ -235,7 +237,10 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         return out
     exc = call.excinfo.value if call.excinfo else None
     if rep.when == "call" and isinstance(exc, AssertionError):
-        out.verdict = Verdict(_catalogue.violation_verdict(rule.level, ctx.strict))
+        # A check of a rule's weaker clause ("MUST ...; SHOULD also ...") is judged at that clause's level.
+        clause = item.get_closest_marker("level")
+        level = str(clause.args[0]).upper() if clause and clause.args else rule.level
+        out.verdict = Verdict(_catalogue.violation_verdict(level, ctx.strict))
         if isinstance(exc, RuleViolation):
             out.reason, out.expected, out.seen = exc.message, exc.expected, exc.seen
         else:

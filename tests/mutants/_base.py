@@ -24,16 +24,17 @@ class Mutant:
     profile: dict[str, Any] = field(default_factory=dict)  # profile overrides (deep-merged)
     socket: bool = False  # needs a real socket (chunked bodies, dropped connections)
     variation: bool = False  # a LEGAL variation: no MUST may fail
+    level: str | None = None  # the mutant breaks a weaker clause of its rule (checks marked `level`)
 
 
 REGISTRY: list[Mutant] = []
 
 
 def mutant(rule: str, description: str, *, classes: list[str] | None = None, also: list[str] | None = None,
-           profile: dict[str, Any] | None = None, socket: bool = False) -> Callable:
+           profile: dict[str, Any] | None = None, socket: bool = False, level: str | None = None) -> Callable:
     def deco(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         REGISTRY.append(Mutant(fn.__name__, rule.upper(), description, fn, classes or [], also or [],
-                               profile or {}, socket))
+                               profile or {}, socket, level=level))
         return fn
     return deco
 

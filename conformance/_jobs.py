@@ -1,0 +1,241 @@
+"""Async jobs as the kit sees them: submit, read every page of a job, poll it to a terminal state.
+
+Everything goes through the profile (`endpoints.async`/`job`/`cancel`, `async.job` pointers and
+status words, `async.poll_interval`/`poll_max_wait`/`deadline_seconds`), never canonical names.
+Polling honours `Retry-After`, bounded: one wait is at most `poll_max_wait` and never past the
+deadline. Every poll is an exchange of the check's evidence, annotated with the progress it showed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from ._client import SetupError, Target, _retry_after_seconds
+from ._envelope import Envelope, Result, json_of, pointer_get
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled")
+COUNTS = ("total", "succeeded", "failed", "pending")
+_MAX_PAGES = 10000
+
+_DEFAULT_MAP: dict[str, Any] = {
+    "job_id": "/job_id", "status_url": "/status_url", "status": "/status",
+    "total": "/total", "succeeded": "/succeeded", "failed": "/failed", "pending": "/pending",
+    "results": "/results", "next_cursor": "/next_cursor", "cursor_param": "cursor",
+}
+
+
+class JobMap:
+    """The profile's `async.job` mapping over the canonical job shapes (SPEC §2)."""
+
+    def __init__(self, declared: dict[str, Any] | None):
+        declared = dict(declared or {})
+        words = declared.pop("status_values", None) or {}
+        self.m = {**_DEFAULT_MAP, **declared}
+        self.words = {name: list(words.get(name) or [name]) for name in STATUSES}
+
+    def get(self, doc: Any, key: str) -> Any:
+        return pointer_get(doc, self.m[key], None)
+
+    def status(self, doc: Any) -> tuple[str | None, Any]:
+        """(canonical status or None when the target's word is not declared, the raw value)."""
+        raw = self.get(doc, "status")
+        for name, words in self.words.items():
+            if raw in words:
+                return name, raw
+        return None, raw
+
+    def word(self, name: str) -> str:
+        return str(self.words[name][0])
+
+
+@dataclass
+class Snapshot:
+    """One reading of a job resource (every page of its results)."""
+
+    http_status: int
+    doc: Any
+    status: str | None
+    raw_status: Any
+    counts: dict[str, Any]
+    results: list[Result]
+    raw_results: list[Any]
+    retry_after: str | None
+    pages: int = 1
+    at: float = field(default_factory=time.monotonic)
+    cursor_loop: bool = False
+    results_missing: bool = False  # the results member is absent or not a list
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.http_status < 300
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def count(self, name: str) -> int | None:
+        value = self.counts.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def progress(self) -> str:
+        c = self.counts
+        return (f"{self.raw_status!r}: {c.get('succeeded')} succeeded, {c.get('failed')} failed, "
+                f"{c.get('pending')} pending of {c.get('total')}; {len(self.results)} results"
+                + (f" over {self.pages} pages" if self.pages > 1 else ""))
+
+
+@dataclass
+class Accepted:
+    """What a 202 said: the job id, its status URL and Location (as sent)."""
+
+    resp: httpx.Response
+    job_id: Any
+    status_url: Any
+    location: str | None
+
+
+class Jobs:
+    """The async side of one check's target."""
+
+    def __init__(self, target: Target, envelope: Envelope):
+        self.target = target
+        self.envelope = envelope
+        p = target.profile
+        self.map = JobMap(p.get("async.job"))
+        self.deadline_s = float(p.get("async.deadline_seconds", 60))
+        self.interval = float(p.get("async.poll_interval", 0.2))
+        self.max_wait = float(p.get("async.poll_max_wait", 5))
+
+    def as_client(self, which: str = "second") -> "Jobs":
+        return Jobs(self.target.as_client(which), self.envelope)
+
+    # -- creation ----------------------------------------------------------------
+    def submit(self, items: list[Any], *, headers: dict[str, str] | None = None,
+               extra: dict[str, Any] | None = None, endpoint: str = "async", note: str | None = None
+               ) -> httpx.Response:
+        return self.target.batch(items, headers=headers, extra=extra, endpoint=endpoint,
+                                 note=note or "create an async job")
+
+    def accepted(self, resp: httpx.Response) -> Accepted:
+        """The 202's job id and status URL, or a setup error (ASYNC-01 judges the 202 itself)."""
+        doc = json_of(resp)
+        job_id = self.map.get(doc, "job_id")
+        if resp.status_code != 202 or job_id in (None, ""):
+            raise SetupError(f"creating a job got {resp.status_code} without a job id, so no job to check "
+                             "(ASYNC-01 reports it)")
+        return Accepted(resp, job_id, self.map.get(doc, "status_url"), resp.headers.get("location"))
+
+    def create(self, items: list[Any], **kw: Any) -> Accepted:
+        return self.accepted(self.submit(items, **kw))
+
+    # -- where a job lives -----------------------------------------------------------
+    def same_host(self, url: str) -> bool:
+        """Whether a URL the target handed out points at the target itself (the kit calls nothing else)."""
+        full = urljoin(self.target.base_url + "/", url)
+        return urlsplit(full).netloc == urlsplit(self.target.base_url).netloc
+
+    def url_of(self, acc: Accepted | Any, status_url: Any = None) -> str:
+        """The job's URL: the profile's `endpoints.job` template, else the status URL the target gave."""
+        job_id = acc.job_id if isinstance(acc, Accepted) else acc
+        status_url = acc.status_url if isinstance(acc, Accepted) else status_url
+        if self.target.profile.get("endpoints.job"):
+            return self.target.url_for("job", job_id=job_id)
+        if isinstance(status_url, str) and status_url and self.same_host(status_url):
+            return status_url
+        raise SetupError("the profile declares no endpoints.job and the job has no status URL on the target's host")
+
+    def cancel_url(self, job_id: Any) -> tuple[str, str]:
+        ep = self.target.endpoint("cancel")  # skips the check when the profile declares none
+        return ep.get("method", "DELETE"), self.target.url_for("cancel", job_id=job_id)
+
+    # -- reading -------------------------------------------------------------------
+    def read(self, url: str, *, note: str | None = None) -> Snapshot:
+        """Read the job and every page of its results (following the cursor)."""
+        ep = self.target.profile.get("endpoints.job") or {}
+        method = ep.get("method", "GET")
+        headers = dict(ep.get("headers") or {})
+        params: dict[str, Any] = dict(ep.get("query") or {})
+        resp = self.target.request(method, url, headers=headers, params=params or None, note=note)
+        doc = json_of(resp)
+        status, raw_status = self.map.status(doc)
+        raw = pointer_get(doc, self.map.m["results"], None)
+        snap = Snapshot(resp.status_code, doc, status, raw_status,
+                        {name: self.map.get(doc, name) for name in COUNTS}, [], [],
+                        resp.headers.get("retry-after"), results_missing=not isinstance(raw, list))
+        if not snap.ok or not isinstance(doc, dict):
+            return snap
+        raws = list(raw) if isinstance(raw, list) else []
+        seen: set[str] = set()
+        cursor = self.map.get(doc, "next_cursor")
+        while cursor not in (None, "") and snap.pages < _MAX_PAGES:
+            if str(cursor) in seen:
+                snap.cursor_loop = True
+                break
+            seen.add(str(cursor))
+            page = self.target.request(method, url, headers=headers,
+                                       params={**params, self.map.m["cursor_param"]: cursor},
+                                       note="next page of the job's results")
+            page_doc = json_of(page)
+            more = pointer_get(page_doc, self.map.m["results"], None)
+            if not 200 <= page.status_code < 300 or not isinstance(more, list):
+                raise SetupError(f"a page of the job's results (cursor {cursor!r}) got {page.status_code}")
+            raws.extend(more)
+            snap.pages += 1
+            cursor = self.map.get(page_doc, "next_cursor")
+        snap.raw_results = raws
+        snap.results = [self.envelope.parse_result(r, i) for i, r in enumerate(raws)]
+        return snap
+
+    def poll(self, url: str, *, what: str = "poll") -> list[Snapshot]:
+        """Read the job until it is terminal, unreadable, unrecognisable or past the deadline."""
+        start = time.monotonic()
+        deadline = start + self.deadline_s
+        snaps: list[Snapshot] = []
+        while True:
+            snap = self.read(url, note=f"{what} {len(snaps) + 1}")
+            snaps.append(snap)
+            self.target._note(f"-> {snap.progress()} at {snap.at - start:.2f}s")
+            if not snap.ok or snap.status is None or snap.terminal:
+                return snaps
+            now = time.monotonic()
+            if now >= deadline:
+                self.target._note(f"deadline of {self.deadline_s:g}s (async.deadline_seconds) reached")
+                return snaps
+            advised = _retry_after_seconds(snap.retry_after) if snap.retry_after else None
+            wait = min(advised if advised is not None else self.interval, self.max_wait, deadline - now)
+            time.sleep(max(0.0, wait))
+
+    def wait_done(self, url: str, *, what: str = "poll") -> tuple[list[Snapshot], Snapshot]:
+        """Poll to a terminal state for a check that needs one (anything else is a setup error here;
+        ASYNC-02/ASYNC-04 judge it)."""
+        snaps = self.poll(url, what=what)
+        last = snaps[-1]
+        if not last.ok:
+            raise SetupError(f"reading the job got {last.http_status} (ASYNC-01/ASYNC-04 report it)")
+        if last.status is None:
+            raise SetupError(f"the job's status {last.raw_status!r} is not a declared status word "
+                             "(ASYNC-02 reports it)")
+        if not last.terminal:
+            raise SetupError(f"the job did not end within {self.deadline_s:g}s (ASYNC-04 reports it)")
+        return snaps, last
+
+
+def by_id(results: list[Result]) -> dict[Any, list[Result]]:
+    out: dict[Any, list[Result]] = {}
+    for r in results:
+        out.setdefault(_key(r.id), []).append(r)
+    return out
+
+
+def _key(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, type(None))) else repr(value)
+
+
+def fingerprint(r: Result) -> Any:
+    """What must never change about a finished item's result."""
+    return (r.ok, _key(r.id), r.error_code, repr(r.data) if r.ok else None)
