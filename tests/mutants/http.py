@@ -1,0 +1,139 @@
+"""Mutants of class HTTP: status codes and batch-level error bodies."""
+from __future__ import annotations
+
+from ._base import Call, mutant, on_batch_response
+
+
+def _results(call: Call) -> list:
+    doc = call.response_json()
+    return (doc.get("results") if isinstance(doc, dict) else None) or []
+
+
+def _outcomes(call: Call) -> set:
+    return {r.get("status") for r in _results(call) if isinstance(r, dict)}
+
+
+@mutant("HTTP-01", "a batch with any failed item answers 422 (results still in the body)")
+def mixed_batch_422(app):
+    def fn(call: Call) -> None:
+        if call.status == 200 and _outcomes(call) == {"ok", "error"}:
+            call.status = 422
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-01", "a batch with mixed outcomes answers 207 Multi-Status", also=["HTTP-02"])
+def mixed_batch_207(app):
+    def fn(call: Call) -> None:
+        if call.status == 200 and _outcomes(call) == {"ok", "error"}:
+            call.status = 207
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-02", "a failed atomic batch answers 207 Multi-Status with its per-item results")
+def atomic_failure_207(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("status") == "failed":
+            call.status = 207
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-03", "a batch whose items all fail validation answers 422 instead of 200")
+def all_invalid_422(app):
+    def fn(call: Call) -> None:
+        if call.status == 200 and _outcomes(call) == {"error"}:
+            call.status = 422
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-04", "malformed JSON crashes the parser: 500 internal error")
+def malformed_json_500(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 400 and isinstance(doc, dict) and doc.get("error") == "malformed_json":
+            call.set_response_json({"error": "internal_error", "message": "internal server error"}, 500)
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-04", "an 'operations' member that is not an array crashes the server (500)")
+def non_array_items_500(app):
+    def fn(call: Call) -> None:
+        req = call.json()
+        if call.status == 400 and isinstance(req, dict) and "operations" in req and not isinstance(req["operations"], list):
+            call.set_response_json({"error": "internal_error", "message": "'str' object has no attribute 'get'"}, 500)
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-04", "a body with no 'operations' member is taken as a no-op: 200 with no results")
+def missing_items_is_noop(app):
+    def fn(call: Call) -> None:
+        req = call.json()
+        if call.status == 400 and isinstance(req, dict) and "operations" not in req:
+            call.set_response_json({"results": [], "summary": {"total": 0, "succeeded": 0, "failed": 0}}, 200)
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-04", "a non-object JSON body gets the framework's HTML 400 page")
+def non_object_html_400(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 400 and isinstance(doc, dict) and doc.get("error") == "invalid_body" \
+                and not isinstance(call.json(), dict):
+            call.response_body = b"<html><body><h1>400 Bad Request</h1></body></html>"
+            call.set_response_header("content-type", "text/html")
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-05", "malformed JSON gets problem+json while every other batch-level error is {error, message}")
+def mixed_error_shapes(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 400 and isinstance(doc, dict) and doc.get("error") == "malformed_json":
+            call.set_response_json({"type": "about:blank", "title": "Bad Request", "status": 400,
+                                    "detail": doc.get("message", "")})
+            call.set_response_header("content-type", "application/problem+json")
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-05", "duplicate ids are reported as {error: {code, message}}, other errors as {error: code, message}")
+def nested_error_for_duplicates(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 400 and isinstance(doc, dict) and doc.get("error") == "duplicate_id":
+            call.set_response_json({"error": {"code": "duplicate_id", "message": doc.get("message", "")}})
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-06", "any Content-Type is parsed as JSON: a text/plain batch is processed")
+def ignores_content_type(app):
+    async def wrapped(scope, receive, send):
+        if scope["type"] == "http":
+            scope = dict(scope, headers=[(k, b"application/json" if k.lower() == b"content-type" else v)
+                                         for k, v in scope["headers"]])
+        await app(scope, receive, send)
+    wrapped.router = getattr(app, "router", None)  # the in-process transport runs the app's lifespan
+    return wrapped
+
+
+@mutant("HTTP-06", "a non-JSON Content-Type gets 400 instead of 415")
+def wrong_media_type_400(app):
+    def fn(call: Call) -> None:
+        if call.status == 415:
+            call.set_response_json({"error": "invalid_body", "message": "body must be JSON"}, 400)
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-07", "a batch whose items were all created answers 201 Created")
+def all_created_201(app):
+    def fn(call: Call) -> None:
+        if call.status == 200 and _outcomes(call) == {"ok"}:
+            call.status = 201
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-07", "a processed batch with failed items answers 202 Accepted")
+def partial_202(app):
+    def fn(call: Call) -> None:
+        if call.status == 200 and "error" in _outcomes(call):
+            call.status = 202
+    return on_batch_response(fn)(app)

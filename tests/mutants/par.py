@@ -1,0 +1,96 @@
+"""Mutants of class PAR: single/batch parity."""
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Call, mutant, on_batch_response
+
+
+def _single_response(fn):
+    return on_batch_response(fn, path="/orders", method="POST")
+
+
+def _openapi(fn):
+    return on_batch_response(fn, path="/openapi.json", method="GET")
+
+
+@mutant("PAR-01", "the single endpoint wraps the created order in {\"order\": ...}; batch data is the bare order")
+def single_wraps_resource(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 201 and isinstance(doc, dict):
+            call.set_response_json({"order": doc})
+    return _single_response(fn)(app)
+
+
+@mutant("PAR-01", "batch ok results carry a trimmed order (no note) while the single endpoint returns all of it")
+def batch_data_trimmed(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        changed = False
+        for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
+            if isinstance(r, dict) and isinstance(r.get("data"), dict) and "note" in r["data"]:
+                del r["data"]["note"]
+                changed = True
+        if changed:
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PAR-01", "the single endpoint renders amounts as strings (\"12.5\")")
+def single_amount_as_string(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 201 and isinstance(doc, dict) and "amount" in doc:
+            doc["amount"] = str(doc["amount"])
+            call.set_response_json(doc)
+    return _single_response(fn)(app)
+
+
+@mutant("PAR-02", "the single endpoint reports every invalid order as 'validation_failed'")
+def single_generic_code(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 422 and isinstance(doc, dict):
+            doc["error"] = "validation_failed"
+            call.set_response_json(doc)
+    return _single_response(fn)(app)
+
+
+@mutant("PAR-02", "the single endpoint accepts a negative amount (only the batch validates it)")
+def single_skips_amount_check(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 422 and isinstance(doc, dict) and doc.get("error") == "invalid_amount":
+            req = call.json() or {}
+            call.set_response_json({**req, "version": 1, "created_at": "2024-01-01T00:00:00.000Z"}, 201)
+    return _single_response(fn)(app)
+
+
+def _schemas(call: Call) -> tuple[Any, dict | None]:
+    doc = call.response_json()
+    try:
+        return doc, doc["components"]["schemas"]
+    except (KeyError, TypeError):
+        return doc, None
+
+
+@mutant("PAR-03", "the OpenAPI batch item schema drops amount's exclusiveMinimum (a hand-copied schema that drifted)")
+def openapi_item_schema_drifted(app):
+    def fn(call: Call) -> None:
+        doc, schemas = _schemas(call)
+        if schemas is not None:
+            props = schemas["BatchItem"]["properties"]
+            props["amount"] = {"type": "number", "maximum": 1000000000}
+            call.set_response_json(doc)
+    return _openapi(fn)(app)
+
+
+@mutant("PAR-03", "the OpenAPI batch item schema allows a field the single request does not ('priority')")
+def openapi_item_extra_field(app):
+    def fn(call: Call) -> None:
+        doc, schemas = _schemas(call)
+        if schemas is not None:
+            schemas["BatchItem"]["properties"]["priority"] = {"type": "integer"}
+            call.set_response_json(doc)
+    return _openapi(fn)(app)

@@ -1,0 +1,205 @@
+"""Mutants of class PART: partial failure. Some patch the store behind the responses, as real bugs do."""
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Call, mutant, on_batch_response
+
+VALIDATION = ("invalid_", "missing_field", "unknown_field")
+
+
+def _db(app: Any):
+    """The reference app's SQLite store (the wrapped app is always the reference server here)."""
+    return app.state.service.storage
+
+
+def _client(call: Call) -> str:
+    scheme, _, token = (call.header("authorization") or "").partition(" ")
+    return "bearer:" + token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+def _results(call: Call) -> list[dict[str, Any]]:
+    doc = call.response_json()
+    return [r for r in ((doc.get("results") if isinstance(doc, dict) else None) or []) if isinstance(r, dict)]
+
+
+def _items(call: Call) -> dict[str, dict[str, Any]]:
+    doc = call.json()
+    ops = doc.get("operations") if isinstance(doc, dict) else None
+    return {op["id"]: op for op in ops or [] if isinstance(op, dict) and isinstance(op.get("id"), str)}
+
+
+def _is_validation(code: Any) -> bool:
+    return isinstance(code, str) and code.startswith(VALIDATION)
+
+
+@mutant("PART-01", "when any item fails, the transaction is rolled back but the valid items still say ok")
+def rolls_back_mixed_batch(app):
+    store = _db(app)
+
+    def fn(call: Call) -> None:
+        res = _results(call)
+        if call.status == 200 and any(r.get("status") == "error" for r in res):
+            ok = [r["id"] for r in res if r.get("status") == "ok"]
+            conn = store.connection()
+            conn.executemany("DELETE FROM orders WHERE client = ? AND id = ?", [(_client(call), i) for i in ok])
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-01", "valid items that come after the first invalid item are reported ok but never written")
+def stops_writing_after_first_error(app):
+    store = _db(app)
+
+    def fn(call: Call) -> None:
+        res = _results(call)
+        first = next((k for k, r in enumerate(res) if r.get("status") == "error"), None)
+        if call.status == 200 and first is not None:
+            late = [r["id"] for r in res[first:] if r.get("status") == "ok"]
+            store.connection().executemany("DELETE FROM orders WHERE client = ? AND id = ?",
+                                           [(_client(call), i) for i in late])
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-02", "an item with an invalid value is inserted before validation rejects it (half-written row)",
+        also=["PART-04"])
+def half_writes_invalid_items(app):
+    store = _db(app)
+
+    def fn(call: Call) -> None:
+        items = _items(call)
+        rows = []
+        for r in _results(call):
+            if r.get("status") == "error" and _is_validation((r.get("error") or {}).get("code")):
+                it = items.get(r["id"], {})
+                rows.append((_client(call), r["id"], it.get("amount", 0), str(it.get("currency", "")), None, None, 1,
+                             "1970-01-01T00:00:00.000Z"))
+        if rows:
+            store.connection().executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-02", "an item whose id already exists overwrites the stored order before failing with already_exists")
+def conflict_overwrites(app):
+    store = _db(app)
+
+    def fn(call: Call) -> None:
+        items = _items(call)
+        for r in _results(call):
+            if r.get("status") == "error" and (r.get("error") or {}).get("code") == "already_exists":
+                it = items.get(r["id"], {})
+                store.connection().execute("UPDATE orders SET amount = ?, currency = ?, note = ? WHERE client = ? AND id = ?",
+                                           (it.get("amount"), it.get("currency"), it.get("note"), _client(call), r["id"]))
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-03", "every invalid item gets the generic code 'validation_error'")
+def generic_item_code(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        changed = False
+        for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
+            err = r.get("error") if isinstance(r, dict) else None
+            if isinstance(err, dict) and _is_validation(err.get("code")):
+                err["code"] = "validation_error"
+                changed = True
+        if changed:
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-03", "item error messages say only 'invalid item', naming no field")
+def vague_item_message(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        res = doc.get("results") if isinstance(doc, dict) else None
+        changed = False
+        for r in res or []:
+            err = r.get("error") if isinstance(r, dict) else None
+            if isinstance(err, dict) and _is_validation(err.get("code")):
+                err["message"] = "invalid item"
+                err.pop("field", None)
+                changed = True
+        if changed:
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-04", "the id of a failed item stays reserved: resubmitting it corrected gets already_exists")
+def failed_ids_reserved(app):
+    store = _db(app)
+    reserved: set[tuple[str, str]] = set()
+
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        client = _client(call)
+        changed = False
+        for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
+            key = (client, r.get("id"))
+            if r.get("status") == "error" and _is_validation((r.get("error") or {}).get("code")):
+                reserved.add(key)
+            elif r.get("status") == "ok" and key in reserved:
+                store.connection().execute("DELETE FROM orders WHERE client = ? AND id = ?", key)
+                r.pop("data", None)
+                r.update({"status": "error", "error": {
+                    "code": "already_exists", "message": f"an order with id '{key[1]}' already exists",
+                    "field": "id", "retryable": False}})
+                changed = True
+        if changed:
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-04", "a batch holding ids that failed last time is taken as a retry: the previous batch's "
+        "succeeded items are applied again")
+def retry_reapplies_previous_batch(app):
+    store = _db(app)
+    last: dict[str, tuple[set[str], list[str]]] = {}
+
+    def fn(call: Call) -> None:
+        client = _client(call)
+        res = _results(call)
+        if call.status != 200 or not res:
+            return
+        failed_before, ok_before = last.get(client, (set(), []))
+        if failed_before & {r.get("id") for r in res}:
+            store.connection().executemany("UPDATE orders SET version = version + 1 WHERE client = ? AND id = ?",
+                                           [(client, i) for i in ok_before])
+        last[client] = ({r["id"] for r in res if r.get("status") == "error"},
+                        [r["id"] for r in res if r.get("status") == "ok"])
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-05", "a one-item batch takes a legacy path that reports validation errors as 'invalid_request'")
+def single_item_batch_generic_code(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        res = _results(call)
+        if call.status == 200 and len(res) == 1 and _is_validation((res[0].get("error") or {}).get("code")):
+            doc["results"][0]["error"]["code"] = "invalid_request"
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-06", "item errors carry no retryable flag")
+def no_retryable_flag(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
+            if isinstance(r, dict) and isinstance(r.get("error"), dict):
+                r["error"].pop("retryable", None)
+        if isinstance(doc, dict):
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-06", "every item error says retryable: true, validation errors included")
+def everything_retryable(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
+            if isinstance(r, dict) and isinstance(r.get("error"), dict):
+                r["error"]["retryable"] = True
+        if isinstance(doc, dict):
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+

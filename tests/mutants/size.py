@@ -1,0 +1,191 @@
+"""Mutants of class SIZE: item-count and byte limits, empty batches."""
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any
+
+from reference_server.errors import PAYLOAD_TOO_LARGE, ApiError
+
+from ._base import Call, Rewrite, mutant, on_batch_response
+
+
+def _service(app: Any) -> Any:
+    return app.state.service
+
+
+def _relimit(app: Any, **limits: int) -> Any:
+    svc = _service(app)
+    svc.settings = dataclasses.replace(svc.settings, **limits)
+    return app
+
+
+def _ops(call: Call) -> list | None:
+    doc = call.json()
+    ops = doc.get("operations") if isinstance(doc, dict) else None
+    return ops if isinstance(ops, list) else None
+
+
+@mutant("SIZE-01", "the item limit is not enforced: an over-limit batch is processed")
+def item_limit_not_enforced(app):
+    return _relimit(app, max_items=10**6)
+
+
+@mutant("SIZE-01", "an over-limit batch is refused with the code 'too_many_items'")
+def wrong_too_large_code(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("error") == "batch_too_large":
+            doc["error"] = "too_many_items"
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("SIZE-01", "the batch_too_large message names neither the limit nor the count")
+def vague_too_large_message(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("error") == "batch_too_large":
+            call.set_response_json({"error": "batch_too_large", "message": "Too many items in the batch"})
+    return on_batch_response(fn)(app)
+
+
+@mutant("SIZE-01", "the first max_items items are applied, then the batch is refused as too large")
+def applies_up_to_the_limit(app):
+    limit = _service(app).settings.max_items
+    over: dict[str, int] = {}
+
+    def req(call: Call) -> None:
+        doc = call.json()
+        ops = _ops(call)
+        if ops is not None and len(ops) > limit and not doc.get("atomic"):
+            over["received"] = len(ops)
+            doc["operations"] = ops[:limit]
+            call.set_json(doc)
+        else:
+            over.pop("received", None)
+
+    def resp(call: Call) -> None:
+        if "received" in over and call.status == 200:
+            call.set_response_json({"error": "batch_too_large",
+                                    "message": f"Maximum {limit} items per batch; received {over['received']}"}, 413)
+    return Rewrite(app, request=req, response=resp)
+
+
+@mutant("SIZE-02", "off by one: a batch of exactly max_items is refused as too large")
+def exact_limit_refused(app):
+    limit = _service(app).settings.max_items
+
+    def fn(call: Call) -> None:
+        ops = _ops(call)
+        if ops is not None and len(ops) == limit and not (call.json() or {}).get("atomic"):
+            call.set_response_json({"error": "batch_too_large",
+                                    "message": f"Maximum {limit} items per batch; received {len(ops)}"}, 413)
+    return on_batch_response(fn)(app)
+
+
+@mutant("SIZE-02", "off by one in the loop: the last item of a full batch is silently dropped")
+def full_batch_drops_last(app):
+    limit = _service(app).settings.max_items
+
+    def fn(call: Call) -> None:
+        doc = call.json()
+        ops = _ops(call)
+        if ops is not None and len(ops) == limit:
+            doc["operations"] = ops[:-1]
+            call.set_json(doc)
+    return Rewrite(app, request=fn)
+
+
+@mutant("SIZE-03", "the byte limit is not enforced: an over-limit body is parsed and processed")
+def byte_limit_not_enforced(app):
+    return _relimit(app, max_bytes=10**9)
+
+
+@mutant("SIZE-03", "an over-limit body gets 413 with an empty body")
+def bare_413(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 413 and isinstance(doc, dict) and doc.get("error") == "payload_too_large":
+            call.response_body = b""
+            call.set_response_header("content-type", None)
+    return on_batch_response(fn)(app)
+
+
+def _read_all(refuse_after: bool):
+    """A replacement of Service.body that reads the whole stream before (or instead of) checking the limit."""
+    async def body(self: Any, request: Any) -> bytes:
+        from reference_server.app import require_json
+        from reference_server._body import read_body
+
+        require_json(request)
+        chunked = request.headers.get("content-length") is None
+        if not (chunked or refuse_after):
+            return await read_body(request, self.settings.max_bytes)
+        data = b"".join([c async for c in request.stream()])
+        if refuse_after and len(data) > self.settings.max_bytes:
+            raise ApiError(413, PAYLOAD_TOO_LARGE, f"request body exceeds {self.settings.max_bytes} bytes",
+                           headers={"Connection": "close"})
+        return data
+    return body
+
+
+@mutant("SIZE-03", "only Content-Length is checked: a chunked body of any size is read and processed", socket=True)
+def chunked_limit_not_enforced(app):
+    svc = _service(app)
+    svc.body = types.MethodType(_read_all(refuse_after=False), svc)
+    return app
+
+
+@mutant("SIZE-03", "the whole body is buffered before its size is checked: 413 only after the last byte", socket=True)
+def refuses_after_reading_everything(app):
+    svc = _service(app)
+    svc.body = types.MethodType(_read_all(refuse_after=True), svc)
+    return app
+
+
+def _openapi_items(call: Call) -> tuple[Any, dict | None]:
+    doc = call.response_json()
+    try:
+        return doc, doc["components"]["schemas"]["BatchRequest"]["properties"]["operations"]
+    except (KeyError, TypeError):
+        return doc, None
+
+
+@mutant("SIZE-04", "the OpenAPI document states maxItems 5000 while the server refuses over 1000")
+def openapi_wrong_max_items(app):
+    def fn(call: Call) -> None:
+        doc, ops = _openapi_items(call)
+        if ops is not None:
+            ops["maxItems"] = 5000
+            call.set_response_json(doc)
+    return on_batch_response(fn, path="/openapi.json", method="GET")(app)
+
+
+@mutant("SIZE-04", "no maxItems in the OpenAPI document and no numbers in the batch_too_large message",
+        also=["SIZE-01"])
+def limit_undiscoverable(app):
+    def doc_fn(call: Call) -> None:
+        doc, ops = _openapi_items(call)
+        if ops is not None:
+            ops.pop("maxItems", None)
+            call.set_response_json(doc)
+    return on_batch_response(doc_fn, path="/openapi.json", method="GET")(vague_too_large_message(app))
+
+
+@mutant("SIZE-05", "an empty batch crashes the server (500)")
+def empty_batch_500(app):
+    def fn(call: Call) -> None:
+        if _ops(call) == []:
+            call.set_response_json({"error": "internal_error", "message": "list index out of range"}, 500)
+    return on_batch_response(fn)(app)
+
+
+@mutant("SIZE-05", "an empty batch gets 400 with the generic code 'invalid_body'")
+def empty_batch_generic_400(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("error") == "batch_empty":
+            doc["error"] = "invalid_body"
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
