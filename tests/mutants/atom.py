@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Call, Rewrite, mutant
+from ._base import Call, Rewrite, mutant, variation
 
 PATH = "/orders/batch"
 # An item the reference server always rejects: mutants append it to force a rollback they then hide.
@@ -218,17 +218,8 @@ def atomic_limit_below_declared(app):
 def atomic_undocumented(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
-        if not isinstance(doc, dict):
-            return
-        for path_item in (doc.get("paths") or {}).values():
-            for op in path_item.values():
-                if isinstance(op, dict):
-                    op.pop("x-batch-atomic", None)
-        (doc.get("x-batch") or {}).pop("atomic_max_items", None)
-        for schema in (doc.get("components") or {}).get("schemas", {}).values():
-            if isinstance(schema, dict):
-                (schema.get("properties") or {}).pop("atomic", None)
-        call.set_response_json(doc)
+        if isinstance(doc, dict):
+            call.set_response_json(_openapi_without_atomic(doc))
     return Rewrite(app, method="GET", path="/openapi.json", response=resp)
 
 
@@ -250,3 +241,84 @@ def atomic_by_default(app):
         if seen.atomic and isinstance(doc, dict) and doc.get("status") == "failed":
             call.set_response_json({"results": doc["results"], "summary": doc["summary"]}, 200)
     return _rewrite(app, req, resp)
+
+
+# -- legal variations: other ways of selecting and reporting the atomic mode ----------------------
+
+def _openapi_without_atomic(doc: dict[str, Any]) -> dict[str, Any]:
+    """The reference document minus its own atomic documentation (the variation documents it its way)."""
+    for path_item in (doc.get("paths") or {}).values():
+        for op in path_item.values():
+            if isinstance(op, dict):
+                op.pop("x-batch-atomic", None)
+    (doc.get("x-batch") or {}).pop("atomic_max_items", None)
+    for schema in (doc.get("components") or {}).get("schemas", {}).values():
+        if isinstance(schema, dict):
+            (schema.get("properties") or {}).pop("atomic", None)
+    return doc
+
+
+class _AtomicRoute:
+    """Serves the atomic mode at its own path: forwards it to the batch route with `atomic: true`."""
+
+    def __init__(self, app: Any, path: str):
+        self.path = path
+        self.router = getattr(app, "router", None)
+
+        def req(call: Call) -> None:
+            doc = call.json()
+            if call.header("x-variation-atomic") and isinstance(doc, dict):
+                doc["atomic"] = True
+                call.set_json(doc)
+
+        def doc_resp(call: Call) -> None:
+            doc = _openapi_without_atomic(call.response_json())
+            op = dict(doc["paths"][PATH]["post"], operationId="batchOrdersAtomic",
+                      summary="Create orders in one all-or-nothing batch")
+            doc["paths"][path] = {"post": op}
+            call.set_response_json(doc)
+
+        self.app = Rewrite(Rewrite(app, path=PATH, request=req), method="GET", path="/openapi.json",
+                           response=doc_resp)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            scope = dict(scope, path=PATH, raw_path=PATH.encode(),
+                         headers=list(scope["headers"]) + [(b"x-variation-atomic", b"1")])
+        await self.app(scope, receive, send)
+
+
+
+
+@variation("atomic mode at its own path (POST /orders/batch/atomic), documented as its own operation",
+           classes=["ATOM"], profile={"endpoints": {"atomic": {"method": "POST", "path": "/orders/batch/atomic"}}})
+def atomic_at_own_path(app):
+    return _AtomicRoute(app, "/orders/batch/atomic")
+
+
+@variation("atomic mode chosen by a query parameter (?mode=atomic), documented as a parameter; failure "
+           "answered 409 with the other items `rolled_back`", classes=["ATOM"],
+           profile={"endpoints": {"atomic": {"method": "POST", "path": "/orders/batch", "query": {"mode": "atomic"}}}})
+def atomic_by_query_409(app):
+    def req(call: Call) -> None:
+        doc = call.json()
+        if "mode=atomic" in call.query and isinstance(doc, dict):
+            doc["atomic"] = True
+            call.set_json(doc)
+
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("status") == "failed":
+            for r in doc["results"]:
+                if r["error"]["code"] == "not_applied":
+                    r["error"]["code"] = "rolled_back"
+            call.set_response_json(doc, 409)
+
+    def doc_resp(call: Call) -> None:
+        doc = _openapi_without_atomic(call.response_json())
+        doc["paths"][PATH]["post"]["parameters"] = [
+            {"name": "mode", "in": "query", "required": False, "schema": {"enum": ["atomic"]},
+             "description": "`atomic`: all-or-nothing"}]
+        call.set_response_json(doc)
+    return Rewrite(Rewrite(app, path=PATH, request=req, response=resp), method="GET", path="/openapi.json",
+                   response=doc_resp)
