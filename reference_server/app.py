@@ -26,7 +26,7 @@ from . import errors as E
 from ._body import read_body
 from .batch import BatchRequest, apply_batch, now_iso, parse_batch, parse_json
 from .errors import ApiError, JSONResponse
-from .idempotency import IdempotencyStore, Stored, batch_key, fingerprint, json_response
+from .idempotency import IdempotencyStore, Stored, batch_key, json_response
 from . import jobs
 from .openapi import build_openapi
 from .settings import Settings
@@ -128,7 +128,7 @@ async def create_order(request: Request) -> Response:
 
     def work() -> Stored:
         # The single endpoint honours the batch key header too (same store, same semantics).
-        return service.idempotency.once(client, key, fingerprint("POST", path, doc), respond)
+        return service.idempotency.once(client, key, service.idempotency.fingerprint("POST", path, doc), respond)
 
     return (await to_thread.run_sync(work)).response()
 
@@ -153,7 +153,7 @@ async def batch_orders(request: Request) -> Response:
     def work() -> Stored:
         batch = parse_batch(body, service.settings)
         # Refused batches (malformed, too large) raise before the key is claimed: nothing is stored.
-        return service.idempotency.once(client, key, fingerprint("POST", path, batch.raw),
+        return service.idempotency.once(client, key, service.idempotency.fingerprint("POST", path, batch.raw),
                                         lambda conn: service.batch_response(conn, client, batch))
 
     return (await to_thread.run_sync(work)).response()

@@ -173,6 +173,9 @@ class IdempotencyStore:
         self.retention = float(settings.idempotency_retention_seconds)
         self.lease = float(settings.idempotency_lease_seconds)
         self.item_field = ITEM_FIELD
+        # Seams (instance attributes, so one app's store can be replaced without touching another's).
+        self.fingerprint: Callable[[str, str, Any], str] = fingerprint
+        self.item_fingerprint: Callable[[Item], str] = item_fingerprint
         self._next_purge = 0.0
         self._purge_lock = threading.Lock()
         self.storage.connection().executescript(_SCHEMA)
@@ -298,7 +301,7 @@ class IdempotencyStore:
         keyed = self.keyed_items(items)
         if not keyed:
             return apply_batch(conn, client, items, check, atomic=atomic, created_at=created_at)
-        fps = {i: item_fingerprint(items[i]) for i, _ in keyed}
+        fps = {i: self.item_fingerprint(items[i]) for i, _ in keyed}
         records = self.item_records(conn, client, (k for _, k in keyed))
         replayed: dict[int, Result] = {}
         reused: set[str] = set()

@@ -1,0 +1,518 @@
+"""IDEM — idempotency, where declared. SPEC §4.
+
+Applications are counted through the read endpoint, never taken from a response: where the profile
+declares `items.effect_counter` (a JSON Pointer into the read resource, e.g. /version) that value is
+compared with the value of an item applied exactly once (a control item); otherwise the whole read
+resource is compared before and after the retry.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import ssl
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from conformance._model import Exchange
+from conformance.checks import expect, is_2xx, pointer_get, response_json, setup_failed, setup_ok, short
+
+MAX_KEY = 255
+CONCURRENT = 8
+IN_USE_WAIT_S = 10.0  # how long IDEM-08 keeps retrying while the target says the key is in flight
+RETRY_DELAY_S = 0.5  # a client's back-off before retrying: the dropped request has reached the target by then
+RETENTION_WAIT_S = 1.0
+
+
+# -- what the profile declares -------------------------------------------------
+
+def key_header(profile) -> str:
+    name = profile.get("idempotency.header")
+    if not name:
+        pytest.skip("profile declares no idempotency.header (batch-level key)")
+    return str(name)
+
+
+def item_field(profile) -> str:
+    name = profile.get("idempotency.item_field")
+    if not name:
+        pytest.skip("profile declares no idempotency.item_field (item-level key)")
+    return str(name)
+
+
+def replayed_header(profile) -> str:
+    return str(profile.get("idempotency.replayed_header") or "Idempotent-Replayed")
+
+
+def new_key(items, what: str = "key") -> str:
+    # Run-prefixed like item ids, so a key never collides with another run's.
+    return f"{items.prefix}{what}-{uuid.uuid4().hex}"
+
+
+def send(target, profile, items, batch_items: list[dict[str, Any]], key: str | None = None,
+         note: str | None = None) -> httpx.Response:
+    """A batch with batch key `key`; where the profile says a key is required, a fresh one when none is given."""
+    headers: dict[str, str] = {}
+    header = profile.get("idempotency.header")
+    if key is not None:
+        headers[key_header(profile)] = key
+    elif header and profile.get("idempotency.required"):
+        headers[header] = new_key(items)
+    return target.batch(batch_items, headers=headers, note=note)
+
+
+# -- what the read endpoint shows ---------------------------------------------
+
+def effects(target, profile, ids: list[str]) -> dict[str, Any]:
+    """Per item: its effect counter where declared, else the whole read resource (None: absent)."""
+    pointer = profile.get("items.effect_counter")
+    out: dict[str, Any] = {}
+    for item_id in ids:
+        doc = target.read_json(item_id)
+        out[item_id] = None if doc is None else (pointer_get(doc, pointer, doc) if pointer else doc)
+    return out
+
+
+def applied_once_value(target, profile, items) -> Any:
+    """The effect counter of an item applied exactly once (None when no counter is declared)."""
+    if not profile.get("items.effect_counter"):
+        return None
+    control = items.one()
+    setup_ok(send(target, profile, items, [control], note="control item, applied once"), "a control batch")
+    value = effects(target, profile, [control[items.id_field]])[control[items.id_field]]
+    if value is None:
+        setup_failed("a control item applied once is not readable")
+    return value
+
+
+def require_applied(state: dict[str, Any], what: str) -> None:
+    absent = [i for i, v in state.items() if v is None]
+    if absent:
+        setup_failed(f"{what}: items the target accepted are not readable: {absent} (PART-01 reports that)")
+
+
+def outcomes(envelope, resp: httpx.Response, batch_items: list[dict[str, Any]]) -> dict[Any, tuple]:
+    """Per item id: ok or not, error code, data — what a replay must reproduce."""
+    return {rid: (r.ok, r.error_code, r.data) for rid, r in envelope.result_map(resp, batch_items).items()}
+
+
+def is_replay_of(envelope, first: httpx.Response, again: httpx.Response, batch_items: list[dict[str, Any]]) -> bool:
+    return (again.status_code == first.status_code
+            and outcomes(envelope, again, batch_items) == outcomes(envelope, first, batch_items))
+
+
+def ids_of(items, batch_items: list[dict[str, Any]]) -> list[str]:
+    return [it[items.id_field] for it in batch_items]
+
+
+def some_items(items, profile, n_valid: int = 2) -> tuple[list[dict[str, Any]], list[str]]:
+    """`n_valid` valid items, plus an invalid one where the profile has examples; and the valid ids."""
+    valid = items.valid(n_valid)
+    out = list(valid)
+    if profile.get("items.invalid"):
+        out.insert(1, items.invalid(1)[0].item)
+    return out, ids_of(items, valid)
+
+
+def other_payload(items, item: dict[str, Any]) -> dict[str, Any]:
+    """The same item id with a different payload (another template), or None when only one template exists."""
+    own = {k: v for k, v in item.items() if k != items.id_field}
+    for tpl in items.templates():
+        if any(own.get(k) != v for k, v in tpl.items()):
+            changed = dict(item)
+            changed.update(tpl)
+            return changed
+    return None  # type: ignore[return-value]
+
+
+# -- batch keys ----------------------------------------------------------------
+
+@pytest.mark.rule("IDEM-01")
+def test_same_key_same_body_replays_and_applies_nothing(target, items, envelope, profile):
+    """IDEM-01 MUST: the same batch key with the same body replays the first response and applies nothing again."""
+    key = new_key(items)
+    batch, valid_ids = some_items(items, profile)
+    first = setup_ok(send(target, profile, items, batch, key, "first request with the key"), "a keyed batch")
+    response_json(first)
+    before = effects(target, profile, valid_ids)
+    require_applied(before, "after the first request")
+    again = send(target, profile, items, batch, key, "the same key and the same body again")
+    expect(again.status_code == first.status_code, "the retry with the same key and body did not get the first status",
+           expected=first.status_code, seen=f"{again.status_code}: {short(again.text, 300)}")
+    expect(outcomes(envelope, again, batch) == outcomes(envelope, first, batch),
+           "the retry with the same key and body was not answered with the first response",
+           expected=short(first.text), seen=short(again.text))
+    after = effects(target, profile, valid_ids)
+    expect(after == before, "the retry with the same key applied items again (read endpoint)",
+           expected=before, seen=after)
+
+
+@pytest.mark.rule("IDEM-02")
+def test_same_key_other_body_is_refused(target, items, envelope, profile):
+    """IDEM-02 MUST: the same batch key with a different body gets 422 (`idempotency_key_reused`); nothing applied."""
+    key = new_key(items)
+    batch = items.valid(3)
+    first = setup_ok(send(target, profile, items, batch, key, "first request with the key"), "a keyed batch")
+    response_json(first)
+    before = effects(target, profile, ids_of(items, batch))
+    require_applied(before, "after the first request")
+    # A subtle change (one item's payload, same ids) and a wholly different batch: both reuse the key.
+    changed = other_payload(items, batch[0])
+    variants = [("the same ids, one item's payload changed", [changed] + batch[1:]) if changed else
+                ("the same items but the last", batch[:-1]),
+                ("other items", items.valid(2))]
+    for what, body in variants:
+        resp = send(target, profile, items, body, key, f"the same key, {what}")
+        expect(resp.status_code == 422 and envelope.has_error_code(resp, "idempotency_key_reused"),
+               f"the same key with a different body ({what}) was not refused with 422 idempotency_key_reused",
+               expected=f"422 {envelope.code('idempotency_key_reused')}",
+               seen=f"{resp.status_code}: {short(resp.text, 300)}")
+        fresh = [i for i in ids_of(items, body) if i not in before]
+        applied = [i for i in fresh if target.exists(i)]
+        expect(not applied, f"items of the refused body ({what}) were applied",
+               expected="nothing applied", seen=f"present: {applied}")
+    after = effects(target, profile, ids_of(items, batch))
+    expect(after == before, "a refused reuse of the key changed the first request's items (read endpoint)",
+           expected=before, seen=after)
+
+
+@pytest.mark.rule("IDEM-03")
+def test_concurrent_requests_with_one_key_apply_once(target, items, envelope, profile):
+    """IDEM-03 MUST: concurrent requests with the same key never double-apply: one is processed, the others get 409 (`idempotency_key_in_use`) or the replay."""
+    once = applied_once_value(target, profile, items)
+    key = new_key(items)
+    batch = items.valid(3)
+    ids = ids_of(items, batch)
+    start = threading.Barrier(CONCURRENT)
+
+    def fire(n: int) -> httpx.Response:
+        start.wait(timeout=30)
+        return send(target, profile, items, batch, key, f"concurrent request {n + 1} of {CONCURRENT}")
+
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        responses = list(pool.map(fire, range(CONCURRENT)))
+    answered = [r for r in responses if is_2xx(r)]
+    in_use = [r for r in responses if r.status_code == 409 and envelope.has_error_code(r, "idempotency_key_in_use")]
+    other = [r for r in responses if r not in answered and r not in in_use]
+    expect(not other, "a concurrent request with the key got neither a 2xx (processed or replay) nor 409 "
+                      "idempotency_key_in_use",
+           expected=f"2xx or 409 {envelope.code('idempotency_key_in_use')}",
+           seen=[f"{r.status_code}: {short(r.text, 200)}" for r in other])
+    expect(answered, "no concurrent request with the key was processed", expected="one 2xx",
+           seen=[r.status_code for r in responses])
+    first = outcomes(envelope, answered[0], batch)
+    differing = [short(r.text, 300) for r in answered[1:] if outcomes(envelope, r, batch) != first]
+    expect(not differing, "concurrent requests with one key got different answers: more than one was processed",
+           expected=f"one processed response and its replays: {short(answered[0].text, 300)}", seen=differing)
+    state = effects(target, profile, ids)
+    absent = [i for i, v in state.items() if v is None]
+    expect(not absent, "items of the processed request are not readable", expected="every item applied",
+           seen=f"absent: {absent}")
+    if once is not None:
+        twice = {i: v for i, v in state.items() if v != once}
+        expect(not twice, "an item was applied more than once (effect counter)",
+               expected=f"{profile.get('items.effect_counter')} = {once!r} (applied once)", seen=twice)
+
+
+@pytest.mark.rule("IDEM-04")
+def test_replay_is_marked(target, items, envelope, profile):
+    """IDEM-04 SHOULD: a replayed response is marked (header `Idempotent-Replayed: true`)."""
+    marker = replayed_header(profile)
+    key = new_key(items)
+    batch = items.valid(2)
+    first = setup_ok(send(target, profile, items, batch, key, "first request with the key"), "a keyed batch")
+    again = send(target, profile, items, batch, key, "the same key and the same body again")
+    if not is_replay_of(envelope, first, again, batch):
+        pytest.skip("the retry was not a replay of the first response (IDEM-01 reports that)")
+    expect(again.headers.get(marker, "").strip().lower() == "true", "a replayed response is not marked",
+           expected=f"{marker}: true", seen=f"{marker}: {again.headers.get(marker)!r}")
+    expect(first.headers.get(marker, "").strip().lower() != "true",
+           "the first (fresh) response is marked as replayed too, so the marker tells nothing",
+           expected=f"no {marker}: true on the first response", seen=first.headers.get(marker))
+
+
+@pytest.mark.rule("IDEM-05")
+def test_keys_are_scoped_to_the_credential(target, items, envelope, profile):
+    """IDEM-05 MUST: keys are scoped to the client credential: another client's same key replays nothing of the first client's."""
+    second = target.as_client("second")
+    marker = replayed_header(profile)
+    cases = [("a different body", items.valid(2), items.valid(2)), ("the same body", *([items.valid(2)] * 2))]
+    firsts = []
+    for what, mine, theirs in cases:
+        key = new_key(items)
+        first = setup_ok(send(target, profile, items, mine, key, "first client"), "a keyed batch of the first client")
+        firsts.append((key, mine, first))
+        resp = send(second, profile, items, theirs, key, f"second client, the same key, {what}")
+        expect(is_2xx(resp), f"the second client's request with the first client's key ({what}) was refused",
+               expected="2xx: processed as the second client's own request",
+               seen=f"{resp.status_code}: {short(resp.text, 300)}")
+        expect(resp.headers.get(marker, "").strip().lower() != "true",
+               f"the second client's request ({what}) was answered with a replay", expected="a fresh response",
+               seen=f"{marker}: {resp.headers.get(marker)}")
+        by_id = envelope.result_map(resp, theirs)
+        claimed_ok = [i for i in ids_of(items, theirs) if by_id.get(i) is not None and by_id[i].ok]
+        if what == "a different body":
+            expect(len(claimed_ok) == len(theirs), "the second client's own new items were not processed",
+                   expected="every item ok", seen=short(resp.text, 400))
+        missing = [i for i in claimed_ok if not second.exists(i)]
+        expect(not missing, f"the second client got results for items it does not have ({what}): "
+                            "the first client's response was replayed",
+               expected="every ok item readable by the second client", seen=f"not readable: {missing}")
+    for key, mine, first in firsts:
+        again = send(target, profile, items, mine, key, "first client again")
+        expect(is_replay_of(envelope, first, again, mine),
+               "after the second client used the key, the first client's retry no longer replays its own response",
+               expected=short(first.text), seen=f"{again.status_code}: {short(again.text)}")
+
+
+# -- item keys -----------------------------------------------------------------
+
+@pytest.mark.rule("IDEM-06")
+def test_item_keys_retry_only_failed_items(target, items, envelope, profile):
+    """IDEM-06 MUST: with item keys, retrying a partially failed batch re-attempts the failed items and returns the original result for the succeeded ones without applying them again."""
+    name = item_field(profile)
+    reference = profile.get("dependencies.reference_field")
+    done = items.valid(2)
+    for it in done:
+        it[name] = new_key(items, "item")
+    if reference:
+        # A failure the retry can cure without changing the item: a reference to an item created later.
+        parent = items.one()
+        failing = items.one()
+        failing[reference] = parent[items.id_field]
+    else:
+        parent = None
+        failing = items.invalid(1)[0].item
+    failing[name] = new_key(items, "item")
+    batch = [done[0], failing, done[1]]
+    done_ids = ids_of(items, done)
+    fail_id = failing[items.id_field]
+    first = setup_ok(send(target, profile, items, batch, note="partially failing batch with item keys"),
+                     "a batch with item keys")
+    first_by_id = envelope.result_map(response_json(first), batch)
+    if any(first_by_id.get(i) is None or not first_by_id[i].ok for i in done_ids):
+        setup_failed(f"valid items with item keys were not ok: {short(first.text)}")
+    if first_by_id.get(fail_id) is None or first_by_id[fail_id].ok is not False:
+        setup_failed(f"the item meant to fail did not get an error result: {short(first.text)}")
+    before = effects(target, profile, done_ids)
+    require_applied(before, "after the first request")
+    if parent is not None:
+        setup_ok(send(target, profile, items, [parent], note="create the missing referenced item"),
+                 "creating the referenced item")
+    again = send(target, profile, items, batch, note="the same batch again, same item keys")
+    expect(is_2xx(again), "the retried batch with item keys was not processed", expected="2xx",
+           seen=f"{again.status_code}: {short(again.text, 300)}")
+    by_id = envelope.result_map(response_json(again), batch)
+    for i in done_ids:
+        r = by_id.get(i)
+        expect(r is not None and r.ok and r.data == first_by_id[i].data,
+               f"a succeeded item ({i!r}) did not get its original result on the retry",
+               expected=short(first_by_id[i].raw), seen=short(r.raw if r is not None else "no result"))
+    after = effects(target, profile, done_ids)
+    expect(after == before, "the retry applied succeeded items again (read endpoint)", expected=before, seen=after)
+    r = by_id.get(fail_id)
+    if parent is not None:
+        expect(r is not None and r.ok, "the failed item was not re-attempted (it can succeed now)",
+               expected="ok", seen=short(r.raw if r is not None else "no result"))
+        expect(target.exists(fail_id), "the re-attempted item is not readable", expected="present", seen="absent")
+    else:
+        expect(r is not None and r.ok is False and not target.exists(fail_id),
+               "the still-invalid item was not re-attempted and refused again",
+               expected="an error result, nothing applied", seen=short(r.raw if r is not None else "no result"))
+
+
+@pytest.mark.rule("IDEM-07")
+def test_item_key_reused_with_other_payload(target, items, envelope, profile):
+    """IDEM-07 MUST: an item key reused with a different item payload gets a per-item `idempotency_key_reused` error; other items are unaffected."""
+    name = item_field(profile)
+    key = new_key(items, "item")
+    original = items.one()
+    original[name] = key
+    first = setup_ok(send(target, profile, items, [original], note="an item with an item key"), "a batch with an item key")
+    r0 = envelope.result_map(response_json(first), [original]).get(original[items.id_field])
+    if r0 is None or not r0.ok:
+        setup_failed(f"a valid item with an item key was not ok: {short(first.text)}")
+    before = effects(target, profile, [original[items.id_field]])
+    require_applied(before, "after the first request")
+    reuse = other_payload(items, items.one()) or items.one()
+    reuse[name] = key
+    bystander = items.one()
+    bystander[name] = new_key(items, "item")
+    batch = [reuse, bystander]
+    resp = send(target, profile, items, batch, note="the item key again, on another item")
+    expect(is_2xx(resp), "a reused item key failed the whole batch instead of its item",
+           expected="2xx with a per-item error", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    by_id = envelope.result_map(response_json(resp), batch)
+    r = by_id.get(reuse[items.id_field])
+    code = envelope.code("idempotency_key_reused")
+    expect(r is not None and r.ok is False and r.error_code == code,
+           "the item reusing a key with another payload did not get idempotency_key_reused",
+           expected=f"an error result with code {code}", seen=short(r.raw if r is not None else "no result"))
+    expect(not target.exists(reuse[items.id_field]), "the item reusing a key was applied",
+           expected="absent", seen="present")
+    rb = by_id.get(bystander[items.id_field])
+    expect(rb is not None and rb.ok and target.exists(bystander[items.id_field]),
+           "another item of the batch was affected by the reused key", expected="ok and applied",
+           seen=short(rb.raw if rb is not None else "no result"))
+    after = effects(target, profile, [original[items.id_field]])
+    expect(after == before, "the reused key changed the original item (read endpoint)", expected=before, seen=after)
+
+
+# -- dropped connections, retention, malformed keys -------------------------------
+
+def send_and_drop(target, headers: dict[str, str], batch_items: list[dict[str, Any]]) -> None:
+    """Send a batch over a raw socket and close the connection without reading any of the response."""
+    ep = target.endpoint("batch")
+    doc: Any = target.envelope.body(batch_items)
+    if isinstance(doc, dict) and ep.get("body"):
+        merged = copy.deepcopy(ep["body"])
+        merged.update(doc)
+        doc = merged
+    body = json.dumps(doc, ensure_ascii=False).encode("utf-8")  # the bytes Target.batch sends
+    all_headers = {**target.auth_headers(), "Content-Type": target.envelope.content_type,
+                   **(ep.get("headers") or {}), **headers}
+    req = target.session.client.build_request(ep.get("method", "POST"), target.url_for("batch"),
+                                              params=ep.get("query") or None, headers=all_headers, content=body)
+    url = req.url
+    head = [f"{req.method} {url.raw_path.decode('ascii')} HTTP/1.1", f"Host: {url.netloc.decode('ascii')}"]
+    head += [f"{k}: {v}" for k, v in all_headers.items()]
+    head += [f"Content-Length: {len(body)}", "Connection: close"]
+    red = target.session.redactor
+    ex = Exchange(method=req.method, url=red.text(str(url)) or "", request_headers=red.header_map(all_headers.items()),
+                  request_body=red.text(body[:4000].decode("utf-8", "replace")),
+                  note="raw socket: connection closed right after sending, before reading the response")
+    sock = socket.create_connection((url.host, url.port or (443 if url.scheme == "https" else 80)),
+                                    timeout=target.session.timeout)
+    try:
+        if url.scheme == "https":
+            verify = profile_verify(target)
+            ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            if verify is False:
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock, server_hostname=url.host)
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+    finally:
+        sock.close()
+        with target._lock:
+            target.evidence.append(ex)
+
+
+def profile_verify(target) -> bool | str:
+    t = target.profile.target
+    verify = t.get("verify_tls", True)
+    return t["ca_bundle"] if verify and t.get("ca_bundle") else bool(verify)
+
+
+@pytest.mark.rule("IDEM-08")
+def test_retry_after_dropped_connection_applies_once(target, items, envelope, profile):
+    """IDEM-08 MUST: a retry after the connection dropped before the response was read applies nothing twice."""
+    header = key_header(profile)
+    if target.in_process:
+        pytest.skip("needs a real socket to drop a connection; the kit runs in-process against this target")
+    once = applied_once_value(target, profile, items)
+    key = new_key(items)
+    batch = items.valid(3)
+    ids = ids_of(items, batch)
+    send_and_drop(target, {header: key}, batch)
+    time.sleep(RETRY_DELAY_S)
+    deadline = time.monotonic() + IN_USE_WAIT_S
+    while True:
+        resp = send(target, profile, items, batch, key, "retry with the same key after the dropped connection")
+        if not (resp.status_code == 409 and envelope.has_error_code(resp, "idempotency_key_in_use")):
+            break
+        if time.monotonic() > deadline:
+            setup_failed(f"the key was still in flight {IN_USE_WAIT_S:g}s after the dropped request")
+        time.sleep(0.2)
+    expect(is_2xx(resp), "the retry after a dropped connection was not answered with the outcome",
+           expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    by_id = envelope.result_map(response_json(resp), batch)
+    not_ok = {i: short(by_id[i].raw if by_id.get(i) is not None else "no result", 200) for i in ids
+              if by_id.get(i) is None or not by_id[i].ok}
+    expect(not not_ok, "the retry did not find the dropped request's outcome: its valid items were processed "
+                       "again and refused",
+           expected="every item ok (the stored outcome, or one fresh application)", seen=not_ok)
+    state = effects(target, profile, ids)
+    absent = [i for i, v in state.items() if v is None]
+    expect(not absent, "items are not readable after the retry", expected="every item applied", seen=absent)
+    if once is not None:
+        twice = {i: v for i, v in state.items() if v != once}
+        expect(not twice, "an item was applied twice across the dropped request and its retry (effect counter)",
+               expected=f"{profile.get('items.effect_counter')} = {once!r} (applied once)", seen=twice)
+
+
+@pytest.mark.rule("IDEM-09")
+def test_key_honoured_within_retention(target, items, envelope, profile):
+    """IDEM-09 SHOULD: the key retention window is documented (profile); a key is honoured within it."""
+    key_header(profile)
+    retention = profile.get("idempotency.retention_seconds")
+    expect(retention is not None, "the key retention window is not documented",
+           expected="idempotency.retention_seconds in the profile", seen="not declared")
+    if retention <= 0:
+        pytest.skip("the documented retention window is 0 s: there is no window to honour a key in")
+    wait = min(RETENTION_WAIT_S, retention / 2)
+    key = new_key(items)
+    batch = items.valid(2)
+    first = setup_ok(send(target, profile, items, batch, key, "first request with the key"), "a keyed batch")
+    before = effects(target, profile, ids_of(items, batch))
+    require_applied(before, "after the first request")
+    time.sleep(wait)
+    again = send(target, profile, items, batch, key, f"the same request {wait:g}s later, within the window")
+    expect(is_replay_of(envelope, first, again, batch),
+           f"the key was not honoured {wait:g}s after its first use (documented window: {retention}s)",
+           expected=short(first.text), seen=f"{again.status_code}: {short(again.text)}")
+    after = effects(target, profile, ids_of(items, batch))
+    expect(after == before, "a retry within the retention window applied items again", expected=before, seen=after)
+
+
+@pytest.mark.rule("IDEM-10")
+def test_malformed_or_missing_key_gets_400(target, items, envelope, profile):
+    """IDEM-10 MUST: a malformed key (empty, over 255 characters) gets 400; where the endpoint requires a key, a missing key gets 400."""
+    header = key_header(profile)
+    long_key = new_key(items).ljust(MAX_KEY + 1, "k")
+    cases: list[tuple[str, dict[str, str]]] = [("an empty key", {header: ""}),
+                                               (f"a key of {len(long_key)} characters", {header: long_key})]
+    if profile.get("idempotency.required"):
+        cases.append(("no key (the profile says the endpoint requires one)", {}))
+    for what, headers in cases:
+        batch = items.valid(2)
+        resp = target.batch(batch, headers=headers, note=f"batch with {what}")
+        expect(resp.status_code == 400, f"a batch with {what} did not get 400", expected=400,
+               seen=f"{resp.status_code}: {short(resp.text, 300)}")
+        applied = [i for i in ids_of(items, batch) if target.exists(i)]
+        expect(not applied, f"a batch with {what} was refused but applied", expected="nothing applied",
+               seen=f"present: {applied}")
+
+
+@pytest.mark.rule("IDEM-11")
+def test_item_key_twice_in_one_batch(target, items, envelope, profile):
+    """IDEM-11 MUST: the same item key twice in one batch is rejected (batch 4xx or per-item error), never applied twice."""
+    name = item_field(profile)
+    key = new_key(items, "item")
+    twins = items.valid(2)
+    for it in twins:
+        it[name] = key
+    bystander = items.one()
+    bystander[name] = new_key(items, "item")
+    batch = [twins[0], bystander, twins[1]]
+    twin_ids = ids_of(items, twins)
+    resp = send(target, profile, items, batch, note="the same item key on two items")
+    if 400 <= resp.status_code < 500:
+        applied = [i for i in twin_ids if target.exists(i)]
+        expect(not applied, "the batch was rejected but an item with the shared key was applied",
+               expected="nothing applied", seen=f"present: {applied}")
+        return
+    expect(is_2xx(resp), "a batch with one item key on two items was neither rejected (4xx) nor answered per item",
+           expected="4xx, or 2xx with a per-item error", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    by_id = envelope.result_map(response_json(resp), batch)
+    ok = [i for i in twin_ids if by_id.get(i) is not None and by_id[i].ok]
+    expect(len(ok) < 2, "both items carrying the same item key got ok results",
+           expected="an error result for the duplicate", seen=[short(by_id[i].raw, 200) for i in ok])
+    applied = [i for i in twin_ids if target.exists(i)]
+    expect(len(applied) < 2, "both items carrying the same item key were applied",
+           expected="at most one applied", seen=f"present: {applied}")

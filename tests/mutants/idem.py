@@ -1,0 +1,244 @@
+"""Mutants of class IDEM: idempotency keys.
+
+Most break the reference server's idempotency store (``app.state.service.idempotency``) the way a
+real store goes wrong, per app, never globally; a few rewrite the exchange on the wire.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from reference_server.app import client_of
+from reference_server.batch import apply_batch
+from reference_server.idempotency import Claim, Stored, fingerprint
+
+from ._base import Call, mutant, on_batch_response
+
+KEY = "idempotency-key"
+
+
+def _store(app: Any) -> Any:
+    return app.state.service.idempotency
+
+
+def _ok_ids(body: bytes) -> list[str]:
+    doc = orjson.loads(body)
+    return [r["id"] for r in doc.get("results", []) if r.get("status") == "ok"]
+
+
+@mutant("IDEM-01", "a repeated key and body runs the batch again instead of replaying the stored response",
+        also=["IDEM-03", "IDEM-05"])
+def replay_reprocesses(app):
+    store = _store(app)
+    begin = store.begin
+
+    def reclaim(client: str, key: str, fp: str) -> Claim | Stored:
+        got = begin(client, key, fp)
+        if not isinstance(got, Stored):
+            return got
+        token = uuid.uuid4().hex
+        with store.storage.transaction() as conn:
+            conn.execute("UPDATE idempotency_keys SET state = 'in_flight', token = ? WHERE client = ? AND key = ?",
+                         (token, client, key))
+        return Claim(client, key, fp, token)
+
+    store.begin = reclaim
+    return app
+
+
+@mutant("IDEM-01", "an upserting store: the replay path writes the batch's orders again (version bumped) and then "
+                   "returns the stored body unchanged", also=["IDEM-03"])
+def replay_reapplies_writes(app):
+    store = _store(app)
+    begin = store.begin
+
+    def begin_and_rewrite(client: str, key: str, fp: str) -> Claim | Stored:
+        got = begin(client, key, fp)
+        if isinstance(got, Stored) and got.status == 200:
+            ids = _ok_ids(got.body)
+            with store.storage.transaction() as conn:
+                conn.executemany("UPDATE orders SET version = version + 1 WHERE client = ? AND id = ?",
+                                 [(client, i) for i in ids])
+        return got
+
+    store.begin = begin_and_rewrite
+    return app
+
+
+@mutant("IDEM-02", "the request fingerprint is never compared: a reused key replays the first response for any body")
+def fingerprint_not_compared(app):
+    store = _store(app)
+    store.fingerprint = lambda method, path, doc: "same-for-every-body"
+    return app
+
+
+@mutant("IDEM-02", "the fingerprint covers only the item ids, so a changed payload under the same ids is replayed")
+def fingerprint_of_ids_only(app):
+    store = _store(app)
+
+    def ids_only(method: str, path: str, doc: Any) -> str:
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        return fingerprint(method, path, [op.get("id") for op in ops or [] if isinstance(op, dict)])
+
+    store.fingerprint = ids_only
+    return app
+
+
+@mutant("IDEM-03", "check-then-act: the key is looked up but not claimed before the batch runs, so concurrent "
+                   "duplicates all run")
+def in_flight_not_claimed(app):
+    store = _store(app)
+    begin = store.begin
+
+    def look_then_run(client: str, key: str, fp: str) -> Claim | Stored:
+        got = begin(client, key, fp)
+        if isinstance(got, Claim):
+            store.release(got)  # the look-up reserved nothing
+            time.sleep(0.05)  # the window a slower store leaves between looking and writing
+        return got
+
+    def upsert(conn: Any, claim: Claim, out: Stored) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO idempotency_keys (client, key, fingerprint, state, token, status, headers, body, "
+            "created_at, expires_at) VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?)",
+            (claim.client, claim.key, claim.fingerprint, claim.token, out.status, orjson.dumps(out.headers), out.body,
+             time.time(), time.time() + store.retention))
+
+    store.begin = look_then_run
+    store.complete = upsert
+    return app
+
+
+@mutant("IDEM-04", "replays carry no Idempotent-Replayed header")
+def replay_unmarked(app):
+    def fn(call: Call) -> None:
+        call.set_response_header("Idempotent-Replayed", None)
+    return on_batch_response(fn)(app)
+
+
+@mutant("IDEM-05", "batch keys are global: one client's key collides with another client's")
+def keys_shared_across_clients(app):
+    store = _store(app)
+    begin = store.begin
+    store.begin = lambda client, key, fp: begin("", key, fp)
+    return app
+
+
+@mutant("IDEM-05", "batch keys are looked up by key and body across clients: the same body under the same key "
+                   "replays another client's response", also=["IDEM-02"])
+def keys_shared_per_body(app):
+    store = _store(app)
+    begin = store.begin
+    store.begin = lambda client, key, fp: begin("", f"{key}|{fp}", fp)
+    return app
+
+
+@mutant("IDEM-06", "item keys are accepted but ignored: a retried item is applied again", also=["IDEM-07", "IDEM-11"])
+def item_keys_ignored(app):
+    store = _store(app)
+
+    def plain(conn: Any, client: str, items: list, check: Any, *, atomic: bool = False,
+              created_at: str | None = None) -> Any:
+        return apply_batch(conn, client, items, check, atomic=atomic, created_at=created_at)
+
+    store.apply_items_once = plain
+    return app
+
+
+@mutant("IDEM-06", "failed item keys are remembered too, so a retry replays the failure instead of re-attempting")
+def item_failures_remembered(app):
+    store = _store(app)
+    apply_once = store.apply_items_once
+
+    def remember_failures(conn: Any, client: str, items: list, check: Any, **kw: Any) -> Any:
+        outcome = apply_once(conn, client, items, check, **kw)
+        keyed = dict(store.keyed_items(items))
+        failed = [(keyed[i], store.item_fingerprint(items[i]), r) for i, r in enumerate(outcome.results)
+                  if i in keyed and r["status"] == "error"]
+        store.remember_items(conn, client, failed)
+        return outcome
+
+    store.apply_items_once = remember_failures
+    return app
+
+
+@mutant("IDEM-07", "the item fingerprint is never compared: a reused item key replays its stored result")
+def item_fingerprint_not_compared(app):
+    _store(app).item_fingerprint = lambda item: "same-for-every-item"
+    return app
+
+
+@mutant("IDEM-08", "the key is recorded only once the response was delivered: a client that hung up leaves the "
+                   "batch applied and the key forgotten", socket=True)
+def key_lost_on_disconnect(app):
+    store = _store(app)
+
+    async def wrapped(scope: dict, receive: Any, send: Any) -> None:
+        key = dict(scope.get("headers") or []).get(KEY.encode())
+        if scope["type"] != "http" or scope["path"] != "/orders/batch" or not key:
+            await app(scope, receive, send)
+            return
+        held: list[dict] = []
+
+        async def hold(message: dict) -> None:
+            held.append(message)
+
+        await app(scope, receive, hold)
+        # Before the response goes out, receive() answers only when the client has gone.
+        try:
+            gone = (await asyncio.wait_for(receive(), 0.05))["type"] == "http.disconnect"
+        except asyncio.TimeoutError:
+            gone = False
+        if gone:
+            with store.storage.transaction() as conn:
+                conn.execute("DELETE FROM idempotency_keys WHERE client = ? AND key = ?",
+                             (client_of(Request(scope)), key.decode("latin-1")))
+        for message in held:
+            await send(message)
+
+    wrapped.router = app.router  # type: ignore[attr-defined]  # lifespan for the in-process transport
+    return wrapped
+
+
+@mutant("IDEM-09", "keys expire after half a second although the profile documents 24 hours")
+def keys_forgotten_early(app):
+    _store(app).retention = 0.5
+    return app
+
+
+@mutant("IDEM-10", "malformed keys accepted: an empty key counts as no key, a long key is cut to 255 characters")
+def malformed_keys_accepted(app):
+    async def wrapped(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = []
+            for k, v in scope["headers"]:
+                if k.lower() == KEY.encode():
+                    if not v.strip():
+                        continue
+                    v = v[:255]
+                headers.append((k, v))
+            scope = dict(scope, headers=headers)
+        await app(scope, receive, send)
+
+    wrapped.router = app.router  # type: ignore[attr-defined]
+    return wrapped
+
+
+@mutant("IDEM-10", "the profile says a key is required, but the endpoint takes batches without one",
+        profile={"idempotency": {"required": True}})
+def required_key_not_enforced(app):
+    return app
+
+
+@mutant("IDEM-11", "the same item key on two items of one batch: both are applied")
+def duplicate_item_keys_applied(app):
+    store = _store(app)
+    name = store.item_field
+    store.keyed_items = lambda items: [(i, k) for i, it in enumerate(items)
+                                       if isinstance(k := it.get(name), str) and k]
+    return app
