@@ -100,6 +100,9 @@ class Result:
     raw: Any = None
     position: int = 0  # index in its result list (in the list it came from, for split lists)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Whether retrying the unchanged item can succeed, where the profile says how the target
+    # tells (error_retryable, or error_sender_fault inverted); None: not declared or not said.
+    retryable: bool | None = None
 
 
 class _canonical_or_bound:
@@ -180,12 +183,12 @@ class Envelope:
 
     # -- requests -----------------------------------------------------------
     def body(self, items: list[Any], extra: dict[str, Any] | None = None) -> Any:
-        """The batch request: the items where the profile puts them, plus `extra` members
-        (fixed members such as a queue URL come from `endpoints.<name>.body`)."""
+        """The batch request: the items where the profile puts them, the profile's fixed
+        `request_fields` (a queue URL), then `extra` members."""
         pointer = self.m["request_items"]
         if not pointer:
             return list(items)
-        doc: dict[str, Any] = {}
+        doc: dict[str, Any] = json.loads(json.dumps(self.m.get("request_fields") or {}))
         for k, v in (extra or {}).items():
             doc[k] = v
         pointer_set(doc, pointer, list(items))
@@ -259,6 +262,14 @@ class Envelope:
         ok, status = self._outcome(raw, in_list)
         code = self._read(raw, "error_code", ok)
         message = self._read(raw, "error_message", ok)
+        retryable: bool | None = None
+        if ok is False:
+            flag = self._read(raw, "error_retryable", ok)
+            fault = self._read(raw, "error_sender_fault", ok)
+            if isinstance(flag, bool):
+                retryable = flag
+            elif isinstance(fault, bool):
+                retryable = not fault
         return Result(
             id=pointer_get(raw, self.m["result_id"], None) if self.m.get("result_id") is not None else None,
             ok=ok,
@@ -269,6 +280,7 @@ class Envelope:
             error_message=message if isinstance(message, str) else None,
             raw=raw,
             position=position,
+            retryable=retryable,
         )
 
     def results(self, resp: httpx.Response | Any) -> list[Result]:

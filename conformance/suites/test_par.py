@@ -48,7 +48,7 @@ def test_invalid_item_same_code_single_and_batch(target, items, envelope, profil
     differ: dict[str, Any] = {}
     for inv in invalid:
         single = target.single(items.with_id(inv.item), note="the invalid item alone")
-        single_codes = Envelope.error_codes(single) if not 200 <= single.status_code < 300 else []
+        single_codes = envelope.error_codes(single) if not 200 <= single.status_code < 300 else []
         batch_item = items.with_id(inv.item)
         batch = [items.one(), batch_item]
         resp = setup_ok(target.batch(batch), "a batch with the invalid item")

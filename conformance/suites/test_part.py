@@ -181,7 +181,7 @@ def test_error_results_say_whether_retry_can_succeed(target, items, envelope):
         r = by_id.get(item_id)
         if r is None or r.ok is not False:
             continue  # CORE-03 reports it
-        signal = retry_signal(r)
+        signal = r.retryable if r.retryable is not None else retry_signal(r)
         if signal is None:
             silent[item_id] = short(r.error if r.error is not None else r.raw, 200)
         elif signal:

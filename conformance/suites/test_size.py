@@ -60,8 +60,8 @@ def test_over_max_items_rejected(target, items, envelope, profile):
     expect(400 <= resp.status_code < 500, "a batch over the item limit did not get a 4xx",
            expected="4xx (400 or 413)", seen=f"{resp.status_code}: {short(resp.text, 300)}")
     expect(envelope.has_error_code(resp, "batch_too_large"), "the rejection does not carry batch_too_large",
-           expected=envelope.code("batch_too_large"), seen=Envelope.error_codes(resp) or short(resp.text, 300))
-    message = Envelope.error_message(resp)
+           expected=envelope.code("batch_too_large"), seen=envelope.error_codes(resp) or short(resp.text, 300))
+    message = envelope.error_message(resp)
     nums = _numbers(message)
     expect(limit in nums and limit + 1 in nums, "the message does not name the limit and the count received",
            expected=f"a message naming {limit} and {limit + 1}", seen=message or short(resp.text, 300))
@@ -218,7 +218,7 @@ def test_limits_discoverable(target, items, envelope, profile):
         return
     _, batch = _over_limit(items, envelope, profile)
     resp = target.batch(batch, note="max_items + 1: does the error name the limit?")
-    message = Envelope.error_message(resp)
+    message = envelope.error_message(resp)
     expect(limit in _numbers(message),
            f"the limit is not discoverable: no maxItems for the batch items ({where}) and the "
            "over-limit error does not name it", expected=f"OpenAPI maxItems: {limit}, or a message naming {limit}",

@@ -1,0 +1,214 @@
+"""The kit against real third-party batch APIs run locally, described only by their bundled profiles.
+
+SQS SendMessageBatch (moto) and CouchDB _bulk_docs (pouchdb-server) are started here on loopback;
+each test skips with the install command when its server is not installed. Their verdicts are
+pinned: they are the table of docs/any-target.md, and a change in one is either a kit regression
+or a deliberate change that must update that table too. A third API, the local Ledger bulk API,
+proves that a batch API the kit has never seen is checked from a profile alone.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+import conformance
+from conformance import ASGIThreadTransport, Verdict, load_catalogue, load_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ROOT / "conformance" / "profiles"
+HERE = Path(__file__).resolve().parent / "thirdparty"
+
+P, F, W, S = Verdict.PASS, Verdict.FAIL, Verdict.WARN, Verdict.SKIP
+
+# What each target earns, and why (the same table is in docs/any-target.md). A SKIP pins its reason.
+SQS_VERDICTS: dict[str, Any] = {
+    "CORE-01": P, "CORE-02": P, "CORE-03": P, "CORE-04": P,
+    "CORE-05": P,  # each of Successful/Failed keeps request order
+    "CORE-06": P, "CORE-07": P,  # 400 BatchEntryIdsNotDistinct "Id ... repeated."
+    "CORE-08": (S, "no summary fields"), "CORE-09": (S, "by id"),
+    "HTTP-01": P, "HTTP-02": P, "HTTP-03": P,
+    "HTTP-04": F,  # moto answers 500 (HTML) to a string, number or array body and to a non-array Entries
+    "HTTP-05": P,  # {"__type", "message"} throughout
+    "HTTP-06": W,  # a JSON batch labelled text/plain is processed (200)
+    "HTTP-07": P,
+    "PART-01": (S, "endpoints.read"), "PART-02": (S, "endpoints.read"), "PART-03": P,
+    "PART-04": (S, "endpoints.read"), "PART-05": P, "PART-06": P,  # SenderFault says it
+    "SIZE-01": P, "SIZE-02": P, "SIZE-03": (S, "max_bytes"), "SIZE-04": P, "SIZE-05": P,
+}
+COUCHDB_VERDICTS: dict[str, Any] = {
+    "CORE-01": P, "CORE-02": P, "CORE-03": P, "CORE-04": P, "CORE-05": P, "CORE-06": P,
+    "CORE-07": F,  # a duplicated _id is applied once and the twin gets a conflict, not a rejection
+    "CORE-08": (S, "no summary fields"), "CORE-09": (S, "by id"),
+    "HTTP-01": P, "HTTP-02": P, "HTTP-03": P,
+    "HTTP-04": F,  # "docs" that is a string, object or number gets 500 (HTML stack trace)
+    "HTTP-05": P,  # {"error", "reason"} throughout
+    "HTTP-06": W,  # text/plain is accepted
+    "HTTP-07": W,  # 201 Created, not 200
+    "PART-01": P, "PART-02": P,
+    "PART-03": F,  # "Document update conflict" does not name _rev
+    "PART-04": P, "PART-05": P,
+    "PART-06": W,  # nothing says whether a retry can succeed
+    "SIZE-01": (S, "max_items"), "SIZE-02": (S, "max_items"), "SIZE-03": (S, "max_bytes"),
+    "SIZE-04": (S, "max_items"), "SIZE-05": P,  # 201 []
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before answering")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the server did not answer at {url} within {deadline_s:.0f}s")
+
+
+def _serve(cmd: list[str], port: int, cwd: Path) -> Iterator[str]:
+    log = open(cwd / "server.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_up(base + "/", proc)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def pouchdb_server_command() -> str | None:
+    given = os.environ.get("BATCHSPEC_POUCHDB_SERVER")
+    if given:
+        return given
+    local = ROOT / "build" / "node" / "node_modules" / ".bin" / "pouchdb-server"
+    return str(local) if local.exists() else shutil.which("pouchdb-server")
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory) -> Iterator[str]:
+    exe = shutil.which("moto_server")
+    if not exe:
+        pytest.skip("moto_server is not installed: pip install 'moto[server]' (or: pip install -e '.[thirdparty]')")
+    port = free_port()
+    yield from _serve([exe, "-H", "127.0.0.1", "-p", str(port)], port, tmp_path_factory.mktemp("moto"))
+
+
+@pytest.fixture(scope="module")
+def pouchdb(tmp_path_factory) -> Iterator[str]:
+    exe = pouchdb_server_command()
+    if not exe or not shutil.which("node"):
+        pytest.skip("pouchdb-server is not installed: npm install --prefix build/node --ignore-scripts "
+                    "pouchdb-server (or set BATCHSPEC_POUCHDB_SERVER to its path)")
+    port = free_port()
+    # Run in a scratch folder: pouchdb-server writes log.txt and config.json where it starts.
+    yield from _serve([exe, "--in-memory", "-o", "127.0.0.1", "-p", str(port)], port,
+                      tmp_path_factory.mktemp("pouchdb"))
+
+
+def _run(profile_path: Path, base_url: str, env: dict[str, str] | None = None,
+         transport: Any = None, report_dir: Path | None = None) -> conformance.RunReport:
+    profile = load_profile(profile_path, env={**os.environ, **(env or {})}).with_base_url(base_url)
+    return conformance.run(profile, transport=transport, report_dir=report_dir)
+
+
+def _assert_pinned(report: conformance.RunReport, pinned: dict[str, Any], classes: set[str]) -> None:
+    by_id = {r.id: r for r in report.rules}
+    errors = {r.id: r.reason for r in report.rules if r.verdict == Verdict.ERROR}
+    assert not errors, f"ERROR verdicts (the kit could not evaluate these): {errors}"
+    differ = {}
+    for rule in load_catalogue().rules:
+        r = by_id[rule.id]
+        if rule.cls not in classes:
+            assert r.verdict == S, f"{rule.id}: class {rule.cls} is not declared, yet {r.verdict.value}"
+            continue
+        want = pinned.get(rule.id)
+        want_verdict, why = want if isinstance(want, tuple) else (want, None)
+        if r.verdict != want_verdict or (why and why not in r.reason):
+            differ[rule.id] = f"pinned {want_verdict.value if want_verdict else None}" + (
+                f" ({why})" if why else "") + f", got {r.verdict.value}: {r.reason}"
+    assert not differ, ("verdicts differ from the table in docs/any-target.md; a kit regression, or a deliberate "
+                        "change that must update that table and this pin: " + repr(differ))
+
+
+def test_sqs_send_message_batch_on_moto(moto, tmp_path):
+    queue_url = f"{moto}/123456789012/batchspec"
+    report = _run(PROFILES / "sqs-moto.yaml", moto, {"BATCHSPEC_SQS_QUEUE_URL": queue_url}, report_dir=tmp_path)
+    assert report.preflight.get("ok"), report.preflight
+    _assert_pinned(report, SQS_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
+    assert (tmp_path / "report.json").exists()
+
+
+def test_couchdb_bulk_docs_on_pouchdb_server(pouchdb, tmp_path):
+    report = _run(PROFILES / "couchdb-pouchdb.yaml", pouchdb, report_dir=tmp_path)
+    assert report.preflight.get("ok"), report.preflight
+    _assert_pinned(report, COUCHDB_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
+
+
+def test_couchdb_setup_failure_stops_the_run_with_the_reason(pouchdb, tmp_path):
+    """A setup request answered otherwise than declared is the preflight's ERROR, never verdicts."""
+    profile = load_profile(PROFILES / "couchdb-pouchdb.yaml").with_base_url(pouchdb)
+    data = dict(profile.data, setup=[{"method": "PUT", "path": "/batchspec", "expect": [299]}])
+    report = conformance.run(conformance._profile.from_data(data, "bad setup"))
+    assert not report.preflight.get("ok")
+    assert "setup request 1 (PUT /batchspec) got" in report.preflight["reason"]
+    assert {r.verdict for r in report.rules if r.cls == "CORE"} == {Verdict.ERROR}
+
+
+# -- a batch API the kit has never seen, described by a profile only ------------------------------
+
+def _ledger_report(bugs: frozenset[str] = frozenset()) -> conformance.RunReport:
+    from thirdparty.ledger_api import create_app
+
+    transport = ASGIThreadTransport(create_app(bugs))
+    try:
+        return conformance.run(load_profile(HERE / "ledger.yaml"), transport=transport)
+    finally:
+        transport.close()
+
+
+def test_unseen_ledger_api_checked_from_its_profile_alone():
+    report = _ledger_report()
+    bad = {r.id: (r.verdict.value, r.reason) for r in report.rules
+           if r.verdict not in (Verdict.PASS, Verdict.SKIP)}
+    assert not bad, bad
+    verdicts = {r.id: r for r in report.rules}
+    # Judged, not skipped: position correlation, per-item HTTP status, summary, declared codes, retry flag.
+    for rid in ("CORE-02", "CORE-03", "CORE-04", "CORE-07", "CORE-08", "CORE-09", "HTTP-05",
+                "PART-01", "PART-02", "PART-06", "SIZE-01", "SIZE-05"):
+        assert verdicts[rid].verdict == P, (rid, verdicts[rid].verdict, verdicts[rid].reason)
+    assert "max_bytes" in verdicts["SIZE-03"].reason
+
+
+@pytest.mark.parametrize("bug, rule", [
+    ("reversed_outcomes", "CORE-09"),
+    ("lying_tally", "CORE-08"),
+    ("stores_rejected", "PART-02"),
+    ("mixed_is_422", "HTTP-01"),
+])
+def test_unseen_ledger_api_defects_are_caught_through_the_profile(bug, rule):
+    report = _ledger_report(frozenset({bug}))
+    got = {r.id: r for r in report.rules}[rule]
+    assert got.verdict == F, f"{bug}: {rule} is {got.verdict.value}: {got.reason}"
+    if bug != "mixed_is_422":  # checks whose setup is a mixed batch rightly ERROR when it gets a 4xx
+        assert not [r.id for r in report.rules if r.verdict == Verdict.ERROR]
