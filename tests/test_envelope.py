@@ -1,0 +1,99 @@
+"""The envelope mapping: every shape the profile schema documents is read as the spec's results."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conformance import _profile
+from conformance._envelope import Envelope, is_json_media_type
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def resp(doc, status=200, ctype="application/json") -> httpx.Response:
+    return httpx.Response(status, content=json.dumps(doc).encode(), headers={"content-type": ctype})
+
+
+def test_canonical_defaults():
+    env = Envelope()
+    assert env.canonical and env.body([{"id": "a"}]) == {"operations": [{"id": "a"}]}
+    r = env.results(resp({"results": [{"id": "a", "status": "ok", "data": {"x": 1}},
+                                      {"id": "b", "status": "error", "error": {"code": "c", "message": "m"}}]}))
+    assert [(x.id, x.ok, x.error_code, x.error_message) for x in r] == [("a", True, None, None), ("b", False, "c", "m")]
+
+
+def test_split_lists_sqs():
+    env = Envelope({"request_items": "/Entries", "request_fields": {"QueueUrl": "q"}, "results_ok": "/Successful",
+                    "results_error": "/Failed", "result_id": "/Id", "data": "/MessageId", "error": "",
+                    "error_code": "/Code", "error_message": "/Message", "error_sender_fault": "/SenderFault"}, "Id")
+    assert env.body([{"Id": "a"}]) == {"QueueUrl": "q", "Entries": [{"Id": "a"}]}
+    doc = {"Successful": [{"Id": "a", "MessageId": "m1"}],
+           "Failed": [{"Id": "b", "SenderFault": True, "Code": "InvalidParameterValue", "Message": "bad"}]}
+    by_id = env.result_map(resp(doc))
+    assert by_id["a"].ok is True and by_id["a"].data == "m1" and by_id["a"].error is None
+    assert by_id["b"].ok is False and by_id["b"].error_code == "InvalidParameterValue" and by_id["b"].retryable is False
+    assert not env.canonical and env.split_results
+    assert env.raw_results({"Successful": []}) == []  # an omitted empty list counts as empty
+    assert env.raw_results({"Other": []}) is None
+
+
+def test_error_presence_couchdb():
+    env = Envelope({"request_items": "/docs", "results": "", "error_present": "/error", "data": "/rev",
+                    "error": "/error", "error_code": "/error", "error_message": "/reason"}, "_id")
+    r = env.results(resp([{"ok": True, "id": "a", "rev": "1-x"}, {"id": "b", "error": "conflict", "reason": "r"}], 201))
+    assert [(x.id, x.ok, x.data, x.error_code) for x in r] == [("a", True, "1-x", None), ("b", False, None, "conflict")]
+
+
+def test_position_and_http_status():
+    env = Envelope({"request_items": "", "results": "/outcomes", "correlation": "position",
+                    "result_http_status": "/http", "data": "/entry", "error": "/problem",
+                    "error_code": "/problem/kind", "summary": {"total": "/tally/n"}}, "ref")
+    items = [{"ref": "a"}, {"ref": "b"}, {"ref": "c"}]
+    assert env.body(items) == items
+    doc = {"outcomes": [{"http": 201, "entry": {}}, {"http": 422, "problem": {"kind": "k"}}, {"http": "x"}],
+           "tally": {"n": 3}}
+    by_id = env.result_map(resp(doc), items)
+    assert (by_id["a"].ok, by_id["b"].ok, by_id["c"].ok) == (True, False, None)
+    assert by_id["b"].id == "b" and by_id["b"].error_code == "k"
+    assert env.summary(resp(doc)) == {"total": 3}
+
+
+def test_batch_error_code_pattern_and_several_names():
+    env = Envelope({"batch_error_code": "/__type", "batch_error_pattern": "#(\\w+)$", "batch_error_message": "/message",
+                    "codes": {"batch_too_large": "TooManyEntriesInBatchRequest", "duplicate_id": ["conflict", "dup"]}})
+    r = resp({"__type": "com.amazonaws.sqs#TooManyEntriesInBatchRequest", "message": "Maximum 10; you sent 11"}, 400,
+             "application/x-amz-json-1.0")
+    assert env.error_code(r) == "TooManyEntriesInBatchRequest"
+    assert env.has_error_code(r, "batch_too_large") and not env.has_error_code(r, "batch_empty")
+    assert env.error_message(r) == "Maximum 10; you sent 11" and env.error_shape(r).startswith("declared")
+    assert env.code("duplicate_id") == "conflict" and env.has_error_code(resp({"error": "dup"}), "duplicate_id")
+    # Called on the class, the canonical reading is kept (suites written before the mapping).
+    assert Envelope.error_codes(resp({"error": "batch_too_large"})) == ["batch_too_large"]
+    assert Envelope.error_codes(r) == [] and Envelope.error_message(r) == "Maximum 10; you sent 11"
+
+
+@pytest.mark.parametrize("ctype, is_json", [("application/json", True), ("application/problem+json", True),
+                                            ("application/x-amz-json-1.0", True), ("text/plain", False),
+                                            ("application/jsonl", False), ("text/html; charset=utf-8", False)])
+def test_json_media_types(ctype, is_json):
+    assert is_json_media_type(ctype) is is_json
+
+
+def test_every_envelope_key_is_documented_in_schema_and_starter():
+    schema = json.loads((ROOT / "schemas" / "profile.schema.json").read_text())
+    props = schema["$defs"]["envelope"]["properties"]
+    starter = (ROOT / "conformance" / "profiles" / "starter.yaml").read_text()
+    for key, spec in props.items():
+        assert spec.get("description"), f"envelope.{key} has no description in the profile schema"
+        assert re.search(rf"^#\s+(#\s+)?{key}:", starter, re.M), f"envelope.{key} missing from starter.yaml"
+    assert schema["properties"]["setup"]["description"] and "setup:" in starter
+
+
+@pytest.mark.parametrize("name", ["sqs-moto", "couchdb-pouchdb"])
+def test_bundled_third_party_profiles_validate(name):
+    prof = _profile.bundled(name)
+    assert prof.get("setup")
