@@ -158,7 +158,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_bad_waivers_file_is_a_usage_error(tmp_path):
-    res = _cli("run", "--waivers", str(tmp_path / "missing.yaml"), "--class", "CORE", cwd=tmp_path)
+    res = _cli("run", "--waivers", str(tmp_path / "missing.yaml"), "--rule", "CORE-01", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "no such waivers file" in res.stderr
 
@@ -166,7 +166,7 @@ def test_cli_bad_waivers_file_is_a_usage_error(tmp_path):
 def test_cli_waiver_for_passing_rule_is_stale(tmp_path):
     f = tmp_path / "waivers.yaml"
     f.write_text(f"- rule: CORE-01\n  reason: was broken in 4.1\n  expires: {day(30)}\n")
-    res = _cli("run", "--class", "CORE", "--waivers", str(f), "--report-dir", str(tmp_path / "r"), "-q", cwd=tmp_path)
+    res = _cli("run", "--rule", "CORE-01", "--waivers", str(f), "--report-dir", str(tmp_path / "r"), "-q", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "stale" in res.stdout and "CORE-01" in res.stdout
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
