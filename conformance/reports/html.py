@@ -112,7 +112,7 @@ def _pretty(body: str | None) -> str:
         return ""
     try:
         return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # hostile evidence (ROB-02 deep nesting) is shown as sent
         return body
 
 
