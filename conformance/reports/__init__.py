@@ -35,6 +35,7 @@ def write_all(report: RunReport, directory: str | Path, secrets: Iterable[str] =
     out = {}
     for name, render in FILES.items():
         path = d / name
-        path.write_text(_scrub(render(report), secrets), encoding="utf-8")
+        # Hostile evidence (ROB-02) can hold lone surrogates: written escaped, never a crash of the run.
+        path.write_text(_scrub(render(report), secrets), encoding="utf-8", errors="backslashreplace")
         out[name] = path
     return out
