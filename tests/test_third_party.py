@@ -165,24 +165,18 @@ def test_couchdb_bulk_docs_on_pouchdb_server(pouchdb, tmp_path):
     _assert_pinned(report, COUCHDB_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
 
 
-def test_couchdb_setup_failure_stops_the_run_with_the_reason(pouchdb, tmp_path):
-    """A setup request answered otherwise than declared is the preflight's ERROR, never verdicts."""
-    profile = load_profile(PROFILES / "couchdb-pouchdb.yaml").with_base_url(pouchdb)
-    data = dict(profile.data, setup=[{"method": "PUT", "path": "/batchspec", "expect": [299]}])
-    report = conformance.run(conformance._profile.from_data(data, "bad setup"))
-    assert not report.preflight.get("ok")
-    assert "setup request 1 (PUT /batchspec) got" in report.preflight["reason"]
-    assert {r.verdict for r in report.rules if r.cls == "CORE"} == {Verdict.ERROR}
-
-
 # -- a batch API the kit has never seen, described by a profile only ------------------------------
 
-def _ledger_report(bugs: frozenset[str] = frozenset()) -> conformance.RunReport:
+def _ledger_report(bugs: frozenset[str] = frozenset(), rules: list[str] | None = None,
+                   setup: list[dict[str, Any]] | None = None) -> conformance.RunReport:
     from thirdparty.ledger_api import create_app
 
+    profile = load_profile(HERE / "ledger.yaml")
+    if setup is not None:
+        profile = conformance._profile.from_data(dict(profile.data, setup=setup), "ledger profile with setup")
     transport = ASGIThreadTransport(create_app(bugs))
     try:
-        return conformance.run(load_profile(HERE / "ledger.yaml"), transport=transport)
+        return conformance.run(profile, transport=transport, rules=rules)
     finally:
         transport.close()
 
@@ -207,8 +201,18 @@ def test_unseen_ledger_api_checked_from_its_profile_alone():
     ("mixed_is_422", "HTTP-01"),
 ])
 def test_unseen_ledger_api_defects_are_caught_through_the_profile(bug, rule):
-    report = _ledger_report(frozenset({bug}))
+    report = _ledger_report(frozenset({bug}), rules=[rule])
     got = {r.id: r for r in report.rules}[rule]
     assert got.verdict == F, f"{bug}: {rule} is {got.verdict.value}: {got.reason}"
     if bug != "mixed_is_422":  # checks whose setup is a mixed batch rightly ERROR when it gets a 4xx
         assert not [r.id for r in report.rules if r.verdict == Verdict.ERROR]
+
+
+def test_setup_requests_run_before_the_preflight_and_stop_the_run_when_refused():
+    """A setup request answered otherwise than declared is the preflight's ERROR, never verdicts."""
+    report = _ledger_report(rules=["CORE-01"], setup=[{"method": "GET", "path": "/v2/ledger/none", "expect": [404]}])
+    assert report.preflight.get("ok") and {r.id: r for r in report.rules}["CORE-01"].verdict == P
+    report = _ledger_report(rules=["CORE-01"], setup=[{"method": "PUT", "path": "/v2/ledger/x", "body": {}}])
+    assert not report.preflight.get("ok")
+    assert "setup request 1 (PUT /v2/ledger/x) got 405" in report.preflight["reason"]
+    assert {r.id: r for r in report.rules}["CORE-01"].verdict == Verdict.ERROR
