@@ -7,7 +7,7 @@ from typing import Any
 
 from reference_server.errors import PAYLOAD_TOO_LARGE, ApiError
 
-from ._base import Call, Rewrite, mutant, on_batch_response
+from ._base import Call, Rewrite, mutant, on_batch_response, variation
 
 
 def _service(app: Any) -> Any:
@@ -188,4 +188,22 @@ def empty_batch_generic_400(app):
         if isinstance(doc, dict) and doc.get("error") == "batch_empty":
             doc["error"] = "invalid_body"
             call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@variation("batch_too_large answered 400 instead of 413 (both legal)", classes=["SIZE", "HTTP"])
+def too_large_as_400(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 413 and isinstance(doc, dict) and doc.get("error") == "batch_too_large":
+            call.status = 400
+    return on_batch_response(fn)(app)
+
+
+@variation("an empty batch answered 200 with no results (legal)", classes=["SIZE", "HTTP"])
+def empty_batch_200(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("error") == "batch_empty":
+            call.set_response_json({"results": [], "summary": {"total": 0, "succeeded": 0, "failed": 0}}, 200)
     return on_batch_response(fn)(app)
