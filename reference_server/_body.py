@@ -1,9 +1,14 @@
 """Read a request body as it streams in, refusing it (413) as soon as it exceeds the byte limit."""
 from __future__ import annotations
 
-from starlette.requests import Request
+import anyio
+from starlette.requests import ClientDisconnect, Request
 
 from .errors import PAYLOAD_TOO_LARGE, ApiError
+
+# A client that stops sending mid-body (a Content-Length that lies, a slowloris) would hold a
+# worker forever: after this many idle seconds the body is refused with 408 and the connection closed.
+BODY_IDLE_TIMEOUT_S = 3.0
 
 # The rest of an over-limit body is never read: closing the connection tells the client to stop.
 _CLOSE = {"Connection": "close"}
@@ -15,7 +20,7 @@ def _too_large(max_bytes: int, detail: str) -> ApiError:
                     headers=_CLOSE, max_bytes=max_bytes)
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, idle_timeout: float = BODY_IDLE_TIMEOUT_S) -> bytes:
     """Return the whole body, or raise ``payload_too_large`` once more than ``max_bytes`` arrived.
 
     A ``Content-Length`` over the limit is refused before reading anything; a chunked body (no
@@ -31,7 +36,20 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise _too_large(max_bytes, f"Content-Length is {length}")
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle_timeout):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise ApiError(408, "request_timeout", f"no body bytes arrived for {idle_timeout:g} seconds; "
+                           f"{received} bytes received", headers=_CLOSE) from None
+        except ClientDisconnect:
+            # nobody is left to read an answer; a 400 (not a 500) keeps the logs honest
+            raise ApiError(400, "client_disconnected", "the client closed the connection before the "
+                           "body was complete", headers=_CLOSE) from None
         received += len(chunk)
         if received > max_bytes:
             raise _too_large(max_bytes, f"more than {max_bytes} bytes received")

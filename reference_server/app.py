@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.routing import Route
 
 from . import errors as E
@@ -34,6 +35,15 @@ from .storage import Storage
 from .validation import ItemValidator
 
 ANONYMOUS = ""
+
+
+class _OrderIdConvertor(PathConvertor):
+    """Any id, control characters included: the stock ``path`` regex (``.*``) stops at a newline."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("order_id", _OrderIdConvertor())
 
 
 def client_of(request: Request) -> str:
@@ -166,7 +176,7 @@ async def openapi(request: Request) -> Response:
 ROUTES = [
     Route("/orders", create_order, methods=["POST"]),
     Route("/orders/batch", batch_orders, methods=["POST"]),
-    Route("/orders/{order_id:path}", read_order, methods=["GET"]),
+    Route("/orders/{order_id:order_id}", read_order, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     *jobs.routes(client_of),
 ]

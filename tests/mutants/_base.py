@@ -62,13 +62,13 @@ class Call:
     def json(self) -> Any:
         try:
             return json.loads(self.body) if self.body else None
-        except ValueError:
+        except (ValueError, RecursionError):  # hostile bodies (ROB-02) nest 10,000 deep
             return None
 
     def response_json(self) -> Any:
         try:
             return json.loads(self.response_body) if self.response_body else None
-        except ValueError:
+        except (ValueError, RecursionError):  # hostile bodies (ROB-02) nest 10,000 deep
             return None
 
     def set_response_json(self, doc: Any, status: int | None = None) -> None:

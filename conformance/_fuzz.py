@@ -1,0 +1,173 @@
+"""ROB-01: schemathesis generates cases from the target's OpenAPI; the kit's Target sends them.
+
+Sending through the Target (not schemathesis's own transport) keeps every fuzzed exchange as
+redacted evidence with a curl line, honours the profile's timeout, pace and auth, and guarantees
+the requests go to the target only. schemathesis judges each answer with its response checks
+(5xx, undocumented status, body outside the documented schema, undocumented content type).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+_HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization", "cookie"}
+
+
+def load_openapi(target: Any, profile: Any) -> tuple[dict[str, Any] | None, str]:
+    """The target's OpenAPI document (fetched through the Target, so it is evidence) or (None, why not)."""
+    path = profile.get("openapi_file")
+    if path:
+        p = Path(path)
+        if not p.is_absolute() and profile.source and Path(profile.source).exists():
+            p = Path(profile.source).resolve().parent / p
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            return None, f"openapi_file {path} cannot be read: {exc}"
+        doc = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+        return (doc, f"openapi_file {path}") if isinstance(doc, dict) else (None, f"openapi_file {path} is not a document")
+    if not profile.get("endpoints.openapi"):
+        return None, "the profile declares neither endpoints.openapi nor openapi_file"
+    resp = target.call("openapi", note="the target's OpenAPI document (ROB-01)")
+    if not 200 <= resp.status_code < 300:
+        return None, f"endpoints.openapi answered {resp.status_code}"
+    try:
+        doc = resp.json()
+    except ValueError:
+        try:
+            doc = yaml.safe_load(resp.text)
+        except yaml.YAMLError:
+            return None, "endpoints.openapi answered neither JSON nor YAML"
+    return (doc, "endpoints.openapi") if isinstance(doc, dict) else (None, "endpoints.openapi is not a document")
+
+
+@dataclass
+class Finding:
+    mode: str
+    operation: str
+    problem: str
+    request: str
+    curl: str
+
+
+@dataclass
+class FuzzRun:
+    sent: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    stopped: str | None = None
+
+
+def batch_operations(schema: Any, profile: Any) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The schema's operations of the profile's batch endpoints (batch, atomic, async), each once."""
+    found: list[tuple[str, Any]] = []
+    missing: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for name in ("batch", "atomic", "async"):
+        ep = profile.get(f"endpoints.{name}")
+        if not ep:
+            continue
+        method = ep.get("method", "POST").upper()
+        key = (method, ep["path"])
+        if key in seen:
+            continue
+        seen.add(key)
+        op = schema.find_operation_by_path(method, ep["path"])
+        if op is None:
+            missing.append(f"{method} {ep['path']}")
+        else:
+            found.append((ep["path"], op))
+    return found, missing
+
+
+def _send(target: Any, path: str, case: Any) -> httpx.Response:
+    kw = case.as_transport_kwargs(base_url="http://fuzz.invalid")  # only the parts are used, never the URL
+    headers = {k: str(v) for k, v in (kw.get("headers") or {}).items() if k.lower() not in _HOP_HEADERS}
+    content: bytes | None = None
+    if "json" in kw:
+        try:
+            content = json.dumps(kw["json"], ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: send them escaped
+            content = json.dumps(kw["json"]).encode("utf-8")
+    elif kw.get("data") is not None:
+        data = kw["data"]
+        content = data if isinstance(data, bytes) else str(data).encode("utf-8")
+    url = case.formatted_path if "{" in case.path else path
+    return target.request(case.method.upper(), url, content=content, headers=headers,
+                          params=kw.get("params") or None, note="ROB-01 fuzzed case")
+
+
+def _judge(case: Any, resp: httpx.Response) -> str | None:
+    from schemathesis.checks import (
+        content_type_conformance, not_a_server_error, response_schema_conformance, status_code_conformance,
+    )
+    from schemathesis.core.transport import Response
+
+    if resp.status_code >= 500:
+        return f"answered {resp.status_code}"
+    # The request inside the wrapped response carries no credentials: failure texts may quote it.
+    import requests
+
+    req = requests.Request(method=resp.request.method, url=str(resp.request.url)).prepare()
+    wrapped = Response(status_code=resp.status_code, headers={k: [v] for k, v in resp.headers.items()},
+                       content=resp.content, request=req, elapsed=0.0, verify=True,
+                       message=resp.reason_phrase, http_version="1.1", encoding=resp.encoding)
+    try:
+        case.validate_response(wrapped, checks=[not_a_server_error, status_code_conformance,
+                                                content_type_conformance, response_schema_conformance])
+    except BaseException as exc:  # a Failure, or a FailureGroup (a BaseExceptionGroup)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        parts = getattr(exc, "exceptions", None) or [exc]
+        texts = []
+        for p in parts:
+            title = getattr(p, "title", type(p).__name__)
+            message = (getattr(p, "message", "") or str(p)).strip().splitlines()
+            texts.append(f"{title}: {message[0] if message else ''}"[:300])
+        return f"answered {resp.status_code}: " + "; ".join(texts)
+    return None
+
+
+def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
+         run: FuzzRun, redact: Any) -> None:
+    """Generate up to `max_examples` cases of `operation` in one mode and send each through the Target."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+    from schemathesis import GenerationMode
+
+    mode = GenerationMode.POSITIVE if mode_name == "positive" else GenerationMode.NEGATIVE
+    label = f"{operation.method.upper()} {operation.path}"
+
+    @hseed(seed)
+    @settings(max_examples=max_examples, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck), derandomize=False)
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def one(case: Any) -> None:
+        if run.stopped:
+            return
+        run.sent += 1
+        try:
+            resp = _send(target, path, case)
+        except httpx.TimeoutException:
+            problem = "no answer within the timeout (a hang)"
+            run.stopped = f"stopped after a hang ({mode_name} {label})"
+            resp = None
+        except httpx.TransportError as exc:
+            problem = f"the connection failed ({type(exc).__name__}): the target dropped it or went down"
+            run.stopped = f"stopped after a dropped connection ({mode_name} {label})"
+            resp = None
+        else:
+            cls = f"{resp.status_code // 100}xx"
+            run.by_status[cls] = run.by_status.get(cls, 0) + 1
+            problem = _judge(case, resp)
+        if problem:
+            ex = target.evidence[-1] if target.evidence else None
+            run.findings.append(Finding(mode_name, label, redact(problem) or problem,
+                                        (ex.request_body or "")[:300] if ex else "", ex.curl if ex else ""))
+
+    one()

@@ -1,0 +1,279 @@
+"""The ROB-02 hostile corpus (conformance/corpus/hostile.yaml): load it, build each case's bytes, send raw cases.
+
+The corpus is data so that a reviewer can read every hostile input and the answer the kit expects
+of it without reading code. Bodies are built through the profile's envelope and its valid item
+templates, with fresh run-prefixed ids, so the same corpus runs against any target.
+"""
+from __future__ import annotations
+
+import base64
+import importlib.resources
+import json
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+EXPECTATIONS = {"4xx", "4xx-or-item-error", "processed", "4xx-or-processed", "clean", "4xx-or-close"}
+_MARK = "\u0000bs-fragment-{}\u0000"  # a string no generated value contains: replaced by raw bytes
+
+
+@dataclass
+class HostileCase:
+    name: str
+    tests: str
+    expect: str
+    body: dict[str, Any]
+    socket: str | None = None
+
+
+@dataclass
+class BuiltBody:
+    """The bytes of one case, and what the kit must look for in the answer."""
+
+    content: bytes
+    items: list[Any]
+    """The items as a client would see them (raw fragments as None), for position correlation."""
+    hostile: list[dict[str, Any]] = field(default_factory=list)
+    """The hostile items that carry an id: {"id", "item" (as decoded, or None), "readable" (id usable in a URL)}."""
+    unidentified: int = 0
+    """Hostile items that carry no id (null, scalars, nested arrays)."""
+
+
+def load_corpus() -> list[HostileCase]:
+    text = importlib.resources.files("conformance").joinpath("corpus/hostile.yaml").read_text(encoding="utf-8")
+    doc = yaml.safe_load(text)
+    cases = [HostileCase(c["name"], c["tests"], c["expect"], c["body"], c.get("socket")) for c in doc["cases"]]
+    for c in cases:
+        if c.expect not in EXPECTATIONS:
+            raise ValueError(f"hostile corpus: case {c.name} has unknown expect {c.expect!r}")
+    return cases
+
+
+class _Fragments:
+    """Raw byte fragments spliced into an otherwise ordinary JSON document."""
+
+    def __init__(self, max_bytes: int | None):
+        self.parts: list[bytes] = []
+        self.max_bytes = max_bytes
+
+    def text(self, spec: dict[str, Any], fresh_id: Any) -> bytes:
+        if "json" in spec:
+            value = spec["json"]
+            if spec.get("prefixed") and isinstance(value, str):
+                value = fresh_id() + value
+            return json.dumps(value, ensure_ascii=False).encode("utf-8")
+        if "raw" in spec:
+            out = str(spec["raw"]).encode("utf-8")
+        elif "base64" in spec:
+            out = base64.b64decode(spec["base64"])
+        elif "nest" in spec:
+            n = spec["nest"]
+            out = (n["open"] * n["depth"] + n.get("inner", "") + n["close"] * n["depth"]).encode("utf-8")
+        elif "repeat" in spec:
+            r = spec["repeat"]
+            size = int(r["bytes"])
+            if r.get("within_limit") and self.max_bytes:
+                size = min(size, self.max_bytes - 4096)  # room for the envelope and a valid item
+            unit = str(r["text"]).encode("utf-8")
+            out = (unit * (size // len(unit) + 1))[:size]
+        else:
+            raise ValueError(f"hostile corpus: unknown fragment {spec!r}")
+        if spec.get("prefixed"):
+            out = fresh_id().encode("utf-8") + out
+        if spec.get("quoted"):
+            out = b'"' + out + b'"'
+        return out
+
+    def mark(self, raw: bytes) -> str:
+        self.parts.append(raw)
+        return _MARK.format(len(self.parts) - 1)
+
+
+def _field(name: str, template: dict[str, Any], id_field: str) -> str:
+    if name == "$id":
+        return id_field
+    others = [k for k in template if k != id_field]
+    if name == "$number":
+        nums = [k for k in others if isinstance(template[k], (int, float)) and not isinstance(template[k], bool)]
+        return (nums or others or [id_field])[0]
+    if name == "$field":
+        return (others or [id_field])[0]
+    return name
+
+
+def _decode(raw: bytes) -> Any:
+    """What a lenient parser would make of the bytes (None when nothing can)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+
+
+MAX_URL_ID_BYTES = 2000  # longer ids cannot go in a read URL (servers refuse long request lines)
+
+
+def _readable(value: Any) -> bool:
+    """Whether the id can be read back through a URL."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return len(value.encode("utf-8")) <= MAX_URL_ID_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
+WRONG_TYPES: list[Any] = [{"bs_wrong_type": True}, [1, 2]]  # no lenient coercion turns these into a scalar
+
+
+def build(case: HostileCase, items: Any, envelope: Any, max_bytes: int | None) -> BuiltBody:
+    """The bytes of `case`, with fresh ids from the `items` factory."""
+    frags = _Fragments(max_bytes)
+    spec = case.body
+    id_field = items.id_field
+    if "whole" in spec:
+        return BuiltBody(frags.text(spec["whole"], items.new_id), [], [], 1)
+    parts: list[Any] = []
+    shown: list[Any] = []
+    hostile: list[dict[str, Any]] = []
+    unidentified = 0
+    templates = items.templates()
+    for part in spec.get("batch") or []:
+        if part == "valid":
+            item = items.valid(1)[0]
+            parts.append(item)
+            shown.append(item)
+        elif part == "wrong_types":
+            seen: set[str] = set()
+            for tpl in templates:
+                for name in tpl:
+                    if name == id_field or name in seen:
+                        continue
+                    seen.add(name)
+                    for wrong in WRONG_TYPES:
+                        item = items.with_id(tpl)
+                        item[name] = wrong
+                        parts.append(item)
+                        shown.append(item)
+                        hostile.append({"id": item[id_field], "item": item, "readable": True})
+        elif "item" in part:
+            parts.append(frags.mark(frags.text(part["item"], items.new_id)))
+            shown.append({id_field: None})
+            unidentified += 1
+        elif "valid_with" in part:
+            tpl = templates[0]
+            item: dict[str, Any] = items.with_id(tpl)
+            raw_fields: dict[str, bytes] = {}
+            for name, fspec in part["valid_with"].items():
+                key = _field(name, tpl, id_field)
+                raw_fields[key] = frags.text(fspec, items.new_id)
+                item[key] = frags.mark(raw_fields[key])
+            parts.append(item)
+            decoded = {k: (_decode(raw_fields[k]) if k in raw_fields else v) for k, v in item.items()}
+            hid = decoded.get(id_field)
+            shown.append({id_field: hid})
+            hostile.append({"id": hid, "item": decoded if None not in decoded.values() else None,
+                            "readable": _readable(hid)})
+        elif "duplicate_key" in part:
+            tpl = templates[0]
+            key = _field(part["duplicate_key"], tpl, id_field)
+            item = items.with_id(tpl)
+            # the same member twice: a marked key placed first is replaced by `"key": value, `
+            twin = json.dumps(key, ensure_ascii=False) + ": " + json.dumps(item.get(key), ensure_ascii=False) + ", "
+            parts.append({frags.mark(twin.encode("utf-8")): None, **item})
+            shown.append({id_field: item[id_field]})
+            hostile.append({"id": item[id_field], "item": item, "readable": True})
+        else:
+            raise ValueError(f"hostile corpus: case {case.name}: unknown part {part!r}")
+    doc = envelope.body(parts)
+    content = _splice_keys(frags, doc)
+    if "prefix" in spec:
+        content = frags.text(spec["prefix"], items.new_id) + content
+    return BuiltBody(content, shown, hostile, unidentified)
+
+
+def _splice_keys(frags: _Fragments, doc: Any) -> bytes:
+    """Like `splice`, but a mark used as an object key (`"<mark>": null,`) is replaced as a whole member."""
+    out = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    for i, raw in enumerate(frags.parts):
+        mark = json.dumps(_MARK.format(i), ensure_ascii=False).encode("utf-8")
+        out = out.replace(mark + b": null, ", raw).replace(mark, raw)
+    return out
+
+
+# -- raw socket cases -----------------------------------------------------------------------------
+
+@dataclass
+class RawOutcome:
+    status: int | None = None
+    body: bytes = b""
+    closed: bool = False
+    """The target closed the connection without an answer."""
+    hung: bool = False
+    """Neither an answer nor a close within the timeout."""
+    elapsed_s: float = 0.0
+
+
+def send_raw(base_url: str, method: str, path: str, headers: dict[str, str], body: bytes, mode: str, *,
+             timeout: float, verify: bool | str = True) -> RawOutcome:
+    """Send a request whose framing lies (`lying_length`) or stops half-way (`half_body`), and watch."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    start = time.monotonic()
+    out = RawOutcome()
+    sock = socket.create_connection((host, port), timeout=timeout)
+    if parts.scheme == "https":
+        ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+        if verify is False:
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        sock = ctx.wrap_socket(sock, server_hostname=host)
+    try:
+        prefix = parts.path.rstrip("/")
+        declared = len(body) + 100 if mode == "lying_length" else len(body)
+        sent = body if mode == "lying_length" else body[: len(body) // 2]
+        lines = [f"{method} {prefix}{path} HTTP/1.1", f"Host: {parts.netloc.rsplit('@', 1)[-1]}"]
+        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")]
+        lines.append(f"Content-Length: {declared}")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + sent)
+        if mode == "half_body":
+            sock.shutdown(socket.SHUT_WR)  # still able to read what the target says
+        buf = b""
+        deadline = start + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                out.hung = not buf
+                break
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                out.hung = not buf
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            if b"\r\n\r\n" in buf:
+                break  # the status line is all the check needs
+        if buf.startswith(b"HTTP/"):
+            try:
+                out.status = int(buf.split(b" ", 2)[1])
+            except (IndexError, ValueError):
+                out.status = None
+            out.body = buf.partition(b"\r\n\r\n")[2]
+        elif not out.hung:
+            out.closed = True
+    finally:
+        out.elapsed_s = round(time.monotonic() - start, 3)
+        try:
+            sock.close()
+        except OSError:
+            pass
+    return out

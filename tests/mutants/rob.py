@@ -1,0 +1,119 @@
+"""Mutants of class ROB: robustness against fuzzed and hostile input, and recovery afterwards."""
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from ._base import Call, Rewrite, mutant
+
+_NON_JSON_NUMBER = re.compile(rb"(?<![\"\w])-?(NaN|Infinity)\b")
+_DEEP = re.compile(rb"[\[{]{1000}|(\{\"a\":){1000}")
+# Fixed seeds keep the kill matrix deterministic; few examples keep it fast where ROB-01 is not the rule at stake.
+_FEW = {"rob": {"max_examples": 4, "seed": 1}}
+_FUZZ = {"rob": {"max_examples": 15, "seed": 1}}
+_HANG = {"target": {"timeout": 1}}  # a hang is noticed after 1 s
+
+
+def _server_error(call: Call, message: str) -> None:
+    call.set_response_json({"error": "internal_error", "message": message}, status=500)
+
+
+@mutant("ROB-02", "a lenient JSON parser accepts NaN/Infinity, then serialising the answer crashes: 500",
+        profile=_FEW)
+def nan_crashes(app):
+    def fn(call: Call) -> None:
+        if _NON_JSON_NUMBER.search(call.body):
+            _server_error(call, "ValueError: Out of range float values are not JSON compliant")
+    return Rewrite(app, response=fn)
+
+
+@mutant("ROB-02", "a recursive parser spins on deeply nested bodies: no answer", profile={**_HANG, **_FEW})
+def deep_nesting_hangs(app):
+    async def fn(call: Call) -> None:
+        if _DEEP.search(call.body):
+            await asyncio.sleep(30)
+    return Rewrite(app, request=fn)
+
+
+@mutant("ROB-02", "a non-ASCII id is stored through a latin-1 column: read back, it is mojibake", profile=_FEW)
+def non_ascii_ids_garbled(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 200 and isinstance(doc, dict) and "id" in doc and isinstance(doc["id"], str):
+            try:
+                doc["id"] = doc["id"].encode("utf-8").decode("latin-1")
+            except UnicodeError:
+                return
+            call.set_response_json(doc)
+    return Rewrite(app, method="GET", path=lambda p: p.startswith("/orders/") and p != "/orders/batch",
+                   response=fn)
+
+
+@mutant("ROB-01", "unknown top-level members of a batch body raise a KeyError: 500", profile=_FUZZ)
+def extra_members_crash(app):
+    def fn(call: Call) -> None:
+        doc = call.json()
+        if isinstance(doc, dict) and set(doc) - {"operations", "atomic"}:
+            _server_error(call, "KeyError")
+    return Rewrite(app, response=fn)
+
+
+@mutant("ROB-01", "a malformed envelope is answered 422 (documented only for atomic failures) with the plain error body",
+        profile=_FUZZ)
+def undocumented_error_shape(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 400 and isinstance(doc, dict) and doc.get("error") == "invalid_body":
+            call.status = 422
+    return Rewrite(app, response=fn)
+
+
+@mutant("ROB-01", "an item whose depends_on names an id outside the batch sends the planner into an endless loop",
+        profile={**_HANG, **_FUZZ})
+def unknown_dependency_hangs(app):
+    async def fn(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if not isinstance(ops, list):
+            return
+        ids = {op.get("id") for op in ops if isinstance(op, dict)}
+        for op in ops:
+            deps = op.get("depends_on") if isinstance(op, dict) else None
+            if isinstance(deps, list) and any(d not in ids for d in deps):
+                await asyncio.sleep(30)
+    return Rewrite(app, request=fn)
+
+
+class _PoisonedAfterDisconnect:
+    """A client that disconnects mid-body leaves the worker's transaction open: later writes fail."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.router = getattr(app, "router", None)
+        self.poisoned = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if self.poisoned:
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body",
+                        "body": b'{"error": "internal_error", "message": "database is locked"}'})
+            return
+
+        async def watch() -> dict[str, Any]:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                self.poisoned = True
+            return msg
+
+        await self.app(scope, watch, send)
+
+
+@mutant("ROB-03", "a client that disconnects mid-body leaks the worker's open transaction: every later write gets 500",
+        socket=True, profile=_FEW)
+def poisoned_after_disconnect(app):
+    return _PoisonedAfterDisconnect(app)
