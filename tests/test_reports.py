@@ -90,16 +90,30 @@ def test_html_is_self_contained(reports):
 
 def _hostile_report() -> RunReport:
     ex = Exchange(method="POST", url="http://t.test/batch", request_headers={"Content-Type": "application/json"},
-                  request_body='{"operations": ["\x00\x1b</script><script>alert(1)</script>"]}', status=500,
+                  request_body='{"operations": ["\x00\x1b</script><script>alert(1)</script>", "x"]}', status=500,
                   response_headers={"content-type": "text/html"}, response_body="<img src=http://evil.test/x>\x07",
                   curl="curl -sS -X POST http://t.test/batch --data-binary '\x00'")
+    # Valid JSON that decodes to a lone surrogate, and nesting deeper than json's recursion limit.
+    lone = Exchange(method="POST", url="http://t.test/batch", request_headers={}, request_body='["\\ud800"]',
+                    status=400, response_body='{"error": "bad \\udfff"}', curl="curl")
+    deep = Exchange(method="POST", url="http://t.test/batch", request_headers={},
+                    request_body="[" * 100_000 + "]" * 100_000, status=500, curl="curl")
     check = CheckOutcome(nodeid="s::test_x", name="test_x", rule_id="ROB-02", verdict=Verdict.FAIL,
-                         reason="got 500 for <script>", expected="4xx", seen="500 \x01", evidence=[ex])
+                         reason="got 500 for <script>", expected="4xx", seen="500 \x01", evidence=[ex, lone, deep])
     rule = RuleResult(id="ROB-02", cls="ROB", level="MUST", title="hostile inputs get a 4xx", rationale="r",
                       seed="s", verdict=Verdict.FAIL, reason="got 500 for <script>", checks=[check])
     return RunReport(schema_version="1.0", tool_version="t", target="http://t.test", profile="p",
                      started_at="2030-01-01T00:00:00+00:00", finished_at="2030-01-01T00:00:01+00:00", duration_s=1,
                      strict=False, classes_declared=["CORE", "ROB"], rules=[rule])
+
+
+def test_every_report_is_written_despite_hostile_evidence(tmp_path):
+    from conformance.reports import write_all
+
+    written = write_all(_hostile_report(), tmp_path)
+    ET.parse(written["junit.xml"])
+    assert json.loads(written["report.json"].read_text())["rules"][0]["verdict"] == "FAIL"
+    assert "alert(1)" in written["report.html"].read_text()
 
 
 def test_junit_survives_control_characters():
