@@ -128,7 +128,7 @@ class Rewrite:
             if not msg.get("more_body"):
                 break
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        call = Call(scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body)
+        call = Call(scope["method"], scope["path"], scope.get("query_string", b"").decode(), dict(headers), body)
         if self.on_request:
             res = self.on_request(call)
             if hasattr(res, "__await__"):
