@@ -165,7 +165,7 @@ class JobStore:
                 return None
             if row[0] in TERMINAL:
                 raise ApiError(409, JOB_FINISHED, f"job '{job_id}' already ended ({row[0]}); nothing to cancel",
-                               status=row[0])
+                               job_status=row[0])
             stamp = now_iso()
             conn.execute("UPDATE jobs SET status = 'cancelled', updated_at = ?, finished_at = ?, finished_ts = ?, "
                          "callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'due' END "
