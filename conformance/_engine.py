@@ -169,12 +169,14 @@ def pytest_args(ctx: RunContext, extra: list[str] | None = None) -> list[str]:
         str(suites),
         "-c", str(ini),
         "--rootdir", str(suites),
-        "-p", "no:batchspec",
+        # Third-party plugins of the user's environment have no say in a conformance run.
+        "--disable-plugin-autoload",
         "-p", "conformance.plugin",
         "-p", "no:cacheprovider",
         "-p", "no:terminal",
         "-p", "no:xdist",
         "-p", "no:randomly",
+        "-p", "no:unraisableexception",  # its forced gc.collect() costs more than a whole CORE run
         "-W", "ignore",
         "--capture=no",
         *(extra or []),

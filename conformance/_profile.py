@@ -15,6 +15,8 @@ import yaml
 from . import _schemas
 
 PROFILE_SCHEMA = "profile.schema.json"
+# libyaml when present: profiles are parsed at every run, and the kit's own tests run hundreds.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MISSING = object()
 
@@ -54,7 +56,7 @@ def _line_map(text: str) -> dict[tuple[Any, ...], int]:
     """JSON path of every mapping key and sequence entry -> 1-based line in the YAML text."""
     lines: dict[tuple[Any, ...], int] = {}
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError:
         return lines
 
@@ -214,7 +216,7 @@ def from_data(data: dict[str, Any], source: str = "<memory>", lines: dict | None
 def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Profile:
     env = os.environ if env is None else env
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
