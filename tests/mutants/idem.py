@@ -99,7 +99,7 @@ def in_flight_not_claimed(app):
         got = begin(client, key, fp)
         if isinstance(got, Claim):
             store.release(got)  # the look-up reserved nothing
-            time.sleep(0.05)  # the window a slower store leaves between looking and writing
+            time.sleep(0.2)  # the window a slower store leaves between looking and writing
         return got
 
     def upsert(conn: Any, claim: Claim, out: Stored) -> None:
