@@ -288,9 +288,22 @@ class Target:
 
     def batch(self, items: list[Any], *, headers: dict[str, str] | None = None,
               extra: dict[str, Any] | None = None, endpoint: str = "batch", note: str | None = None,
-              timeout: float | None = None) -> httpx.Response:
+              timeout: float | None = None, auto_key: bool = True) -> httpx.Response:
+        headers = dict(headers or {})
+        key_header = self.profile.get("idempotency.header")
+        if (auto_key and self.profile.get("idempotency.required") and key_header
+                and not any(k.lower() == key_header.lower() for k in headers)):
+            # A target that requires a key gets a fresh one on every batch that names none.
+            import uuid
+
+            headers[key_header] = f"bs-{uuid.uuid4()}"
         return self.call(endpoint, json_body=self.envelope.body(items, extra), headers=headers,
                          note=note, timeout=timeout)
+
+    def record(self, exchange: Exchange) -> None:
+        """Keep an exchange made outside httpx (a raw socket) as evidence of this check."""
+        with self._lock:
+            self.evidence.append(exchange)
 
     def atomic(self, items: list[Any], **kw: Any) -> httpx.Response:
         return self.batch(items, endpoint="atomic", **kw)
