@@ -361,10 +361,21 @@ def test_cancel_stops_pending_items_and_keeps_finished_ones(jobs, items, profile
     batch = items.valid(_cancel_size(profile, items.one()))
     acc = jobs.create(batch)
     method, path = jobs.cancel_url(acc.job_id)
-    resp = target.request(method, path, note="cancel the job right after creating it")
+    url = jobs.url_of(acc)
+    # Cancel once some items are finished and (likely) some pending: both halves of the rule show.
+    end = time.monotonic() + jobs.deadline_s
+    while True:
+        snap = jobs.read(url, note="wait for the first finished items before cancelling")
+        if not snap.ok or snap.status is None or snap.terminal or time.monotonic() > end:
+            break
+        if (snap.count("succeeded") or 0) + (snap.count("failed") or 0) > 0:
+            break
+        time.sleep(min(jobs.interval, jobs.max_wait))
+    if snap.terminal:
+        pytest.skip(f"the job ended before it could be cancelled ({snap.raw_status!r}); raise async.cancel_items")
+    resp = target.request(method, path, note="cancel the job while it runs")
     expect(resp.status_code not in (404, 405, 501), "the job cannot be cancelled",
            expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 200)}")
-    url = jobs.url_of(acc)
     _, last = jobs.wait_done(url)
     if not 200 <= resp.status_code < 300:
         if last.status == "completed" and 400 <= resp.status_code < 500:
