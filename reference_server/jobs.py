@@ -302,6 +302,9 @@ class JobRunner:
         self._wake: asyncio.Event | None = None
         self._callbacks_wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._posting: set[asyncio.Task[None]] = set()  # callback deliveries waiting on the network
+        self._sending: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def notify(self) -> None:
         """A job was created or changed: the worker picks it up now instead of at its next idle poll."""
@@ -309,15 +312,25 @@ class JobRunner:
             self._wake.set()
 
     async def start(self) -> None:
+        self._stopping = False
         self._wake = asyncio.Event()
         self._callbacks_wake = asyncio.Event()
         self._tasks = [asyncio.create_task(self._work(), name="batchspec-jobs"),
                        asyncio.create_task(self._deliver(), name="batchspec-callbacks")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Let the tasks finish what they are doing, then end them.
+
+        Never cancel a task while it waits on a database call in a worker thread: the call would go
+        on after the storage is closed (SQLite crashes on a connection closed under it). Only the
+        network part of a callback delivery is cancelled; it is retried after the next start."""
+        self._stopping = True
+        for event in (self._wake, self._callbacks_wake):
+            if event is not None:
+                event.set()
+        for task in list(self._posting):
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._sending]:
             try:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: PERF203 - shutting down
@@ -327,7 +340,7 @@ class JobRunner:
     async def _work(self) -> None:
         assert self._wake is not None
         last_purge = 0.0
-        while True:
+        while not self._stopping:
             self._wake.clear()  # before the step: a job created during it wakes the next round
             try:
                 stepped = await to_thread.run_sync(self.store.step)
@@ -338,6 +351,8 @@ class JobRunner:
                     self._callbacks_wake.set()
                 await asyncio.sleep(self.chunk_pause)  # also lets request handlers in between chunks
                 continue
+            if self._stopping:
+                break
             if time.monotonic() - last_purge > 60:
                 last_purge = time.monotonic()
                 await to_thread.run_sync(self.store.purge_expired)
@@ -350,16 +365,17 @@ class JobRunner:
         import httpx
 
         assert self._callbacks_wake is not None
-        sending: set[asyncio.Task[None]] = set()
         async with httpx.AsyncClient(timeout=self.callback_timeout, follow_redirects=False) as client:
-            while True:
+            while not self._stopping:
                 self._callbacks_wake.clear()
                 claim = await to_thread.run_sync(self.store.claim_callback, self.callback_timeout * 3)
-                if claim is not None:
+                if claim is not None and not self._stopping:
                     task = asyncio.create_task(self._send(client, *claim))
-                    sending.add(task)
-                    task.add_done_callback(sending.discard)
+                    self._sending.add(task)
+                    task.add_done_callback(self._sending.discard)
                     continue
+                if self._stopping:
+                    break
                 due = await to_thread.run_sync(self.store.next_callback_at)
                 wait = self.idle_poll if due is None else min(self.idle_poll, max(0.01, due - time.time()))
                 try:
@@ -368,6 +384,9 @@ class JobRunner:
                     pass
 
     async def _send(self, client: Any, job_id: str, url: str, job: dict[str, Any], attempt: int) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        self._posting.add(me)
         try:
             resp = await client.post(url, content=orjson.dumps(job),
                                      headers={"Content-Type": "application/json",
@@ -375,6 +394,8 @@ class JobRunner:
             delivered = 200 <= resp.status_code < 300
         except Exception:  # unreachable, timed out, refused: retried with backoff
             delivered = False
+        finally:
+            self._posting.discard(me)
         backoff = min(60.0, self.callback_backoff * 2 ** (attempt - 1))
         await to_thread.run_sync(self.store.callback_done, job_id, delivered, attempt,
                                  self.callback_max_attempts, backoff)
