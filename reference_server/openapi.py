@@ -67,6 +67,17 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         (413, "`batch_too_large` (\"Maximum N items per batch; received M\") or `payload_too_large`"),
         (415, "`unsupported_media_type`: the body must be application/json"),
     )
+    key_param = {"name": "Idempotency-Key", "in": "header", "required": settings.idempotency_key_required,
+                 "description": (f"Batch-level idempotency key (1..255 characters), scoped to the client and "
+                                 f"kept {settings.idempotency_retention_seconds} s: the same key and body "
+                                 "replays the first response with `Idempotent-Replayed: true`."),
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+    key_errors = _errors(
+        (409, "`idempotency_key_in_use`: the first request with this key is still running (Retry-After)"),
+    )
+    batch_errors[str(400)] = _json("Error", "`malformed_json`, `invalid_body`, `batch_empty`, `duplicate_id`, "
+                                   "`duplicate_idempotency_key` or `invalid_idempotency_key` (nothing applied)")
+    job_param = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     security_note = ("Any `Authorization: Bearer <token>` names a client; requests without one belong "
                      "to one anonymous client. Orders are scoped per client.")
     return {
@@ -125,16 +136,63 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                                    "failure_status": 422, "failure_code": "atomic_batch_failed"},
                 "x-batch-max-items": settings.max_items,
                 "x-batch-max-bytes": settings.max_bytes,
+                "parameters": [key_param, {
+                    "name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+                    "description": "`respond-async` turns the batch into a job (202, as POST /imports/batch)"}],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/BatchRequest"}}}},
                 "responses": {
                     "200": _json("BatchResponse", "Processed: one result per item, in request order"),
-                    "422": {"description": "Atomic batch failed; nothing was applied",
-                            "content": {"application/json": {"schema": {
-                                "$ref": "#/components/schemas/BatchResponse/$defs/atomic_failure"}}}},
+                    "202": _json("Job", "Accepted as a job (with `Prefer: respond-async`)"),
+                    "422": {"description": "Atomic batch failed (nothing was applied), or "
+                                           "`idempotency_key_reused`: the key was used with another body",
+                            "content": {"application/json": {"schema": {"anyOf": [
+                                {"$ref": "#/components/schemas/BatchResponse/$defs/atomic_failure"},
+                                {"$ref": "#/components/schemas/Error"}]}}}},
                     **batch_errors,
+                    **key_errors,
                 },
             }},
+            "/imports/batch": {"post": {
+                "operationId": "createImportJob",
+                "summary": "Create an async batch job (202)",
+                "description": (f"Up to {settings.async_max_items} items, the same item shape as the sync batch. "
+                                "The job is stored before the 202; a background worker applies it in chunks, "
+                                "writing each item's result as it is known. `callback_url` (optional) gets one "
+                                "POST of the final status. The Idempotency-Key returns the same job on a retry."),
+                "x-batch-max-items": settings.async_max_items,
+                "parameters": [key_param],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/BatchRequest"}}}},
+                "responses": {
+                    "202": _json("Job", "Accepted: `job_id` and `status_url` (also in Location)"),
+                    "422": _json("Error", "`idempotency_key_reused`"),
+                    **batch_errors,
+                    **key_errors,
+                },
+            }},
+            "/imports/batch/{job_id}": {
+                "get": {
+                    "operationId": "readImportJob",
+                    "summary": "Job status, counts and per-item results (paged with a cursor)",
+                    "parameters": [job_param,
+                                   {"name": "cursor", "in": "query", "required": False,
+                                    "schema": {"type": "integer", "minimum": 0}},
+                                   {"name": "limit", "in": "query", "required": False,
+                                    "schema": {"type": "integer", "minimum": 0}}],
+                    "responses": {"200": _json("Job", "The job (Retry-After while not terminal)"),
+                                  **_errors((400, "`invalid_cursor`"),
+                                            (404, "`job_not_found` (also for another client's job)"))},
+                },
+                "delete": {
+                    "operationId": "cancelImportJob",
+                    "summary": "Cancel a job: pending items stop, finished ones stay",
+                    "parameters": [job_param],
+                    "responses": {"200": _json("Job", "The cancelled job"),
+                                  **_errors((404, "`job_not_found` (also for another client's job)"),
+                                            (409, "`job_already_finished`"))},
+                },
+            },
         },
         "components": {"schemas": schemas},
     }

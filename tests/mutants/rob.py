@@ -59,13 +59,13 @@ def extra_members_crash(app):
     return Rewrite(app, response=fn)
 
 
-@mutant("ROB-01", "a malformed envelope is answered 422 (documented only for atomic failures) with the plain error body",
+@mutant("ROB-01", "a malformed envelope is answered 406, a status the OpenAPI document does not declare",
         profile=_FUZZ)
 def undocumented_error_shape(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
         if call.status == 400 and isinstance(doc, dict) and doc.get("error") == "invalid_body":
-            call.status = 422
+            call.status = 406
     return Rewrite(app, response=fn)
 
 
