@@ -120,6 +120,8 @@ class JobStore:
         self.chunk_items = settings.async_chunk_items
         # Parsed items of the jobs this process is working on (items are immutable once stored).
         self._items: dict[str, list[dict[str, Any]]] = {}
+        # Whether a job's items depend on each other, decided once per job, not at every chunk.
+        self._linked: dict[str, bool] = {}
         storage.connection().executescript(_SCHEMA)
 
     # -- creation -------------------------------------------------------------
@@ -171,6 +173,7 @@ class JobStore:
                          "callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'due' END "
                          "WHERE id = ?", (stamp, stamp, time.time(), job_id))
         self._items.pop(job_id, None)
+        self._linked.pop(job_id, None)
         return self.load(client, job_id)
 
     # -- processing ---------------------------------------------------------------
@@ -189,7 +192,10 @@ class JobStore:
             job_id, client, atomic, total, processed = row
             items = self._items_of(conn, job_id)
             size = self.chunk_items
-            if atomic or any("depends_on" in item for item in items):
+            linked = self._linked.get(job_id)
+            if linked is None:
+                linked = self._linked[job_id] = any("depends_on" in item for item in items)
+            if atomic or linked:
                 size = total  # all-or-nothing and cross-item dependencies need the whole job in one batch
             chunk = items[processed:processed + size]
             outcome = self.apply(conn, client, BatchRequest(items=chunk, atomic=bool(atomic)))
@@ -207,6 +213,7 @@ class JobStore:
                  done, stamp, done, now, done, job_id))
         if done:
             self._items.pop(job_id, None)
+            self._linked.pop(job_id, None)
         return job_id, status
 
     def _items_of(self, conn: sqlite3.Connection, job_id: str) -> list[dict[str, Any]]:
