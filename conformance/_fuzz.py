@@ -9,41 +9,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+
+from . import _openapi
 
 _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization", "cookie"}
 
 
 def load_openapi(target: Any, profile: Any) -> tuple[dict[str, Any] | None, str]:
     """The target's OpenAPI document (fetched through the Target, so it is evidence) or (None, why not)."""
-    path = profile.get("openapi_file")
-    if path:
-        p = Path(path)
-        if not p.is_absolute() and profile.source and Path(profile.source).exists():
-            p = Path(profile.source).resolve().parent / p
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            return None, f"openapi_file {path} cannot be read: {exc}"
-        doc = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
-        return (doc, f"openapi_file {path}") if isinstance(doc, dict) else (None, f"openapi_file {path} is not a document")
-    if not profile.get("endpoints.openapi"):
-        return None, "the profile declares neither endpoints.openapi nor openapi_file"
-    resp = target.call("openapi", note="the target's OpenAPI document (ROB-01)")
-    if not 200 <= resp.status_code < 300:
-        return None, f"endpoints.openapi answered {resp.status_code}"
-    try:
-        doc = resp.json()
-    except ValueError:
-        try:
-            doc = yaml.safe_load(resp.text)
-        except yaml.YAMLError:
-            return None, "endpoints.openapi answered neither JSON nor YAML"
-    return (doc, "endpoints.openapi") if isinstance(doc, dict) else (None, "endpoints.openapi is not a document")
+    return _openapi.load(target, profile)
 
 
 @dataclass

@@ -5,7 +5,6 @@ built from `--target`/`--profile` (plain `pytest --pyargs conformance ...`).
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Iterator
 
 import httpx

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from conformance import _openapi
-from conformance.checks import Envelope, expect, json_of, response_json, setup_ok, short
+from conformance.checks import expect, json_of, response_json, setup_ok, short
 
 
 def _comparable(doc: Any, ignore: set[str]) -> Any:
