@@ -184,8 +184,14 @@ class Profile:
         return Profile(data, self.source, dict(self.overrides, base_url=url))
 
     def secrets(self) -> list[str]:
-        """Every header value of the profile: never to appear in a report or a log."""
+        """Every header value of the profile, and a password in the base URL: never to appear in a
+        report or a log."""
+        from urllib.parse import urlsplit
+
         out = []
+        password = urlsplit(self.base_url).password
+        if password:
+            out.append(password)
         for key in ("headers", "second_credential"):
             out.extend(v for v in (self.target.get(key) or {}).values() if v)
         for ep in (self.data.get("endpoints") or {}).values():

@@ -118,7 +118,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         profile = _load_profile(args)
     try:
-        print(f"batchspec: checking {profile.base_url} (profile: {profile.source})", flush=True)
+        shown = profile.base_url
+        for secret in profile.secrets():
+            shown = shown.replace(secret, "<redacted>")
+        print(f"batchspec: checking {shown} (profile: {profile.source})", flush=True)
         report = run(
             profile,
             classes=classes,

@@ -145,6 +145,7 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
         return None
     pre = _preflight(ctx)
     ctx.preflight = {k: v for k, v in pre.items() if k != "evidence"}
+    ctx.preflight["reason"] = ctx.session.redactor.text(ctx.preflight.get("reason", "")) or ""
     ctx.preflight["evidence"] = [e.to_dict() for e in pre["evidence"]]
     if not pre["ok"]:
         return True  # no check runs against a target that cannot take one batch

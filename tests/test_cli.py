@@ -106,3 +106,11 @@ def test_plain_pytest_runs_the_same_engine(tmp_path):
 
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert {x["id"]: x["verdict"] for x in report["rules"]}["CORE-01"] == "PASS"
+
+
+def test_a_password_in_the_target_url_stays_out_of_output_and_reports(tmp_path):
+    r = run_cli("run", "http://someone:hunter2-secret@127.0.0.1:9", "--report-dir", str(tmp_path))
+    assert r.returncode == 3
+    assert "hunter2-secret" not in r.stdout + r.stderr
+    for f in tmp_path.iterdir():
+        assert "hunter2-secret" not in f.read_text(), f.name

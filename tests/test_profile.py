@@ -57,3 +57,8 @@ def test_env_interpolation_and_defaults():
     assert "Bearer s3cret-token" in p.secrets()
     with pytest.raises(ProfileError, match=r"target.headers.Authorization \(line 3\): environment variable TOKEN is not set"):
         loads_profile(text, env={})
+
+
+def test_a_password_in_the_base_url_is_a_secret():
+    p = loads_profile(MINIMAL.replace("http://127.0.0.1:8000", "http://user:pa55word-x@127.0.0.1:8000"), env={})
+    assert "pa55word-x" in p.secrets()
