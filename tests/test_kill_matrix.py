@@ -11,6 +11,11 @@ CAUGHT_AS = {"MUST": {Verdict.FAIL}, "MUST NOT": {Verdict.FAIL}, "SHOULD": {Verd
              "MAY": {Verdict.INFO}}
 
 
+def _label(m) -> str:
+    """class module + function name: unique even where two modules name a mutant alike."""
+    return f"{m.build.__module__.rsplit('.', 1)[-1].rstrip('_')}.{m.name}"
+
+
 def _classes(m) -> list[str]:
     cat = load_catalogue()
     classes = set(m.classes) | {"CORE"}
@@ -19,7 +24,7 @@ def _classes(m) -> list[str]:
     return sorted(classes)
 
 
-@pytest.mark.parametrize("m", REGISTRY, ids=lambda m: m.name)
+@pytest.mark.parametrize("m", REGISTRY, ids=lambda m: _label(m))
 def test_mutant_is_caught(m, tmp_path):
     from reference_server import create_app
 
@@ -37,7 +42,7 @@ def test_mutant_is_caught(m, tmp_path):
         rule = by_id[m.rule]
         caught = rule.verdict in CAUGHT_AS[m.level or rule.level] and not other
         verdict = rule.verdict.value
-    record_matrix_row({"mutant": m.name, "rule": m.rule, "verdict": verdict, "other_fails": other + errors,
+    record_matrix_row({"mutant": _label(m), "rule": m.rule, "verdict": verdict, "other_fails": other + errors,
                        "caught": caught})
     if m.variation:
         assert not other, f"legal variation {m.name} flagged: {[(i, by_id[i].reason) for i in other]}"
