@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 from . import _schemas
+from ._envelope import CANONICAL
 
 PROFILE_SCHEMA = "profile.schema.json"
 # libyaml when present: profiles are parsed at every run, and the kit's own tests run hundreds.
@@ -20,22 +21,8 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MISSING = object()
 
-ENVELOPE_DEFAULTS: dict[str, Any] = {
-    "request_items": "/operations",
-    "results": "/results",
-    "correlation": "id",
-    "result_id": "/id",
-    "result_status": "/status",
-    "ok_values": ["ok"],
-    "error_values": ["error"],
-    "data": "/data",
-    "error": "/error",
-    "error_code": "/error/code",
-    "error_message": "/error/message",
-    "summary": {},
-    "codes": {},
-    "content_type": "application/json",
-}
+# The canonical shape of SPEC §2 is the envelope's default; it is defined once, in _envelope.
+ENVELOPE_DEFAULTS: dict[str, Any] = CANONICAL
 TARGET_DEFAULTS: dict[str, Any] = {
     "headers": {},
     "timeout": 10.0,
