@@ -105,6 +105,16 @@ class Result:
     retryable: bool | None = None
 
 
+def _flag(value: Any) -> bool | None:
+    """A boolean flag as the target wrote it: JSON true/false, or the strings "true"/"false"
+    (moto's SQS answers `"SenderFault": "true"` for some entries, the same fact as a string)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
 class _canonical_or_bound:
     """A method that, called on the class (`Envelope.error_codes(resp)`), reads the canonical
     shape, and called on an instance reads what the profile declares as well."""
@@ -264,11 +274,11 @@ class Envelope:
         message = self._read(raw, "error_message", ok)
         retryable: bool | None = None
         if ok is False:
-            flag = self._read(raw, "error_retryable", ok)
-            fault = self._read(raw, "error_sender_fault", ok)
-            if isinstance(flag, bool):
+            flag = _flag(self._read(raw, "error_retryable", ok))
+            fault = _flag(self._read(raw, "error_sender_fault", ok))
+            if flag is not None:
                 retryable = flag
-            elif isinstance(fault, bool):
+            elif fault is not None:
                 retryable = not fault
         return Result(
             id=pointer_get(raw, self.m["result_id"], None) if self.m.get("result_id") is not None else None,
