@@ -19,7 +19,7 @@ from ._client import Session
 from ._model import CheckOutcome, RuleResult, RunReport, Verdict, worst
 from ._profile import Profile
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
 
 
 def tool_version() -> str:
@@ -42,6 +42,8 @@ class RunContext:
     waivers: list[dict[str, Any]] | None = None
     waivers_source: str | None = None
     progress: Callable[[CheckOutcome], None] | None = None
+    evidence: str = "summary"  # "all": report.json keeps the exchanges of passing checks too
+    baseline: str | None = None  # an earlier report.json that report.html compares with
     run_id: str = ""
     outcomes: list[CheckOutcome] = field(default_factory=list)
     checked_rules: set[str] = field(default_factory=set)
@@ -109,13 +111,16 @@ class RunContext:
                 reason = "; ".join(dict.fromkeys(o.reason for o in deciding if o.reason))
                 if verdict == Verdict.PASS and not reason:
                     reason = f"{len(outs)} check(s) passed"
-            results.append(
-                RuleResult(
-                    id=rule.id, cls=rule.cls, level=rule.level, title=rule.title,
-                    rationale=rule.rationale, seed=rule.seed, verdict=verdict, reason=reason,
-                    checks=sorted(outs, key=lambda o: o.nodeid),
-                )
+            result = RuleResult(
+                id=rule.id, cls=rule.cls, level=rule.level, title=rule.title,
+                rationale=rule.rationale, seed=rule.seed, verdict=verdict, reason=reason,
+                checks=sorted(outs, key=lambda o: o.nodeid),
             )
+            # PASS outranks SKIP in `worst`: a skipped check or an unobserved state must not vanish (issue 14).
+            if verdict == Verdict.PASS and result.partial:
+                done = f"{len(outs)} check(s) passed"
+                result.reason = result.qualifier() + ("" if reason == done else f"; {reason}")
+            results.append(result)
         finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         target = self.profile.base_url
         report = RunReport(
@@ -138,6 +143,8 @@ class RunContext:
                 "selected_classes": self.classes or [],
                 "selected_rules": self.rules or [],
                 "in_process": self.transport is not None,
+                "evidence": self.evidence,
+                **({"baseline": self.baseline} if self.baseline else {}),
             },
         )
         if not report.settings["verify_tls"]:
@@ -146,6 +153,11 @@ class RunContext:
             from . import _waivers
 
             _waivers.apply(report, self.waivers, source=self.waivers_source)
+        from . import _levels
+
+        report.catalogue = {"version": cat.version}
+        facts = {"correlation": self.session.envelope.m.get("correlation") or "id"}
+        report.conformance = _levels.assess(cat, report.rules, report.classes_declared, facts)
         return report
 
 
@@ -198,12 +210,14 @@ def run(
     waivers: list[dict[str, Any]] | None = None,
     waivers_source: str | None = None,
     progress: Callable[[CheckOutcome], None] | None = None,
+    evidence: str = "summary",
+    baseline: str | None = None,
 ) -> RunReport:
     """Run the suites against the profile's target and return the report (written if report_dir)."""
     ctx = RunContext(
         profile=profile, transport=transport, strict=strict, classes=classes, rules=rules,
         report_dir=str(report_dir) if report_dir else None, waivers=waivers,
-        waivers_source=waivers_source, progress=progress,
+        waivers_source=waivers_source, progress=progress, evidence=evidence, baseline=baseline,
     )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -33,6 +33,8 @@ __all__ = [
     "response_json",
     "is_2xx",
     "canonical_results",
+    "observed",
+    "series",
 ]
 
 
@@ -55,6 +57,38 @@ def expect(condition: Any, message: str, *, expected: Any = None, seen: Any = No
     """The rule holds only if `condition` is true; otherwise the check's rule is violated."""
     if not condition:
         raise RuleViolation(message, expected, seen)
+
+
+# What the running check attaches to its outcome. Checks of one run execute one at a time (a check's
+# own threads may add to them); the plugin takes them when it records the check's outcome.
+_attached_lock = threading.Lock()
+_attached: dict[str, list[Any]] = {"observed": [], "series": []}
+
+
+def observed(note: str) -> None:
+    """Say what this check did not observe although it PASSes ("in-progress state not observed: every
+    job finished before the first poll"). Reports show the note beside the rule's PASS."""
+    with _attached_lock:
+        if note not in _attached["observed"]:
+            _attached["observed"].append(str(note))
+
+
+def series(name: str, points: list[tuple[float, float]] | list[list[float]], *, x: str, y: str,
+           unit: str = "", kind: str = "line") -> None:
+    """Attach a measured series to this check's outcome; report.html draws it as an inline SVG chart.
+    `points` are (x, y) pairs; `kind` is "line" (over time) or "bar" (by category, x is a label)."""
+    pts = [[p[0] if isinstance(p[0], str) else round(float(p[0]), 4), round(float(p[1]), 4)] for p in points]
+    with _attached_lock:
+        _attached["series"].append({"name": name, "x": x, "y": y, "unit": unit, "kind": kind, "points": pts})
+
+
+def take_attached() -> dict[str, list[Any]]:
+    """The notes and series attached since the last call (the plugin calls it once per check)."""
+    with _attached_lock:
+        out = {k: list(v) for k, v in _attached.items()}
+        for v in _attached.values():
+            v.clear()
+    return out
 
 
 def setup_failed(message: str) -> NoReturn:

@@ -73,6 +73,15 @@ def print_summary(report: RunReport, stream: Any = None) -> None:
         for r in flagged:
             v = r.verdict.value
             print(f"{_paint(f'{v:<7}', v, stream)} {r.id} {r.level}: {r.title}\n          {r.reason[:300]}", file=stream)
+    partial = [r for r in report.rules if r.verdict == Verdict.PASS and r.partial]
+    if partial:
+        print("", file=stream)
+        for r in partial:
+            print(f"{_paint('PASS*  ', 'PASS', stream)} {r.id} {r.label()[5:][:300]}", file=stream)
+    if report.conformance:
+        from ._levels import headline
+
+        print(f"\nconformance: {headline(report.conformance)}", file=stream)
     for note in report.notes:
         print(f"note: {note}", file=stream)
 

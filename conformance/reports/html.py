@@ -58,6 +58,8 @@ pre{background:#f0f2f5;padding:6px 8px;margin:4px 0;overflow:auto;white-space:pr
 .waiver{background:#efebe9;border:1px solid #bcaaa4;padding:4px 8px;margin:6px 0}
 ul.findings{padding-left:20px;margin:6px 0}ul.findings li{margin:2px 0}
 .hidden{display:none}
+.partial{color:#8d6e00;font-size:12px}.lvok td{background:#f1f8f1}.lvno td{background:#fff}
+ul.blockers{margin:0;padding-left:18px}
 """
 
 _JS = """
@@ -143,12 +145,39 @@ def _exchange(i: int, ex: dict[str, Any]) -> str:
             f"<h4>Replay with curl</h4><pre class='curl'>{_e(ex.get('curl'))}</pre></div>")
 
 
+def _qualifier(r: dict[str, Any]) -> str:
+    """What a bare verdict hides (skipped checks, unobserved states), right beside it."""
+    label = r.get("label") or r["verdict"]
+    q = label[len(r["verdict"]):].strip()
+    return f" <span class='partial'>{_e(q)}</span>" if q else ""
+
+
+def _levels(conf: dict[str, Any]) -> str:
+    if not conf:
+        return ""
+    from .._levels import headline
+
+    rows = []
+    for lv in conf.get("levels", []):
+        b = lv["blockers"]
+        items = "".join(
+            f"<li>{('<a href=#' + _e(x['rule']) + '>' + _e(x['rule']) + '</a>') if x.get('rule') else 'class ' + _e(x['class'])}"
+            f" <span class='v {_e(x['verdict'])}'>{_e(x['verdict'])}</span> <span class='reason'>{_e(x['reason'])}</span></li>"
+            for x in b)
+        rows.append(f"<tr class='{'lvok' if lv['reached'] else 'lvno'}'><td class='n'>{lv['level']}</td><td>{_e(lv['name'])}</td>"
+                    f"<td>{_e(', '.join(lv['adds']))}</td><td>{'✔ reached' if lv['reached'] else '✘ not reached'}</td>"
+                    f"<td>{'<ul class=blockers>' + items + '</ul>' if items else '·'}</td></tr>")
+    return (f"<h3 id='levels'>Conformance level</h3><p id='level-headline'>{_e(headline(conf))}</p>"
+            "<table id='level-table'><tr><th>level</th><th>name</th><th>adds classes</th><th>state</th>"
+            "<th>blocked by</th></tr>" + "".join(rows) + "</table>")
+
+
 def _rule(r: dict[str, Any], open_: bool) -> str:
     v = r["verdict"]
     out = [f"<details class='rule' id='{_e(r['id'])}' data-verdict='{v}' data-cls='{_e(r['class'])}'"
            f"{' open' if open_ else ''}><summary><span class='v {v}'>{v}</span> <b>{_e(r['id'])}</b> "
            f"<span class='muted'>{_e(r['level'])}</span> <span class='title'>{_e(r['title'])}</span>"
-           f"<div class='reason'>{_e(r['reason'][:220])}{'…' if len(r['reason']) > 220 else ''}</div></summary>"]
+           f"{_qualifier(r)}<div class='reason'>{_e(r['reason'][:220])}{'…' if len(r['reason']) > 220 else ''}</div></summary>"]
     out.append(f"<p><b>Rule:</b> {_e(r['id'])} {_e(r['level'])}: {_e(r['title'])}</p>"
                f"<p class='muted'><b>Why:</b> {_e(r.get('rationale'))}<br><b>Seed section:</b> {_e(r.get('seed'))}</p>"
                f"<p><b>Verdict:</b> <span class='v {v}'>{v}</span> {_e(r['reason'])}</p>")
@@ -160,7 +189,8 @@ def _rule(r: dict[str, Any], open_: bool) -> str:
     if r.get("checks"):
         out.append("<table><tr><th>check</th><th>verdict</th><th>reason</th></tr>" + "".join(
             f"<tr><td><code>{_e(c['name'])}</code></td><td><span class='v {c['verdict']}'>{c['verdict']}</span></td>"
-            f"<td>{_e(c.get('reason'))}</td></tr>" for c in r["checks"]) + "</table>")
+            f"<td>{_e(c.get('reason'))}{''.join('<div class=partial>not observed: ' + _e(n) + '</div>' for n in c.get('observed') or [])}"
+            f"</td></tr>" for c in r["checks"]) + "</table>")
     if v in FLAGGED or v == "INFO":
         by_check: dict[str, list[dict[str, Any]]] = {}
         for ex in r.get("evidence") or []:
@@ -186,6 +216,12 @@ def _rule(r: dict[str, Any], open_: bool) -> str:
     return "".join(out)
 
 
+def _level_short(conf: dict[str, Any]) -> str:
+    if not conf:
+        return "level n/a"
+    return f"Level {conf.get('reached', 0)}/{conf.get('of', 4)}"
+
+
 def render_html_dict(d: dict[str, Any]) -> str:
     s = d["summary"]
     counts = s["counts"]
@@ -208,6 +244,8 @@ def render_html_dict(d: dict[str, Any]) -> str:
         f"<div><div class='fig'>{pct}</div><div class='muted'>MUST compliance: {s.get('must_passed', 0)} of "
         f"{s.get('must_evaluated', 0)} evaluated MUST rules pass</div>"
         f"<span class='bar'><span style='width:{width:.0f}%'></span></span></div>",
+        f"<div id='level'><div class='fig lvl'>{_e(_level_short(d.get('conformance') or {}))}</div><div class='muted'>"
+        f"{_e((d.get('conformance') or {}).get('name', 'no level'))} · conformance level (SPEC 4b)</div></div>",
         f"<div><span class='v exit{exit_code}'>exit code {exit_code}</span><div class='muted'>"
         + ("every MUST of the declared classes passed" if exit_code == 0 else "a rule failed" if exit_code == 1
            else "the target could not be checked") + "</div></div>",
@@ -227,6 +265,7 @@ def render_html_dict(d: dict[str, Any]) -> str:
         p.append(f"<tr><td><a href='#rules' data-only='' data-cls='{_e(cls)}'>{_e(cls)}</a></td><td>{fig}</td>{cells}</tr>")
     p.append("<tr><th>all</th><th></th>" + "".join(f"<th class='n'>{counts.get(v, 0)}</th>" for v in VERDICTS)
              + "</tr></table>")
+    p.append(_levels(d.get("conformance") or {}))
     pre = d.get("preflight") or {}
     if pre and not pre.get("ok", True):
         p.append(f"<h3>Preflight failed</h3><p><span class='v ERROR'>ERROR</span> {_e(pre.get('reason'))}</p>")
