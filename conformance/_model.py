@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,8 @@ class Exchange:
     error: str | None = None
     curl: str = ""
     note: str | None = None
+    # When the exchange was recorded (epoch seconds, just after the response): HAR's startedDateTime.
+    recorded_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
         return {

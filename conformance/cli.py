@@ -109,6 +109,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     classes = _split(args.classes)
     rules = _split(args.rules)
     cat = _catalogue.load()
+    fail_under = None
+    if args.fail_under is not None:
+        from ._levels import parse_level
+
+        try:
+            fail_under = parse_level(args.fail_under, cat)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.baseline:
+        from .reports.html import load_baseline
+
+        try:
+            load_baseline(args.baseline)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     for c in classes or []:
         if c not in cat.class_ids:
             raise UsageError(f"unknown class {c!r} (known: {', '.join(cat.class_ids)})")
@@ -140,6 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             waivers=waivers,
             waivers_source=args.waivers,
             progress=None if args.quiet else functools.partial(_progress, stream=sys.stdout),
+            evidence=args.evidence,
+            baseline=args.baseline,
         )
     finally:
         if server is not None:
@@ -151,8 +168,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     print_summary(report)
     if args.report_dir:
-        print(f"\nreports written to {args.report_dir}/ (junit.xml, report.json, report.md, report.html, summary.md)")
+        print(f"\nreports written to {args.report_dir}/ (junit.xml, report.json, report.md, report.html, summary.md, badge.svg, exchanges.har)")
     code = report.exit_code()
+    if fail_under is not None:
+        # The gate is the level (like coverage's --fail-under): rules above it do not fail the run.
+        reached = int((report.conformance or {}).get("reached", 0))
+        code = EXIT_OK if reached >= fail_under else EXIT_FAIL
+        print(f"exit code {code}: conformance level {reached} reached, {fail_under} required")
+        return code
     print(f"exit code {code}: " + ("every MUST of the declared classes passed" if code == 0 else "a rule failed"))
     return code
 
@@ -202,6 +225,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return diff_command(args)
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from ._matrix import MatrixError, write_matrix
+
+    try:
+        written = write_matrix(args.reports, args.output, names=args.name, allow_mixed=args.allow_mixed)
+    except MatrixError as exc:
+        raise UsageError(str(exc)) from None
+    print("wrote " + ", ".join(str(p) for p in written))
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="batchspec", description="Conformance test kit for batch HTTP APIs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,6 +249,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--report-dir", default="reports", help="where reports go (default: reports)")
     r.add_argument("--waivers", help="YAML file of accepted deviations (rule, reason, expires)")
     r.add_argument("-q", "--quiet", action="store_true", help="no live progress")
+    r.add_argument("--fail-under", metavar="LEVEL", help="exit 1 unless this conformance level (1-4 or its name) "
+                   "is reached; rules above it do not fail the run")
+    r.add_argument("--evidence", choices=["summary", "all"], default="summary",
+                   help="report.json keeps passing checks' exchanges too with 'all' (default: counts only)")
+    r.add_argument("--baseline", metavar="OLD.json", help="an earlier report.json: report.html shows what changed")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="run the reference server until interrupted")
@@ -240,6 +279,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("new")
     d.add_argument("--format", choices=["md", "text", "json"], default="md")
     d.set_defaults(func=cmd_diff)
+
+    m = sub.add_parser("matrix", help="a compatibility matrix of several report.json files (HTML + Markdown)")
+    m.add_argument("reports", nargs="+", metavar="REPORT.json")
+    m.add_argument("-o", "--output", default="matrix", metavar="DIR", help="where matrix.html and matrix.md go")
+    m.add_argument("--name", action="append", help="column name per report, in order (default: the target)")
+    m.add_argument("--allow-mixed", action="store_true",
+                   help="accept reports of different catalogue versions and show the difference")
+    m.set_defaults(func=cmd_matrix)
     return p
 
 

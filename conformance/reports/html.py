@@ -216,6 +216,43 @@ def _rule(r: dict[str, Any], open_: bool) -> str:
     return "".join(out)
 
 
+def load_baseline(path: str) -> dict[str, Any]:
+    """An earlier report.json to compare with; ValueError with one clear line if it is not one."""
+    from .._diff import DiffInputError, load_report
+
+    try:
+        return load_report(path)
+    except DiffInputError as exc:
+        raise ValueError(f"--baseline {exc}") from None
+
+
+def _baseline(d: dict[str, Any]) -> str:
+    path = (d.get("settings") or {}).get("baseline")
+    if not path:
+        return ""
+    try:
+        old = load_baseline(path)
+    except ValueError as exc:
+        return f"<h3 id='changes'>Changes since the baseline</h3><p class='muted'>{_e(exc)}</p>"
+    from .._diff import compare
+
+    c = compare(old, d)
+    ol, nl = (old.get("conformance") or {}).get("reached"), (d.get("conformance") or {}).get("reached")
+    head = (f"<p>Baseline <code>{_e(path)}</code> ({_e(old.get('started_at'))}): "
+            f"{len(c['regressed'])} regressed, {len(c['improved'])} improved, {len(c['changed'])} otherwise changed"
+            + (f"; level {_e(ol if ol is not None else 'n/a')} → {_e(nl)}" if ol != nl else f"; level unchanged ({_e(nl)})")
+            + "</p>")
+    rows = "".join(
+        f"<tr class='{kind}'><td>{kind}</td><td><a href='#{_e(x['id'])}'>{_e(x['id'])}</a></td>"
+        f"<td><span class='v {_e(x['old'])}'>{_e(x['old'] or '—')}</span> → <span class='v {_e(x['new'])}'>"
+        f"{_e(x['new'] or '—')}</span></td><td class='reason'>{_e(x['reason'])}</td></tr>"
+        for kind in ("regressed", "improved", "changed") for x in c[kind])
+    notes = "".join(f"<p class='muted'>{_e(n)}</p>" for n in c["notes"])
+    table = (f"<table id='changes-table'><tr><th>change</th><th>rule</th><th>verdict</th><th>reason</th></tr>{rows}</table>"
+             if rows else "<p class='muted'>No rule changed its verdict.</p>")
+    return f"<h3 id='changes'>Changes since the baseline</h3>{head}{notes}{table}"
+
+
 def _level_short(conf: dict[str, Any]) -> str:
     if not conf:
         return "level n/a"
@@ -266,6 +303,7 @@ def render_html_dict(d: dict[str, Any]) -> str:
     p.append("<tr><th>all</th><th></th>" + "".join(f"<th class='n'>{counts.get(v, 0)}</th>" for v in VERDICTS)
              + "</tr></table>")
     p.append(_levels(d.get("conformance") or {}))
+    p.append(_baseline(d))
     pre = d.get("preflight") or {}
     if pre and not pre.get("ok", True):
         p.append(f"<h3>Preflight failed</h3><p><span class='v ERROR'>ERROR</span> {_e(pre.get('reason'))}</p>")
