@@ -136,3 +136,85 @@ def test_secrets_stay_out_of_har_and_badge(tmp_path):
     written = write_all(report, tmp_path, secrets=["s3cr3t-value"])
     assert "s3cr3t-value" not in written["exchanges.har"].read_text()
     assert render_badge(report)
+
+
+# -- report.html of the default run in a real headless Chromium ---------------------------------
+
+def _browser_or_skip():
+    from _chromium import Browser, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); the report.html browser test needs it")
+    pytest.importorskip("websocket", reason="websocket-client (the `test` extra) drives Chromium over DevTools")
+    return Browser()
+
+
+def _visible(b) -> list[str]:
+    return b.eval("[...document.querySelectorAll('details.rule')].filter(d => d.offsetParent).map(d => d.id)")
+
+
+def _search(b, text: str) -> None:
+    b.eval(f"(() => {{ const q = document.getElementById('q'); q.value = {json.dumps(text)};"
+           " q.dispatchEvent(new Event('input')); })()")
+
+
+def test_default_report_html_in_chromium(default_run):
+    with _browser_or_skip() as b:
+        b.open(default_run / "report.html")
+        (ROOT / "build").mkdir(exist_ok=True)
+        b.screenshot(ROOT / "build" / "report-html-default.png")  # the first screen, kept as a CI artifact
+        assert b.eval("document.getElementById('level').innerText").startswith("Level 3/4")
+        assert "Large and transactional" in b.eval("document.getElementById('level-headline').innerText")
+        assert b.eval("getComputedStyle(document.getElementById('headline')).color") == "rgb(46, 125, 50)"
+        # The text search filters the rules (all words must occur), together with the verdict filters.
+        total = len(_visible(b))
+        assert total == len(_catalogue.load().rules)
+        _search(b, "idempotency-key")
+        some = _visible(b)
+        assert 0 < len(some) < total and all(i.startswith(("IDEM", "FLEET", "ASYNC", "PART")) for i in some), some
+        _search(b, "PERF-01 batch")
+        assert _visible(b) == ["PERF-01"]
+        assert "1 of" in b.eval("document.getElementById('shown').innerText")
+        b.click("#reset")
+        assert len(_visible(b)) == total and b.eval("document.getElementById('q').value") == ""
+        # Charts are inline SVG drawn by the kit: PERF-01's costs and an async job's progress.
+        assert b.eval("document.querySelectorAll('#measurements + .measures svg.chart').length") >= 2
+        # Code spans in titles are rendered as code, never as backticks.
+        titles = b.eval("[...document.querySelectorAll('details.rule .title')].map(t => t.innerText).join(' ')")
+        assert "`" not in titles
+        assert b.eval("document.querySelectorAll('details.rule .title code').length") > 0
+        assert not b.console_errors, b.console_errors
+        assert not b.exceptions, b.exceptions
+        assert all(u.startswith("file:") for u in b.requests), f"report.html fetched: {b.requests}"
+
+
+def test_copy_button_copies_the_curl_line(tmp_path):
+    from _two_failures import run_two_failures
+
+    out = tmp_path / "reports"
+    run_two_failures(tmp_path, None, out)
+    with _browser_or_skip() as b:
+        b.open(out / "report.html", fragment="CORE-07")
+        b.click("#CORE-07 button.copy")
+        b.eval("new Promise(r => setTimeout(r, 100))")
+        copied = b.eval("document.querySelector('#CORE-07 button.copy').dataset.copied || ''")
+        assert copied.startswith("curl -sS -X POST ")
+        assert copied == b.eval("document.querySelector('#CORE-07 pre.curl').textContent")
+        assert not b.exceptions, b.exceptions
+
+
+def test_charts_are_inline_svg_made_by_the_kit():
+    from conformance.reports._svg import chart
+
+    line = chart({"name": "progress <b>", "x": "s", "y": "items", "unit": "", "kind": "line",
+                  "points": [[0, 0], [0.5, 40], [1.2, 100]]})
+    root = ET.fromstring(line)
+    assert root.tag.endswith("svg") and "progress &lt;b&gt;" in line
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}circle")) == 3
+    one = chart({"name": "p", "x": "s", "y": "n", "kind": "line", "points": [[0, 9]]})
+    assert "one reading only" in one
+    bar = chart({"name": "cost", "x": "", "y": "ms", "unit": "ms", "kind": "bar",
+                 "points": [["single", 5.0], ["in a batch", 0.1]]})
+    assert len(ET.fromstring(bar).findall(".//{http://www.w3.org/2000/svg}rect")) == 2 and "0.1 ms" in bar
+    assert chart({"name": "bad", "kind": "line", "points": [["x", "y"]]}) == ""
+    assert chart({"name": "bad", "kind": "bar", "points": [["x", "not a number"]]}) == ""

@@ -24,6 +24,7 @@ from conformance._jobs import COUNTS, STATUSES, TERMINAL, Jobs, Snapshot, by_id,
 from conformance.checks import (
     expect, is_json_content_type, json_of, mixed_batch, pointer_get, response_json, setup_failed, short,
 )
+from conformance.checks import series  # a chart of the job's progress in report.html
 
 RANK = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
 READ_SAMPLE = 10  # items read back per kind in the big cancel job
@@ -207,6 +208,9 @@ def test_progress_is_monotonic_and_terminal_is_final(jobs, items):
     acc = jobs.create(mixed.items)
     url = jobs.url_of(acc)
     snaps, _ = jobs.wait_done(url)
+    series(f"job progress: items with a result, of {len(mixed.items)}, by the kit's polls",
+           [(s.at - snaps[0].at, sum(1 for r in s.results if r.ok is not None)) for s in snaps],
+           x="seconds since the first poll", y="items finished")
     for k in (1, 2):  # the end must stay the end: read it again, a poll interval apart
         time.sleep(jobs.interval)
         again = jobs.read(url, note=f"read {k} after the job ended")
