@@ -218,3 +218,19 @@ def test_charts_are_inline_svg_made_by_the_kit():
     assert len(ET.fromstring(bar).findall(".//{http://www.w3.org/2000/svg}rect")) == 2 and "0.1 ms" in bar
     assert chart({"name": "bad", "kind": "line", "points": [["x", "y"]]}) == ""
     assert chart({"name": "bad", "kind": "bar", "points": [["x", "not a number"]]}) == ""
+
+
+def test_baseline_shows_what_changed(tmp_path):
+    from test_matrix import _write
+
+    from conformance.reports.html import render_html_dict
+
+    old = _write(tmp_path / "old.json", "https://a.example", {})
+    new = json.loads(Path(_write(tmp_path / "new.json", "https://a.example", {"IDEM-01": Verdict.FAIL})).read_text())
+    new["settings"] = {"baseline": old}
+    page = render_html_dict(new)
+    section = page.split("id='changes'", 1)[1].split("<h3", 1)[0]
+    assert "1 regressed, 0 improved" in section and "level 4 → 1" in section
+    assert "href='#IDEM-01'" in section and "regressed" in section
+    new["settings"] = {"baseline": str(tmp_path / "missing.json")}
+    assert "no such file" in render_html_dict(new)

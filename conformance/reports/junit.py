@@ -11,6 +11,13 @@ import xml.etree.ElementTree as ET
 from .._model import RuleResult, RunReport, Verdict
 from .json_report import deciding, deciding_checks
 
+
+def _msg(text: str, limit: int = 500) -> str:
+    """A message attribute cut at a word boundary (the full text is in the element's body)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " …"
+
 # XML 1.0 cannot carry most control characters, not even escaped; hostile-input evidence has them.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -61,15 +68,15 @@ def render_junit(report: RunReport) -> str:
                                  time=f"{secs:.3f}")
             if r.verdict == Verdict.FAIL:
                 f += 1
-                el = ET.SubElement(case, "failure", message=_x(r.reason[:500]), type=f"{r.level} violated")
+                el = ET.SubElement(case, "failure", message=_x(_msg(r.reason)), type=f"{r.level} violated")
                 el.text = _evidence_text(r)
             elif r.verdict == Verdict.ERROR:
                 e += 1
-                el = ET.SubElement(case, "error", message=_x(r.reason[:500]), type="ERROR")
+                el = ET.SubElement(case, "error", message=_x(_msg(r.reason)), type="ERROR")
                 el.text = _evidence_text(r)
             elif r.verdict in (Verdict.SKIP, Verdict.PENDING, Verdict.WAIVED):
                 s += 1
-                ET.SubElement(case, "skipped", message=_x(f"{r.verdict.value}: {r.reason}"[:500]))
+                ET.SubElement(case, "skipped", message=_x(_msg(f"{r.verdict.value}: {r.reason}")))
             elif r.verdict in (Verdict.WARN, Verdict.INFO):
                 out = ET.SubElement(case, "system-out")
                 out.text = _evidence_text(r)
