@@ -45,10 +45,17 @@ def assess(cat: Catalogue, rules: Iterable[RuleResult], classes_declared: Iterab
     for lv in cat.levels:
         blockers: list[dict[str, Any]] = []
         not_applicable: list[dict[str, str]] = []
-        for cls in lv.classes:
+        # A level's own blockers are those of the classes it adds; it is reached only on top of the
+        # level below, so the next level's blockers are exactly what stands between the two.
+        for cls in lv.adds:
             if cls not in declared:
                 blockers.append({"class": cls, "verdict": "SKIP",
                                  "reason": f"class {cls} is not declared by the profile"})
+                continue
+            musts = [by_id[r.id] for r in cat.by_class(cls) if r.level.startswith("MUST") and r.id in by_id]
+            if musts and all(r.verdict == Verdict.SKIP and r.reason.startswith("not selected") for r in musts):
+                blockers.append({"class": cls, "verdict": "SKIP",
+                                 "reason": f"class {cls} was not run (not selected by --class/--rule)"})
                 continue
             for rule in cat.by_class(cls):
                 if not rule.level.startswith("MUST"):
@@ -98,8 +105,9 @@ def headline(conf: dict[str, Any]) -> str:
     if not nxt:
         return head + ": the highest level"
     b = nxt["blockers"]
-    names = ", ".join(f"{x.get('rule') or 'class ' + x['class']} {x['verdict']}" if x.get("rule")
-                      else f"class {x['class']} not declared" for x in b[:8])
+    names = ", ".join(f"{x['rule']} {x['verdict']}" if x.get("rule")
+                      else f"class {x['class']} " + ("not run" if "not run" in x["reason"] else "not declared")
+                      for x in b[:8])
     more = f" and {len(b) - 8} more" if len(b) > 8 else ""
     return f"{head}; level {nxt['level']} ({nxt['name']}) blocked by {len(b)}: {names}{more}"
 
