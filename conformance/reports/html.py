@@ -228,8 +228,9 @@ def _levels(conf: dict[str, Any]) -> str:
     for lv in conf.get("levels", []):
         b = lv["blockers"]
         items = "".join(
-            f"<li>{('<a href=#' + _e(x['rule']) + '>' + _e(x['rule']) + '</a>') if x.get('rule') else 'class ' + _e(x['class'])}"
-            f" <span class='v {_e(x['verdict'])}'>{_e(x['verdict'])}</span> <span class='reason'>{_e(x['reason'])}</span></li>"
+            (f"<li><a href='#{_e(x['rule'])}'>{_e(x['rule'])}</a> <span class='v {_e(x['verdict'])}'>{_e(x['verdict'])}</span>"
+             f" <span class='reason'>{_md(x['reason'])}</span></li>") if x.get("rule")
+            else f"<li><b>{_e(x['reason'])}</b></li>"
             for x in b)
         rows.append(f"<tr class='{'lvok' if lv['reached'] else 'lvno'}'><td class='n'>{lv['level']}</td><td>{_e(lv['name'])}</td>"
                     f"<td>{_e(', '.join(lv['adds']))}</td><td>{'✔ reached' if lv['reached'] else '✘ not reached'}</td>"
@@ -356,6 +357,10 @@ def _measurements(d: dict[str, Any]) -> str:
     return ("<h3 id='measurements'>Measurements</h3><div class='measures'>" + "".join(items) + "</div>") if items else ""
 
 
+def _level_name(conf: dict[str, Any]) -> str:
+    return str(conf.get("name")) if conf.get("reached") else "no level reached"
+
+
 def _level_short(conf: dict[str, Any]) -> str:
     if not conf:
         return "level n/a"
@@ -385,7 +390,7 @@ def render_html_dict(d: dict[str, Any]) -> str:
         f"{s.get('must_evaluated', 0)} evaluated MUST rules pass</div>"
         f"<span class='bar'><span style='width:{width:.0f}%'></span></span></div>",
         f"<div id='level'><div class='fig lvl L{(d.get('conformance') or {}).get('reached', 0)}'>{_e(_level_short(d.get('conformance') or {}))}</div><div class='muted'>"
-        f"{_e((d.get('conformance') or {}).get('name', 'no level'))} · conformance level (SPEC 4b)</div></div>",
+        f"{_e(_level_name(d.get('conformance') or {}))} · conformance level (SPEC 4b)</div></div>",
         f"<div><span class='v exit{exit_code}'>exit code {exit_code}</span><div class='muted'>"
         + ("every MUST of the declared classes passed" if exit_code == 0 else "a rule failed" if exit_code == 1
            else "the target could not be checked") + "</div></div>",

@@ -124,8 +124,8 @@ def _levels_lines(report: RunReport) -> list[str]:
            "| level | name | classes | reached | blocked by |", "|---:|---|---|---|---|"]
     for lv in conf.get("levels", []):
         b = lv["blockers"]
-        blocked = "; ".join(f"{x.get('rule') or 'class ' + x['class']} {x['verdict']}: {_cell(x['reason'][:120])}"
-                            for x in b[:10]) + (f"; … {len(b) - 10} more" if len(b) > 10 else "")
+        blocked = "; ".join(f"{x['rule']} {x['verdict']}: {_cell(_words(x['reason'], 120))}" if x.get("rule")
+                            else _cell(x["reason"]) for x in b[:10]) + (f"; … {len(b) - 10} more" if len(b) > 10 else "")
         out.append(f"| {lv['level']} | {lv['name']} | {', '.join(lv['adds'])} | {'yes' if lv['reached'] else 'no'} | "
                    f"{blocked or '·'} |")
     na = list({x["rule"]: x for lv in conf.get("levels", []) for x in lv.get("not_applicable", [])}.values())
