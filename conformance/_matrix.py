@@ -9,6 +9,7 @@ naming the versions and the rules that differ) unless `--allow-mixed`, which sho
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -112,6 +113,11 @@ def _e(x: object) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
 
+def _md_code(x: object) -> str:
+    """Escaped text with markdown code spans rendered as code (catalogue titles use them)."""
+    return re.sub(r"`([^`\n]+)`", lambda m: f"<code>{m.group(1)}</code>", _e(x))
+
+
 def _level_text(i: dict[str, Any]) -> str:
     if i["level"] is None:
         return "n/a (report older than levels)"
@@ -136,6 +142,9 @@ tr.cls th{background:#eef1f5;text-align:left}td.c{text-align:center;white-space:
 .NA{background:#fff;color:#5b6878;border:1px dashed #9aa5b4}
 .partial{color:#8d6e00;font-weight:700}.muted{color:#5b6878}.lvl{font-size:18px;font-weight:700}
 .diff{background:#fff8e1;border:1px solid #ffe082;padding:6px 10px}
+td:first-child{min-width:360px;max-width:560px}td.wrap{white-space:normal;font-size:12px;max-width:260px}
+code{background:#eef1f5;border-radius:3px;padding:0 3px;font-size:12px}
+.L0{color:#c62828}.L1{color:#ef6c00}.L2{color:#9e9d24}.L3{color:#2e7d32}.L4{color:#1b5e20}
 """
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
@@ -155,11 +164,12 @@ def render_matrix_html(m: dict[str, Any]) -> str:
     p.append("<table id='matrix'><thead><tr><th>rule</th><th>level</th>"
              + "".join(f"<th title='{_e(i['path'])}'>{_e(i['name'])}</th>" for i in impls) + "</tr></thead><tbody>")
     p.append("<tr><th colspan='2'>conformance level</th>"
-             + "".join(f"<td class='c lvl'>{_e(_level_text(i))}</td>" for i in impls) + "</tr>")
+             + "".join(f"<td class='c lvl L{i['level'] or 0}'>{_e(_level_text(i))}</td>" for i in impls) + "</tr>")
     for label, key in (("MUST rules passed", "must"), ("exit code", "exit_code"), ("run", "started_at"),
                        ("batchspec", "tool"), ("classes declared", "classes_declared")):
         p.append(f"<tr><th colspan='2'>{label}</th>" + "".join(
-            f"<td class='c muted'>{_e(', '.join(i[key]) if isinstance(i[key], list) else i[key])}</td>" for i in impls)
+            f"<td class='c muted{' wrap' if key == 'classes_declared' else ''}'>"
+            f"{_e(', '.join(i[key]) if isinstance(i[key], list) else i[key])}</td>" for i in impls)
             + "</tr>")
     for cls, rows in m["classes"].items():
         p.append(f"<tr class='cls' id='{_e(cls)}'><th colspan='2'>{_e(cls)}</th>"
@@ -173,7 +183,7 @@ def render_matrix_html(m: dict[str, Any]) -> str:
                 star = "<span class='partial'>*</span>" if c["partial"] else ""
                 cells.append(f"<td class='c' title='{_e(c['label'] + ' — ' + c['reason'])}'>"
                              f"<span class='v {_e(c['verdict'])}'>{_e(c['verdict'])}</span>{star}</td>")
-            p.append(f"<tr><td><b>{_e(r['id'])}</b> <span class='muted'>{_e(r['title'])}</span></td>"
+            p.append(f"<tr><td><b>{_e(r['id'])}</b> <span class='muted'>{_md_code(r['title'])}</span></td>"
                      f"<td>{_e(r['level'])}</td>{''.join(cells)}</tr>")
     p.append("</tbody></table></body></html>")
     return "\n".join(p) + "\n"
