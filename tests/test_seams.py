@@ -256,3 +256,21 @@ def test_observed_notes_are_kept_per_check(monkeypatch):
     observed("the read endpoint was not declared")
     assert observed_notes("conformance/suites/test_x.py::test_y[a]") == ["the read endpoint was not declared"]
     assert observed_notes("conformance/suites/test_x.py::test_y[a]") == []
+
+
+# -- check metadata: docs/checks.md and docs/coverage.md are generated and current ---------------
+
+def test_generated_check_docs_are_current():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_checks", ROOT / "scripts" / "gen_checks.py")
+    gen = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules["gen_checks"] = gen  # dataclasses look their module up
+    spec.loader.exec_module(gen)
+    stale = [p.name for p, text in gen.generate().items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+    assert not stale, f"{stale} are stale: run python scripts/gen_checks.py"
+    checks = gen.collect_checks()
+    assert len(checks) > 70 and all(c.requirement.startswith(c.rule) for c in checks), \
+        [c.name for c in checks if not c.requirement.startswith(c.rule)]
