@@ -93,9 +93,9 @@ class CheckOutcome:
     duration_s: float = 0.0
     evidence: list[Exchange] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
-    # What a check that passed could not observe (checks.observed): shown beside its PASS everywhere.
     observed: list[str] = field(default_factory=list)
-    # Measured series for charts (checks.series): [{"name", "x", "y", "unit", "points": [[x, y], ...]}].
+    """What the check did not observe (conformance.checks.observed): a PASS holds for the rest only."""
+    # Measured series for charts (checks.series): [{"name", "x", "y", "unit", "kind", "points": [[x, y], ...]}].
     series: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""What the suites import: the vocabulary of a check."""
+"""What the suites import: the vocabulary of a check (the only module a suite imports from the kit).
+
+The target (`Target`: HTTP calls, `Target.raw` for what httpx cannot send), the envelope
+(`Envelope`, `Result`), items (`ItemFactory`, `mixed_batch`), verdict helpers (`expect`,
+`setup_failed`, `observed`), and the kit's readers: `openapi` (the target's OpenAPI document),
+`hostile` (the ROB-02 corpus), `fuzz` (schemathesis), `schema_errors`, async jobs (`Jobs`).
+"""
 from __future__ import annotations
 
 import itertools
@@ -9,9 +15,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ._client import SetupError, Target
-from ._envelope import Envelope, Result, json_of, is_json_content_type, pointer_get
+from . import _fuzz as fuzz
+from . import _hostile as hostile
+from . import _openapi as openapi
+from ._callback import CallbackReceiver, loopback_host
+from ._client import SetupError, Target, retry_after_seconds
+from ._envelope import Envelope, Result, json_of, is_json_content_type, pointer_get, pointer_set
+from ._jobs import COUNTS, STATUSES, TERMINAL, Jobs, Snapshot, by_id, fingerprint
 from ._profile import Profile
+from ._rawhttp import RawOutcome
+from ._schemas import errors as schema_errors
 
 __all__ = [
     "RuleViolation",
@@ -35,7 +48,52 @@ __all__ = [
     "canonical_results",
     "observed",
     "series",
+    "series_of",
+    "observed_notes",
+    "RawOutcome",
+    "retry_after_seconds",
+    "pointer_set",
+    "schema_errors",
+    "openapi",
+    "hostile",
+    "fuzz",
+    "Jobs",
+    "Snapshot",
+    "COUNTS",
+    "STATUSES",
+    "TERMINAL",
+    "by_id",
+    "fingerprint",
+    "CallbackReceiver",
+    "loopback_host",
 ]
+
+
+# -- what a check did not observe ---------------------------------------------------------------
+# Keyed by the running test's node id (pytest sets PYTEST_CURRENT_TEST for the test being run), so a
+# note reaches the right outcome without a check passing anything around.
+_OBSERVED: dict[str, list[str]] = {}
+_observed_lock = threading.Lock()
+
+
+def _current_check() -> str:
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+
+
+def observed(note: str) -> None:
+    """Say what this check did not observe (or observed only in part): a PASS with such a note is a
+    PASS on what was observed, and the reports show the note beside it (GUIDE: a PASS that observed
+    nothing is a lie). Call it from the check's own thread."""
+    with _observed_lock:
+        notes = _OBSERVED.setdefault(_current_check(), [])
+        if note not in notes:
+            notes.append(note)
+
+
+def observed_notes(nodeid: str) -> list[str]:
+    """The notes `observed` recorded for the check `nodeid` (taken: a second call returns [])."""
+    with _observed_lock:
+        return _OBSERVED.pop(nodeid, [])
 
 
 class RuleViolation(AssertionError):
@@ -59,36 +117,24 @@ def expect(condition: Any, message: str, *, expected: Any = None, seen: Any = No
         raise RuleViolation(message, expected, seen)
 
 
-# What the running check attaches to its outcome. Checks of one run execute one at a time (a check's
-# own threads may add to them); the plugin takes them when it records the check's outcome.
-_attached_lock = threading.Lock()
-_attached: dict[str, list[Any]] = {"observed": [], "series": []}
+# Measured series for report.html's charts, keyed like `observed` by the running check.
+_SERIES: dict[str, list[dict[str, Any]]] = {}
 
 
-def observed(note: str) -> None:
-    """Say what this check did not observe although it PASSes ("in-progress state not observed: every
-    job finished before the first poll"). Reports show the note beside the rule's PASS."""
-    with _attached_lock:
-        if note not in _attached["observed"]:
-            _attached["observed"].append(str(note))
-
-
-def series(name: str, points: list[tuple[float, float]] | list[list[float]], *, x: str, y: str,
+def series(name: str, points: list[tuple[Any, float]] | list[list[Any]], *, x: str, y: str,
            unit: str = "", kind: str = "line") -> None:
-    """Attach a measured series to this check's outcome; report.html draws it as an inline SVG chart.
-    `points` are (x, y) pairs; `kind` is "line" (over time) or "bar" (by category, x is a label)."""
+    """Attach a measured series to this check's outcome; report.html draws it as an inline SVG chart
+    made by the kit. `points` are (x, y) pairs; `kind` is "line" (over time) or "bar" (x is a label)."""
     pts = [[p[0] if isinstance(p[0], str) else round(float(p[0]), 4), round(float(p[1]), 4)] for p in points]
-    with _attached_lock:
-        _attached["series"].append({"name": name, "x": x, "y": y, "unit": unit, "kind": kind, "points": pts})
+    with _observed_lock:
+        _SERIES.setdefault(_current_check(), []).append(
+            {"name": name, "x": x, "y": y, "unit": unit, "kind": kind, "points": pts})
 
 
-def take_attached() -> dict[str, list[Any]]:
-    """The notes and series attached since the last call (the plugin calls it once per check)."""
-    with _attached_lock:
-        out = {k: list(v) for k, v in _attached.items()}
-        for v in _attached.values():
-            v.clear()
-    return out
+def series_of(nodeid: str) -> list[dict[str, Any]]:
+    """The series `series` recorded for the check `nodeid` (taken: a second call returns [])."""
+    with _observed_lock:
+        return _SERIES.pop(nodeid, [])
 
 
 def setup_failed(message: str) -> NoReturn:

@@ -17,7 +17,7 @@ from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
-from .checks import ItemFactory, RuleViolation, take_attached
+from .checks import ItemFactory, RuleViolation, observed_notes, series_of
 
 CTX = pytest.StashKey[RunContext]()
 EVIDENCE = pytest.StashKey[list]()
@@ -225,7 +225,8 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         duration_s=rep.duration,
         evidence=list(item.stash.get(EVIDENCE, [])),
         figures=dict(item.stash.get(FIGURES, {})),
-        **take_attached(),
+        observed=observed_notes(item.nodeid),
+        series=series_of(item.nodeid),
     )
     if rep.passed:
         # A passing check may still say what it measured (PERF ratios): figures["summary"].
@@ -260,10 +261,6 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         out.reason = "the check could not be evaluated"
     out.reason = ctx.session.redactor.text(out.reason) or ""
     return out
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    take_attached()  # nothing left over from a check that did not record an outcome
 
 
 @pytest.hookimpl(hookwrapper=True)
