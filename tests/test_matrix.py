@@ -77,3 +77,23 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("batchspec: ")
     a = _write(tmp_path / "a.json", "https://a.example", {})
     assert main(["matrix", a, "--name", "x", "--name", "y", "-o", str(tmp_path / "m")]) == 2
+
+
+def test_matrix_html_renders_offline_in_chromium(tmp_path):
+    import pytest
+
+    from _chromium import Browser, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    pytest.importorskip("websocket", reason="websocket-client (the `test` extra) drives Chromium over DevTools")
+    a = _write(tmp_path / "a.json", "https://a.example", {})
+    b = _write(tmp_path / "b.json", "https://b.example", {"CORE-01": Verdict.FAIL})
+    assert main(["matrix", a, b, "-o", str(tmp_path / "m")]) == 0
+    with Browser() as br:
+        br.open(tmp_path / "m" / "matrix.html")
+        levels = br.eval("[...document.querySelectorAll('td.lvl')].map(td => td.innerText)")
+        assert levels == ["Level 4/4 (Fleet-ready)", "Level 0/4"]
+        assert br.eval("document.querySelectorAll('#matrix tbody tr').length") > len(_catalogue.load().rules)
+        assert not br.exceptions and not br.console_errors
+        assert all(u.startswith("file:") for u in br.requests), br.requests
