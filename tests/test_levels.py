@@ -177,7 +177,7 @@ def test_markdown_summary_junit_and_html_show_the_skip_beside_the_pass():
     root = ET.fromstring(render_junit(report).encode())
     case = next(c for c in root.iter("testcase") if c.get("name").startswith("PART-02"))
     assert LABEL in case.find("system-out").text
-    assert root.find("properties/property[@name='batchspec.level']").get("value") == "4"
+    assert root.find("testsuite/properties/property[@name='batchspec.level']").get("value") == "4"
     page = render_html(report)
     assert "2 of 3 checks; 1 skipped: the target upserts" in page and "Level 4/4" in page
     assert "not observed: in-progress behaviour" in page

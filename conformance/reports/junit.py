@@ -45,12 +45,10 @@ def _evidence_text(rule: RuleResult) -> str:
 
 def render_junit(report: RunReport) -> str:
     root = ET.Element("testsuites", name="batchspec", tests=str(len(report.rules)))
-    if report.conformance:
-        from .._levels import headline
+    from .._levels import headline
 
-        props = ET.SubElement(root, "properties")
-        ET.SubElement(props, "property", name="batchspec.level", value=str(report.conformance.get("reached", 0)))
-        ET.SubElement(props, "property", name="batchspec.conformance", value=_x(headline(report.conformance)))
+    level = str((report.conformance or {}).get("reached", 0))
+    conformance = _x(headline(report.conformance)) if report.conformance else ""
     classes: dict[str, list[RuleResult]] = {}
     for r in report.rules:
         classes.setdefault(r.cls, []).append(r)
@@ -59,6 +57,11 @@ def render_junit(report: RunReport) -> str:
     for cls, rules in classes.items():
         suite = ET.SubElement(root, "testsuite", name=f"batchspec.{cls}", tests=str(len(rules)),
                               timestamp=_x(report.started_at))
+        if conformance:
+            # The JUnit schema allows properties per testsuite (first child), not on testsuites.
+            props = ET.SubElement(suite, "properties")
+            ET.SubElement(props, "property", name="batchspec.level", value=level)
+            ET.SubElement(props, "property", name="batchspec.conformance", value=conformance)
         f = e = s = 0
         suite_time = 0.0
         for r in rules:
