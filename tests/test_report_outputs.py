@@ -234,3 +234,11 @@ def test_baseline_shows_what_changed(tmp_path):
     assert "href='#IDEM-01'" in section and "regressed" in section
     new["settings"] = {"baseline": str(tmp_path / "missing.json")}
     assert "no such file" in render_html_dict(new)
+
+
+def test_evidence_summary_groups_requests_by_route():
+    from conformance.reports.json_report import _route
+
+    assert _route("http://t/orders/bs-261129214731-395477-73-1-e4e5") == "/orders/{id}"
+    assert _route("http://t/v1/imports/batch/3f2a9c1e-aaaa-bbbb/results?cursor=2") == "/v1/imports/batch/{id}/results"
+    assert _route("http://t/orders/batch") == "/orders/batch"

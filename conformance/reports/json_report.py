@@ -24,13 +24,20 @@ def deciding_checks(r: RuleResult) -> list:
 SUMMARISED = (Verdict.PASS,)
 
 
+def _route(url: str) -> str:
+    """/orders/bs-2611...-7-1-ce8a -> /orders/{id}: item and job ids would make every request its own row."""
+    segs = (urlsplit(url).path or "/").split("/")
+    return "/".join("{id}" if any(ch.isdigit() for ch in seg) and (len(seg) >= 8 or "-" in seg) else seg
+                    for seg in segs) or "/"
+
+
 def evidence_summary(r: RuleResult) -> dict[str, Any]:
     """What the rule's checks exchanged, without the exchanges: counts by request and by status."""
     exs = [ex for c in r.checks for ex in c.evidence]
     reqs: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     for ex in exs:
-        reqs[f"{ex.method} {urlsplit(ex.url).path or '/'}"] += 1
+        reqs[f"{ex.method} {_route(ex.url)}"] += 1
         statuses[str(ex.status) if ex.status is not None else "no response"] += 1
     return {"exchanges": len(exs), "requests": dict(reqs.most_common()), "statuses": dict(sorted(statuses.items())),
             "elapsed_ms": round(sum(ex.elapsed_ms or 0 for ex in exs), 1)}
