@@ -33,7 +33,26 @@ __all__ = [
     "response_json",
     "is_2xx",
     "canonical_results",
+    "observed",
 ]
+
+_OBSERVED: list[str] = []
+_OBSERVED_LOCK = threading.Lock()
+
+
+def observed(note: str) -> None:
+    """Say what the current check did not observe (its PASS is partial): "in-progress behaviour not
+    observed: ...". The plugin attaches the notes to the check's outcome and the reports show them."""
+    with _OBSERVED_LOCK:
+        _OBSERVED.append(note)
+
+
+def take_observed() -> list[str]:
+    """The notes recorded since the last call (the plugin calls it once per check)."""
+    with _OBSERVED_LOCK:
+        notes = list(_OBSERVED)
+        _OBSERVED.clear()
+    return notes
 
 
 class RuleViolation(AssertionError):
