@@ -117,7 +117,9 @@ def test_response_validates_and_is_json(target, items, envelope):
            expected="schemas/batch-response.schema.json", seen="; ".join(errs[:5]))
 
 
-@pytest.mark.rule("CORE-07")
+@pytest.mark.rule("CORE-07", clause="a batch with a duplicated id gets a 4xx naming the id (or an error result for "
+                  "each duplicate), and the read endpoint shows neither the duplicated id nor, after a 4xx, any "
+                  "other item of the batch applied")
 def test_duplicate_ids_rejected_before_applying(target, items, envelope, profile):
     """CORE-07 MUST: duplicate item ids in one batch are rejected before anything is applied: a 4xx naming the id (or, where declared, an error result for each duplicate)."""
     first, other = items.valid(2)
@@ -169,7 +171,8 @@ def _summary(doc, envelope):
     return {}, ""
 
 
-@pytest.mark.rule("CORE-08")
+@pytest.mark.rule("CORE-08", clause="the summary fields present (declared counts and `errors` flag, or counts found "
+                  "by their usual names) agree with the items of a mixed batch and of an all-valid batch")
 def test_summary_fields_agree(target, items, envelope):
     """CORE-08 MUST: where the response carries summary fields (counts, an `errors` flag), they agree with the items."""
     mixed = mixed_batch(items, 3, 2)
@@ -182,7 +185,15 @@ def test_summary_fields_agree(target, items, envelope):
     actual = {"total": len(mixed.items), "succeeded": len(mixed.valid_ids), "failed": len(mixed.invalid),
               "errors_flag": True}
     wrong = {k: v for k, v in summary.items() if k in actual and v != actual[k]}
-    expect(not wrong, f"summary fields ({where}) disagree with the items sent",
+    expect(not wrong, f"summary fields ({where}) disagree with the items sent (a mixed batch)",
+           expected={k: actual[k] for k in wrong}, seen=wrong)
+    # An all-valid batch too: a flag or a count stuck at one value agrees with a mixed batch only.
+    valid = items.valid(2)
+    resp = setup_ok(target.batch(valid, note="an all-valid batch: its summary"), "an all-valid batch")
+    summary, where = _summary(response_json(resp), envelope)
+    actual = {"total": len(valid), "succeeded": len(valid), "failed": 0, "errors_flag": False}
+    wrong = {k: v for k, v in summary.items() if k in actual and v != actual[k]}
+    expect(not wrong, f"summary fields ({where}) disagree with the items sent (an all-valid batch)",
            expected={k: actual[k] for k in wrong}, seen=wrong)
 
 

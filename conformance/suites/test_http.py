@@ -32,7 +32,8 @@ def test_mixed_batch_gets_2xx(target, items):
            expected="2xx other than 207", seen=f"{resp.status_code}: {short(resp.text, 300)}")
 
 
-@pytest.mark.rule("HTTP-02")
+@pytest.mark.rule("HTTP-02", clause="no batch response is 207: all-valid, mixed and all-invalid batches, a failed "
+                  "atomic batch, a refused (malformed) body, and an accepted async job")
 def test_no_batch_response_is_207(target, items, profile):
     """HTTP-02 MUST NOT: any batch response uses 207 Multi-Status."""
     batches = {"all valid": items.valid(3), "mixed": mixed_batch(items, 2, 2).items, "all invalid": _all_invalid(items)}
@@ -41,6 +42,13 @@ def test_no_batch_response_is_207(target, items, profile):
         seen[name] = target.batch(batch).status_code
     if profile.has("endpoints.atomic"):
         seen["atomic, one invalid item"] = target.atomic(mixed_batch(items, 2, 1).items).status_code
+    # Answers that are not a 200: a refusal (a body that is not JSON) and an accepted async job.
+    seen["malformed body (a refusal)"] = target.request(
+        target.endpoint("batch").get("method", "POST"), target.url_for("batch"), content=b'{"not json',
+        headers={"Content-Type": target.envelope.content_type}, note="a malformed body: refused, never 207").status_code
+    if profile.has("endpoints.async"):
+        seen["async job (accepted)"] = target.batch(mixed_batch(items, 2, 1).items, endpoint="async",
+                                                    note="an async job: 202, never 207").status_code
     bad = {k: v for k, v in seen.items() if v == 207}
     expect(not bad, "a batch response used 207 Multi-Status", expected="no 207", seen=seen)
 

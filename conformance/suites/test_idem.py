@@ -495,7 +495,8 @@ def test_retry_after_dropped_connection_applies_once(target, items, envelope, pr
                expected=f"{profile.get('items.effect_counter')} = {once!r} (applied once)", seen=twice)
 
 
-@pytest.mark.rule("IDEM-09")
+@pytest.mark.rule("IDEM-09", clause="the retention window is declared, and a retry with the key is replayed (not "
+                  "applied again) after 1 s, or at idempotency.retention_check_fraction of the window in a long run")
 def test_key_honoured_within_retention(target, items, envelope, profile):
     """IDEM-09 SHOULD: the key retention window is documented (profile); a key is honoured within it."""
     key_header(profile)
@@ -504,7 +505,8 @@ def test_key_honoured_within_retention(target, items, envelope, profile):
            expected="idempotency.retention_seconds in the profile", seen="not declared")
     if retention <= 0:
         pytest.skip("the documented retention window is 0 s: there is no window to honour a key in")
-    wait = min(RETENTION_WAIT_S, retention / 2)
+    fraction = profile.get("idempotency.retention_check_fraction")
+    wait = retention * float(fraction) if fraction else min(RETENTION_WAIT_S, retention / 2)
     key = new_key(items)
     batch = items.valid(2)
     first = setup_ok(send(target, profile, items, batch, key, "first request with the key"), "a keyed batch")
@@ -517,6 +519,10 @@ def test_key_honoured_within_retention(target, items, envelope, profile):
            expected=short(first.text), seen=f"{again.status_code}: {short(again.text)}")
     after = effects(target, profile, ids_of(items, batch))
     expect(after == before, "a retry within the retention window applied items again", expected=before, seen=after)
+    if wait < retention / 2:
+        observed(f"the key was honoured {wait:g}s after its first use; the rest of the documented {retention}s window "
+                 "was not observed (declare idempotency.retention_check_fraction, e.g. 0.9, for a long run that "
+                 "retries at that fraction of the window)")
 
 
 @pytest.mark.rule("IDEM-10")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance.checks import expect, is_2xx, json_of, mixed_batch, response_json, setup_ok, short
+from conformance.checks import expect, is_2xx, json_of, mixed_batch, observed, response_json, setup_ok, short
 
 # A 3-item batch with a cycle must be answered well within this; waiting longer for a hang is waste.
 CYCLE_TIMEOUT_S = 5.0
@@ -83,7 +83,9 @@ def _chain(items, profile, n: int) -> list[dict[str, Any]]:
     return list(reversed(chain))
 
 
-@pytest.mark.rule("ORD-02")
+@pytest.mark.rule("ORD-02", clause="dependents listed before their dependencies (chains of 2 and 3) are all ok and "
+                  "readable; with dependencies.reference_field, each references its dependency, which shows it ran "
+                  "after it (without it, the order is not observed and the PASS says so)")
 @pytest.mark.parametrize("length", [2, 3])
 def test_dependent_runs_after_its_dependency(target, items, envelope, profile, length):
     """ORD-02 MUST: a dependency is explicit (`depends_on: [ids]` on the item); a dependent item runs after its dependency and may reference its result."""
@@ -110,6 +112,12 @@ def test_dependent_runs_after_its_dependency(target, items, envelope, profile, l
                 expect(stored[ref_field] == item[ref_field],
                        f"{item[items.id_field]!r} does not reference its dependency",
                        expected={ref_field: item[ref_field]}, seen={ref_field: stored[ref_field]})
+    if not ref_field:
+        # Without an item that needs its dependency to exist, a target that ignores depends_on and
+        # applies in request order succeeds too: the order of application was not observed.
+        observed("the order of application was not observed: the profile declares no "
+                 "dependencies.reference_field (an item field that requires the referenced item to exist), so "
+                 "only that a batch listing dependents before their dependencies succeeded was checked")
 
 
 def _names(r, dep_id: str) -> bool:

@@ -98,7 +98,8 @@ def _applied_marker(profile, resource: Any) -> Any:
     return resource
 
 
-@pytest.mark.rule("PART-04")
+@pytest.mark.rule("PART-04", clause="resubmitting only the failed items, corrected, succeeds and they read back; the "
+                  "earlier successes are unchanged")
 def test_resubmitting_corrected_failures(target, items, envelope, profile):
     """PART-04 MUST: resubmitting only the failed items, corrected, succeeds; items that succeeded before are not applied again."""
     _need_read(profile)
@@ -126,6 +127,42 @@ def test_resubmitting_corrected_failures(target, items, envelope, profile):
               for i in mixed.valid_ids if _applied_marker(profile, before[i]) != _applied_marker(profile, after[i])}
     expect(not redone, "an item that had succeeded was applied again by the resubmission",
            expected="unchanged", seen=redone)
+
+
+@pytest.mark.rule("PART-04", clause="items that succeeded before are not applied again: the whole batch resubmitted "
+                  "with its failures corrected applies the corrected items and leaves every earlier success as it "
+                  "was (effect counter, else the whole resource, through the read endpoint)")
+def test_resubmitting_the_whole_batch_corrected_applies_nothing_twice(target, items, envelope, profile):
+    """PART-04 MUST: resubmitting only the failed items, corrected, succeeds; items that succeeded before are not applied again."""
+    _need_read(profile)
+    mixed = mixed_batch(items, 3, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    by_id = envelope.result_map(response_json(resp), mixed.items)
+    succeeded = [i for i in mixed.valid_ids if i in by_id and by_id[i].ok is True]
+    if not succeeded:
+        pytest.skip("no item of the mixed batch succeeded (CORE-03 reports that)")
+    before = {i: target.read_json(i) for i in succeeded}
+    tpls = items.templates()
+    # The client's natural retry: the same batch, the invalid items replaced by corrected ones (same ids).
+    whole = [it if it[items.id_field] not in mixed.invalid
+             else items.with_id(tpls[k % len(tpls)], it[items.id_field]) for k, it in enumerate(mixed.items)]
+    resp2 = target.batch(whole, note="the whole batch again, its failed items corrected, same ids")
+    expect(200 <= resp2.status_code < 300, "resubmitting the whole batch with its failures corrected was not accepted",
+           expected="2xx (earlier successes may be ok or errors; nothing applied twice)",
+           seen=f"{resp2.status_code}: {short(resp2.text, 300)}")
+    after = {i: target.read_json(i) for i in succeeded}
+    redone = {i: {"before": short(_applied_marker(profile, before[i]), 200),
+                  "after": short(_applied_marker(profile, after[i]), 200)}
+              for i in succeeded if _applied_marker(profile, before[i]) != _applied_marker(profile, after[i])}
+    expect(not redone, "an item that had succeeded was applied again when the whole batch was resubmitted",
+           expected="unchanged", seen=redone)
+    res2 = envelope.result_map(response_json(resp2), whole)
+    not_ok = {i: (short(res2[i].raw, 200) if i in res2 else "no result") for i in mixed.invalid
+              if i not in res2 or res2[i].ok is not True}
+    expect(not not_ok, "a corrected item failed when the whole batch was resubmitted",
+           expected="ok for every corrected item", seen=not_ok)
+    absent = [i for i in mixed.invalid if not target.exists(i)]
+    expect(not absent, "a corrected item reported ok is not readable", expected="readable", seen=absent)
 
 
 @pytest.mark.rule("PART-05")

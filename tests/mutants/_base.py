@@ -27,6 +27,9 @@ class Mutant:
     level: str | None = None  # the mutant breaks a weaker clause of its rule (checks marked `level`)
     check: str | None = None  # the check that must FAIL (or WARN) for the mutant to count as caught
     warns: list[str] = field(default_factory=list)  # variations: SHOULD rules the variation may make WARN
+    # Rules whose checks cannot be set up against this mutant (it breaks a step they rely on, such as
+    # the 202's job id): SPEC §5 makes a setup failure an ERROR. At least one must be an ERROR.
+    errors: list[str] = field(default_factory=list)
 
 
 REGISTRY: list[Mutant] = []
@@ -34,10 +37,10 @@ REGISTRY: list[Mutant] = []
 
 def mutant(rule: str, description: str, *, classes: list[str] | None = None, also: list[str] | None = None,
            profile: dict[str, Any] | None = None, socket: bool = False, level: str | None = None,
-           check: str | None = None) -> Callable:
+           check: str | None = None, errors: list[str] | None = None) -> Callable:
     def deco(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         REGISTRY.append(Mutant(fn.__name__, rule.upper(), description, fn, classes or [], also or [],
-                               profile or {}, socket, level=level, check=check))
+                               profile or {}, socket, level=level, check=check, errors=errors or []))
         return fn
     return deco
 

@@ -79,7 +79,8 @@ def no_location(app):
 # -- ASYNC-02 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-02", "a finished job says 'done', a status outside the vocabulary",
-        check="test_status_resource_reports_status_and_counts")
+        check="test_status_resource_reports_status_and_counts",
+        errors=["ASYNC-03", "ASYNC-04", "ASYNC-05", "ASYNC-08", "ASYNC-09", "ASYNC-10", "ASYNC-12", "ASYNC-13"])
 def status_word_done(app):
     def fn(call: Call) -> None:
         doc = _job(call)
@@ -165,7 +166,8 @@ def duplicates_a_result(app):
 
 
 @mutant("ASYNC-04", "the worker never marks a job completed: it stays running with nothing pending",
-        profile={"async": {"deadline_seconds": 0.3}}, check="test_job_ends_with_one_result_per_item")
+        profile={"async": {"deadline_seconds": 0.3}}, check="test_job_ends_with_one_result_per_item",
+        errors=["ASYNC-05", "ASYNC-08", "ASYNC-09", "ASYNC-12", "ASYNC-13"])
 def never_completes(app):
     def fn(call: Call) -> None:
         doc = _job(call)
@@ -236,17 +238,18 @@ def counts_go_back(app):
 @mutant("ASYNC-05", "a finished job's error results are re-rendered with another code on later reads",
         check="test_progress_is_monotonic_and_terminal_is_final")
 def finished_result_changes(app):
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
 
     def fn(call: Call) -> None:
         doc = _job(call)
         if doc and doc.get("status") == "completed":
-            if doc["job_id"] in seen:
+            key = (doc["job_id"], call.query)  # the same page read again (the next page is a first read)
+            if key in seen:
                 for r in doc["results"]:
                     if isinstance(r.get("error"), dict):
                         r["error"]["code"] = "processing_error"
                 call.set_response_json(doc)
-            seen.add(doc["job_id"])
+            seen.add(key)
     return _on_status(fn)(app)
 
 
@@ -261,6 +264,22 @@ def no_retry_after(app):
         call.set_response_header("retry-after", None)
     inner = _on_status(fn)(app)
     return Rewrite(inner, method="POST", path=JOBS, response=fn)
+
+
+@mutant("ASYNC-06", "the 202 carries Retry-After but a running job's status does not (unslowed server)",
+        check="test_retry_after_on_202_and_running_status")
+def no_retry_after_while_running(app):
+    def fn(call: Call) -> None:
+        call.set_response_header("retry-after", None)
+    return _on_status(fn)(app)
+
+
+@mutant("ASYNC-06", "a running job's status carries Retry-After but the 202 does not",
+        check="test_retry_after_on_202_and_running_status")
+def no_retry_after_on_202(app):
+    def fn(call: Call) -> None:
+        call.set_response_header("retry-after", None)
+    return _on_create(fn)(app)
 
 
 # -- ASYNC-07 ----------------------------------------------------------------------------------------
@@ -362,7 +381,7 @@ def cancel_discards_finished_results(app):
 # -- ASYNC-12 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-12", "a finished job is purged once its results have been read",
-        check="test_results_stay_readable_after_the_end")
+        check="test_results_stay_readable_after_the_end", errors=["ASYNC-03", "ASYNC-05", "ASYNC-10"])
 def purged_after_first_read(app):
     store = app.state.jobs.store
 

@@ -97,7 +97,7 @@ def reversed_results(app):
     return on_batch_response(fn)(app)
 
 
-@variation("results shuffled but correlated by id: only CORE-05 (a SHOULD) may flag it")
+@variation("results shuffled but correlated by id: only CORE-05 (a SHOULD) may flag it", warns=["CORE-05"])
 def shuffled_results(app):
     import random
 
@@ -170,7 +170,83 @@ def lying_summary(app):
 
 
 @mutant("CORE-09", "results in reverse order for a target declared position-correlated",
-        profile={"envelope": {"correlation": "position"}}, also=["CORE-02"],
+        profile={"envelope": {"correlation": "position"}},
         check="test_position_correlated_results_keep_length_and_order")
 def position_reversed(app):
     return reversed_results(app)
+
+
+def _duplicated(ops: list) -> list:
+    seen: set = set()
+    dups = []
+    for op in ops:
+        item_id = op.get("id") if isinstance(op, dict) else None
+        if item_id in seen and item_id not in dups:
+            dups.append(item_id)
+        seen.add(item_id)
+    return dups
+
+
+@mutant("CORE-07", "duplicate ids are refused with a 400 that does not say which id is duplicated",
+        check="test_duplicate_ids_rejected_before_applying")
+def duplicate_4xx_names_no_id(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if 400 <= call.status < 500 and isinstance(doc, dict) and doc.get("error") == "duplicate_id":
+            call.set_response_json({"error": "duplicate_id", "message": "the batch has duplicate item ids"})
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-07", "duplicate ids are refused with a 400 naming the id, but the batch's other items were applied",
+        check="test_duplicate_ids_rejected_before_applying")
+def duplicate_rejected_but_others_applied(app):
+    from ._base import Rewrite
+
+    def request(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        dups = _duplicated(ops) if isinstance(ops, list) else []
+        if dups:
+            call.dups = dups  # type: ignore[attr-defined]
+            doc["operations"] = [op for op in ops if not (isinstance(op, dict) and op.get("id") in dups)]
+            call.set_json(doc)
+
+    def response(call: Call) -> None:
+        dups = getattr(call, "dups", None)
+        if dups:
+            call.set_response_json({"error": "duplicate_id", "message": f"duplicate item ids in one batch: {dups!r}",
+                                    "ids": dups}, status=400)
+    return Rewrite(app, request=request, response=response)
+
+
+@mutant("CORE-08", "the summary's `errors` flag says false although items failed",
+        profile={"envelope": {"summary": {"errors_flag": "/summary/errors"}}}, check="test_summary_fields_agree")
+def errors_flag_false(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and isinstance(doc.get("summary"), dict):
+            doc["summary"]["errors"] = False
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-08", "the summary's `errors` flag says true although every item succeeded",
+        profile={"envelope": {"summary": {"errors_flag": "/summary/errors"}}}, check="test_summary_fields_agree")
+def errors_flag_always_true(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and isinstance(doc.get("summary"), dict):
+            doc["summary"]["errors"] = True
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@variation("the summary carries a correct `errors` flag, declared in the profile",
+           profile={"envelope": {"summary": {"errors_flag": "/summary/errors"}}})
+def errors_flag_correct(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and isinstance(doc.get("summary"), dict):
+            doc["summary"]["errors"] = any(r.get("status") == "error" for r in res)
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)

@@ -14,7 +14,8 @@ def _outcomes(call: Call) -> set:
 
 
 @mutant("HTTP-01", "a batch with any failed item answers 422 (results still in the body)",
-        check="test_mixed_batch_gets_2xx")
+        check="test_mixed_batch_gets_2xx",
+        errors=["CORE-02", "CORE-03", "CORE-04", "CORE-05", "CORE-06", "CORE-08"])
 def mixed_batch_422(app):
     def fn(call: Call) -> None:
         if call.status == 200 and _outcomes(call) == {"ok", "error"}:
@@ -149,4 +150,24 @@ def partial_202(app):
     def fn(call: Call) -> None:
         if call.status == 200 and "error" in _outcomes(call):
             call.status = 202
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-02", "an accepted async job is answered 207 Multi-Status instead of 202", also=["ASYNC-01"],
+        check="test_no_batch_response_is_207")
+def async_accepted_207(app):
+    from ._base import Rewrite
+
+    def fn(call: Call) -> None:
+        if call.status == 202:
+            call.status = 207
+    return Rewrite(app, method="POST", path="/imports/batch", response=fn)
+
+
+@mutant("HTTP-02", "a refused body (not JSON) is answered 207 Multi-Status with the error", also=["HTTP-04"],
+        check="test_no_batch_response_is_207")
+def refusal_207(app):
+    def fn(call: Call) -> None:
+        if call.status == 400 and call.json() is None:
+            call.status = 207
     return on_batch_response(fn)(app)

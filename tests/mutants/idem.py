@@ -121,7 +121,7 @@ def _not_claimed(app, pause: float):
     return app
 
 
-@mutant("IDEM-04", "the first (fresh) response is marked Idempotent-Replayed: true as well",
+@mutant("IDEM-04", "the first (fresh) response is marked Idempotent-Replayed: true as well", also=["IDEM-05"],
         check="test_replay_is_marked")
 def fresh_response_marked_replayed(app):
     def fn(call: Call) -> None:

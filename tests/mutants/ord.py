@@ -249,7 +249,8 @@ def results_labelled_by_position(app):
     return Rewrite(app, path=PATH, response=resp)
 
 
-@variation("independent items run in parallel, results in completion order, correlated by id", classes=["ORD"])
+@variation("independent items run in parallel, results in completion order, correlated by id", classes=["ORD"],
+           warns=["CORE-05"])
 def completion_order_correlated(app):
     def resp(call: Call) -> None:
         doc = call.response_json()

@@ -211,3 +211,24 @@ def everything_retryable(app):
             call.set_response_json(doc)
     return on_batch_response(fn)(app)
 
+
+
+@mutant("PART-04", "an upserting store: an id that already exists is applied again (version bumped) and answered ok",
+        check="test_resubmitting_the_whole_batch_corrected_applies_nothing_twice")
+def existing_ids_reapplied(app):
+    store = _db(app)
+
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        client = _client(call)
+        changed = False
+        for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
+            if r.get("status") == "error" and (r.get("error") or {}).get("code") == "already_exists":
+                store.connection().execute("UPDATE orders SET version = version + 1 WHERE client = ? AND id = ?",
+                                           (client, r.get("id")))
+                r.pop("error", None)
+                r.update({"status": "ok", "data": {"id": r.get("id")}})
+                changed = True
+        if changed:
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)

@@ -218,3 +218,9 @@ def empty_batch_200(app):
         if isinstance(doc, dict) and doc.get("error") == "batch_empty":
             call.set_response_json({"results": [], "summary": {"total": 0, "succeeded": 0, "failed": 0}}, 200)
     return on_batch_response(fn)(app)
+
+
+@mutant("SIZE-04", "the OpenAPI document states the right maxItems, but the over-limit error does not name the limit",
+        also=["SIZE-01"], check="test_limits_discoverable")
+def limit_only_in_openapi(app):
+    return vague_too_large_message(app)
