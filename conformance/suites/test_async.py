@@ -92,7 +92,9 @@ def _until_seen_running(jobs, items, profile, first: int, judge, *, finished: bo
 
 # -- ASYNC-01 --------------------------------------------------------------------------------------
 
-@pytest.mark.rule("ASYNC-01")
+@pytest.mark.rule("ASYNC-01", clause="a batch to the async endpoint gets 202 with a job id and a "
+                  "status URL, and the status URL (on the target's host) shows "
+                  "that job")
 def test_async_batch_gets_202_with_job_id_and_status_url(jobs, items):
     """ASYNC-01 MUST: a batch to the async endpoint gets 202 with `job_id` and `status_url`; SHOULD also `Location`."""
     resp = jobs.submit(items.valid(3))
@@ -114,7 +116,8 @@ def test_async_batch_gets_202_with_job_id_and_status_url(jobs, items):
            expected=job_id, seen=jobs.map.get(snap.doc, "job_id"))
 
 
-@pytest.mark.rule("ASYNC-01")
+@pytest.mark.rule("ASYNC-01", clause="SHOULD clause: the 202 carries a Location that leads to the "
+                  "job")
 @pytest.mark.level("SHOULD")
 def test_202_carries_location_of_the_job(jobs, items):
     """ASYNC-01 MUST: a batch to the async endpoint gets 202 with `job_id` and `status_url`; SHOULD also `Location`.
@@ -135,7 +138,10 @@ def test_202_carries_location_of_the_job(jobs, items):
 
 # -- ASYNC-02 --------------------------------------------------------------------------------------
 
-@pytest.mark.rule("ASYNC-02")
+@pytest.mark.rule("ASYNC-02", clause="every poll of a mixed job answers 2xx with a declared status "
+                  "word and non-negative counts where total is the item count "
+                  "and succeeded + failed + pending = total; the final counts "
+                  "agree with the final results")
 def test_status_resource_reports_status_and_counts(jobs, items, envelope):
     """ASYNC-02 MUST: the status resource reports `status` (queued, running, completed, failed, cancelled) and counts."""
     mixed = mixed_batch(items, 3, 2)
@@ -343,7 +349,8 @@ def _unlike(job_id: Any) -> str:
     return text[:-len(tail)] + tail
 
 
-@pytest.mark.rule("ASYNC-07")
+@pytest.mark.rule("ASYNC-07", clause="a job id shaped like a real one but naming no job gets 404 "
+                  "with a JSON error body")
 def test_unknown_job_is_404_with_json_error(jobs, items, target):
     """ASYNC-07 MUST: an unknown job id gets 404 with a JSON error."""
     acc = jobs.create(items.valid(1))
@@ -396,7 +403,8 @@ def test_retried_creation_returns_the_same_job(jobs, items, profile, target):
 
 # -- ASYNC-09 --------------------------------------------------------------------------------------
 
-@pytest.mark.rule("ASYNC-09")
+@pytest.mark.rule("ASYNC-09", clause="a second credential reading or cancelling the first client's "
+                  "job gets 404, and the job still ends completed")
 def test_another_client_cannot_read_or_cancel_the_job(jobs, items, profile):
     """ASYNC-09 MUST: another client cannot read or change a job that is not its own (404)."""
     other = jobs.as_client("second")
@@ -428,7 +436,10 @@ def _cancel_size(profile, item: dict[str, Any]) -> int:
     return max(2, n)
 
 
-@pytest.mark.rule("ASYNC-10")
+@pytest.mark.rule("ASYNC-10", clause="a large job cancelled while it runs ends cancelled and makes "
+                  "no more progress; items finished before the cancel stay "
+                  "readable, items without an ok result are not applied (read "
+                  "endpoint, sampled)")
 def test_cancel_stops_pending_items_and_keeps_finished_ones(jobs, items, profile, target):
     """ASYNC-10 MAY: a job can be cancelled; pending items stop, finished items stay."""
     profile.require("endpoints.cancel")
@@ -496,7 +507,8 @@ def test_cancel_stops_pending_items_and_keeps_finished_ones(jobs, items, profile
 
 # -- ASYNC-11 --------------------------------------------------------------------------------------
 
-@pytest.mark.rule("ASYNC-11")
+@pytest.mark.rule("ASYNC-11", clause="not observable over HTTP (SKIP with the reason); the "
+                  "reference server's restart test covers it")
 def test_job_state_survives_a_restart(profile):
     """ASYNC-11 SHOULD: job state survives a server restart (checked on the reference server)."""
     pytest.skip("a restart of the target can be neither caused nor observed over HTTP; the kit's own "
@@ -537,7 +549,9 @@ def test_results_stay_readable_after_the_end(jobs, items, target, profile):
 
 # -- ASYNC-13 --------------------------------------------------------------------------------------
 
-@pytest.mark.rule("ASYNC-13")
+@pytest.mark.rule("ASYNC-13", clause="Prefer: respond-async on the sync endpoint gets 202 with "
+                  "Preference-Applied: respond-async and a job id, and the job "
+                  "applies its items")
 def test_prefer_respond_async_on_the_sync_endpoint(jobs, items, target):
     """ASYNC-13 MAY: `Prefer: respond-async` on the sync batch endpoint gets 202 and `Preference-Applied: respond-async` (RFC 7240)."""
     batch = items.valid(3)
@@ -652,7 +666,8 @@ def _judge_delivery(jobs, acc, last: Snapshot, got: dict[str, Any]) -> None:
            expected=last.raw_status, seen=raw)
 
 
-@pytest.mark.rule("ASYNC-14")
+@pytest.mark.rule("ASYNC-14", clause="a job with a callback URL (loopback receiver) gets exactly "
+                  "one POST naming the job and its final status")
 def test_callback_posts_the_final_status_once(jobs, items, profile, target):
     """ASYNC-14 MAY: a job created with a `callback_url` gets one POST of its final status there when it ends (retried with backoff), so clients can subscribe instead of polling."""
     host = _loopback_host(target)
@@ -668,7 +683,8 @@ def test_callback_posts_the_final_status_once(jobs, items, profile, target):
                expected="one POST", seen=f"{len(extra)} requests")
 
 
-@pytest.mark.rule("ASYNC-14")
+@pytest.mark.rule("ASYNC-14", clause="a callback answered 503 is retried, and stops once answered "
+                  "200")
 def test_callback_is_retried_after_a_failed_delivery(jobs, items, profile, target):
     """ASYNC-14 MAY: a job created with a `callback_url` gets one POST of its final status there when it ends (retried with backoff), so clients can subscribe instead of polling."""
     host = _loopback_host(target)

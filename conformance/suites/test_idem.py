@@ -133,7 +133,9 @@ def other_payload(items, item: dict[str, Any]) -> dict[str, Any]:
 
 # -- batch keys ----------------------------------------------------------------
 
-@pytest.mark.rule("IDEM-01")
+@pytest.mark.rule("IDEM-01", clause="a retry with the same key and body gets the first status and "
+                  "body, and applies nothing again (read endpoint / effect "
+                  "counter)")
 def test_same_key_same_body_replays_and_applies_nothing(target, items, envelope, profile):
     """IDEM-01 MUST: the same batch key with the same body replays the first response and applies nothing again."""
     key = new_key(items)
@@ -153,7 +155,9 @@ def test_same_key_same_body_replays_and_applies_nothing(target, items, envelope,
            expected=before, seen=after)
 
 
-@pytest.mark.rule("IDEM-02")
+@pytest.mark.rule("IDEM-02", clause="the same key with another body gets 409 "
+                  "idempotency_key_reused, applies nothing of that body and "
+                  "leaves the first request's items unchanged")
 def test_same_key_other_body_is_refused(target, items, envelope, profile):
     """IDEM-02 MUST: the same batch key with a different body gets 422 (`idempotency_key_reused`); nothing applied."""
     key = new_key(items)
@@ -270,7 +274,8 @@ def _fire_duplicates(target, items, envelope, profile, once: Any, n: int) -> tup
     return inflight, lead
 
 
-@pytest.mark.rule("IDEM-04")
+@pytest.mark.rule("IDEM-04", clause="a replay carries Idempotent-Replayed: true and the first "
+                  "(fresh) response does not")
 def test_replay_is_marked(target, items, envelope, profile):
     """IDEM-04 SHOULD: a replayed response is marked (header `Idempotent-Replayed: true`)."""
     marker = replayed_header(profile)
@@ -287,7 +292,9 @@ def test_replay_is_marked(target, items, envelope, profile):
            expected=f"no {marker}: true on the first response", seen=first.headers.get(marker))
 
 
-@pytest.mark.rule("IDEM-05")
+@pytest.mark.rule("IDEM-05", clause="another credential's request with the same key (same or other "
+                  "body) is processed as its own, never a replay, and the first "
+                  "client's retry still replays its own response")
 def test_keys_are_scoped_to_the_credential(target, items, envelope, profile):
     """IDEM-05 MUST: keys are scoped to the client credential: another client's same key replays nothing of the first client's."""
     second = target.as_client("second")
@@ -323,7 +330,9 @@ def test_keys_are_scoped_to_the_credential(target, items, envelope, profile):
 
 # -- item keys -----------------------------------------------------------------
 
-@pytest.mark.rule("IDEM-06")
+@pytest.mark.rule("IDEM-06", clause="a batch retried with item keys gives succeeded items their "
+                  "original result without applying them again, and re-attempts "
+                  "the failed ones")
 def test_item_keys_retry_only_failed_items(target, items, envelope, profile):
     """IDEM-06 MUST: with item keys, retrying a partially failed batch re-attempts the failed items and returns the original result for the succeeded ones without applying them again."""
     name = item_field(profile)
@@ -377,7 +386,9 @@ def test_item_keys_retry_only_failed_items(target, items, envelope, profile):
                expected="an error result, nothing applied", seen=short(r.raw if r is not None else "no result"))
 
 
-@pytest.mark.rule("IDEM-07")
+@pytest.mark.rule("IDEM-07", clause="an item key reused with another payload fails that item with "
+                  "idempotency_key_reused, applies nothing of it and affects no "
+                  "other item")
 def test_item_key_reused_with_other_payload(target, items, envelope, profile):
     """IDEM-07 MUST: an item key reused with a different item payload gets a per-item `idempotency_key_reused` error; other items are unaffected."""
     name = item_field(profile)
@@ -458,7 +469,9 @@ def profile_verify(target) -> bool | str:
     return t["ca_bundle"] if verify and t.get("ca_bundle") else bool(verify)
 
 
-@pytest.mark.rule("IDEM-08")
+@pytest.mark.rule("IDEM-08", clause="a keyed batch whose connection was dropped before the answer, "
+                  "retried with the key, gets the outcome and applies each item "
+                  "once (effect counter)")
 def test_retry_after_dropped_connection_applies_once(target, items, envelope, profile):
     """IDEM-08 MUST: a retry after the connection dropped before the response was read applies nothing twice."""
     header = key_header(profile)
@@ -525,7 +538,8 @@ def test_key_honoured_within_retention(target, items, envelope, profile):
                  "retries at that fraction of the window)")
 
 
-@pytest.mark.rule("IDEM-10")
+@pytest.mark.rule("IDEM-10", clause="an empty key and a 256-character key (and no key where "
+                  "required) get 400 and apply nothing")
 def test_malformed_or_missing_key_gets_400(target, items, envelope, profile):
     """IDEM-10 MUST: a malformed key (empty, over 255 characters) gets 400; where the endpoint requires a key, a missing key gets 400."""
     header = key_header(profile)
@@ -544,7 +558,8 @@ def test_malformed_or_missing_key_gets_400(target, items, envelope, profile):
                seen=f"present: {applied}")
 
 
-@pytest.mark.rule("IDEM-11")
+@pytest.mark.rule("IDEM-11", clause="one item key on two items of a batch is rejected (4xx, nothing "
+                  "applied) or answered per item with at most one applied")
 def test_item_key_twice_in_one_batch(target, items, envelope, profile):
     """IDEM-11 MUST: the same item key twice in one batch is rejected (batch 4xx or per-item error), never applied twice."""
     name = item_field(profile)

@@ -16,7 +16,7 @@ def _need_read(profile) -> None:
     profile.require("endpoints.read")
 
 
-@pytest.mark.rule("PART-01")
+@pytest.mark.rule("PART-01", clause="every valid item of a mixed batch is applied (read endpoint)")
 def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
     """PART-01 MUST: in a mixed batch every valid item is applied (visible through the read endpoint)."""
     _need_read(profile)
@@ -27,7 +27,8 @@ def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
            seen=f"not readable: {missing}")
 
 
-@pytest.mark.rule("PART-02")
+@pytest.mark.rule("PART-02", clause="no invalid item (fresh id) of a mixed batch is readable "
+                  "afterwards")
 def test_failed_items_are_not_readable(target, items, profile):
     """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
     _need_read(profile)
@@ -38,7 +39,8 @@ def test_failed_items_are_not_readable(target, items, profile):
            expected="no invalid item readable", seen=f"readable: {present}")
 
 
-@pytest.mark.rule("PART-02")
+@pytest.mark.rule("PART-02", clause="an item failing because its id exists leaves the stored "
+                  "resource unchanged (whole read document)")
 def test_failed_item_leaves_existing_resource_untouched(target, items, envelope, profile):
     """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
     _need_read(profile)
@@ -69,7 +71,8 @@ def _names_field(message: str | None, field: str) -> bool:
     return field.lower() in low or field.lower().replace("_", " ") in low
 
 
-@pytest.mark.rule("PART-03")
+@pytest.mark.rule("PART-03", clause="each invalid example gets its declared error code and a "
+                  "message naming its field")
 def test_item_error_names_code_and_field(target, items, envelope):
     """PART-03 MUST: a failed item's error says what is wrong with that item (code, and a message naming the field)."""
     n = len(items.profile.get("items.invalid") or [])
@@ -165,7 +168,8 @@ def test_resubmitting_the_whole_batch_corrected_applies_nothing_twice(target, it
     expect(not absent, "a corrected item reported ok is not readable", expected="readable", seen=absent)
 
 
-@pytest.mark.rule("PART-05")
+@pytest.mark.rule("PART-05", clause="each item's outcome and error code is the same alone as in a "
+                  "mixed batch")
 def test_item_result_independent_of_batch(target, items, envelope):
     """PART-05 SHOULD: an item's result does not depend on the other items in the batch (same result as submitted alone)."""
     mixed = mixed_batch(items, 3, 3)
@@ -207,7 +211,8 @@ def retry_signal(result, headers: Any = None) -> bool | None:
     return None
 
 
-@pytest.mark.rule("PART-06")
+@pytest.mark.rule("PART-06", clause="every error result says whether a retry can succeed, and a "
+                  "validation error does not say it can")
 def test_error_results_say_whether_retry_can_succeed(target, items, envelope):
     """PART-06 SHOULD: an error result says whether retrying the item can succeed (`retryable`, or a transient code such as 429/503 with `Retry-After`), so clients retry only what can succeed."""
     mixed = mixed_batch(items, 1, 3)

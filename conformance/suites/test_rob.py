@@ -5,6 +5,7 @@ These checks stress the target; they run only where the profile declares the ROB
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ DEFAULT_MAX_EXAMPLES = 30
 
 DEFAULT_OTHER_EXAMPLES = 10
 DEFAULT_SECONDS_PER_OPERATION = 4.0
+DEFAULT_SECONDS = 10.0  # the whole ROB-01 fuzzing, shared among the operations
 
 
 def _real_ids(target: Any, profile: Any, items: Any) -> dict[str, Any]:
@@ -85,22 +87,26 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figu
     batch = _fuzz.batch_paths(profile)
     labels = [op.method.upper() + " " + op.path for _, op in operations]
     figures.update(seed=seed, max_examples=max_examples, other_max_examples=other_examples,
-                   seconds_per_operation=budget, openapi=source, operations=labels,
+                   seconds_per_operation=budget, seconds=float(profile.get("rob.seconds") or DEFAULT_SECONDS), openapi=source, operations=labels,
                    undocumented_batch_endpoints=missing)
     run = _fuzz.FuzzRun()
     redact = target.session.redactor.text
     real = _real_ids(target, profile, items)
     by_path: dict[str, set[str]] = {}
-    for path, op in operations:
+    total = float(profile.get("rob.seconds") or DEFAULT_SECONDS)
+    deadline = time.monotonic() + total
+    for k, (path, op) in enumerate(operations):
         method = op.method.upper()
         by_path.setdefault(path, set()).add(method)
         lenient = (method, path) in batch
         n = max_examples if lenient else other_examples
         values = _path_values(path, method, profile, real)
+        # Bounded twice: per operation, and the whole check shares `rob.seconds` among what is left.
+        share = min(budget, max(0.2, (deadline - time.monotonic()) / (len(operations) - k)))
         for mode in ("positive", "negative"):
             if not run.stopped:
                 _fuzz.fuzz(target, path, op, mode, max_examples=n, seed=seed, run=run, redact=redact,
-                           budget_s=budget / 2, lenient=lenient, path_values=values)
+                           budget_s=share / 2, lenient=lenient, path_values=values)
     for path, declared in by_path.items():
         if not run.stopped:
             _fuzz.probe_methods(target, path, declared, _path_values(path, "GET", profile, real), run, redact)
@@ -205,7 +211,9 @@ def _run_case(case: HostileCase, target: Any, items: Any, envelope: Any, profile
     return _judge(case, built, resp, target, envelope, items.id_field)
 
 
-@pytest.mark.rule("ROB-02")
+@pytest.mark.rule("ROB-02", clause="every case of the hostile corpus gets a clean answer (4xx, or "
+                  "per-item handling as its label says), never a 5xx, a hang or a "
+                  "dropped connection")
 def test_hostile_inputs_rejected_cleanly(target, items, envelope, profile, figures):
     """ROB-02 MUST: hostile inputs get a 4xx, never a 5xx or a hang: deep nesting, huge numbers, NaN/Infinity, invalid UTF-8, null items, wrong types, very long strings, non-ASCII ids."""
     target.endpoint("batch")
@@ -231,7 +239,8 @@ def test_hostile_inputs_rejected_cleanly(target, items, envelope, profile, figur
            seen=failures)
 
 
-@pytest.mark.rule("ROB-03")
+@pytest.mark.rule("ROB-03", clause="after the hostile run a normal batch is processed ok and reads "
+                  "back")
 def test_normal_batch_succeeds_after_hostile_run(target, items, envelope, profile):
     """ROB-03 MUST: after the hostile run, a normal batch still succeeds."""
     target.endpoint("batch")

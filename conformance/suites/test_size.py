@@ -52,7 +52,8 @@ def _over_limit(items, envelope, profile) -> tuple[int, list[dict[str, Any]]]:
     return limit, batch
 
 
-@pytest.mark.rule("SIZE-01")
+@pytest.mark.rule("SIZE-01", clause="max_items + 1 items get a 4xx batch_too_large naming the limit "
+                  "and the count, and nothing is applied")
 def test_over_max_items_rejected(target, items, envelope, profile):
     """SIZE-01 MUST: more items than the maximum gets a 4xx with `batch_too_large` and a message naming the limit and the count received; nothing is applied."""
     limit, batch = _over_limit(items, envelope, profile)
@@ -72,7 +73,7 @@ def test_over_max_items_rejected(target, items, envelope, profile):
                seen=f"readable: {applied}")
 
 
-@pytest.mark.rule("SIZE-02")
+@pytest.mark.rule("SIZE-02", clause="exactly max_items items are accepted, all ok and readable")
 def test_exactly_max_items_processed(target, items, envelope, profile):
     """SIZE-02 MUST: exactly the maximum is accepted and processed."""
     limit = _limit(profile, "max_items")
@@ -115,7 +116,8 @@ def _none_applied(target, profile, ids: list[str]) -> list[str]:
     return [i for i in ids if target.exists(i)]
 
 
-@pytest.mark.rule("SIZE-03")
+@pytest.mark.rule("SIZE-03", clause="a body over max_bytes gets 413 with a clear error, and nothing "
+                  "is applied")
 def test_over_max_bytes_gets_413_in_process(target, items, envelope, profile):
     """SIZE-03 MUST: a body over the byte limit gets 413 with a clear error, promptly, without being processed (also when sent chunked, with no Content-Length)."""
     max_bytes = _limit(profile, "max_bytes")
@@ -143,7 +145,9 @@ def _stream(prefix: bytes, suffix: bytes, total: int) -> Iterator[bytes]:
     yield suffix
 
 
-@pytest.mark.rule("SIZE-03")
+@pytest.mark.rule("SIZE-03", clause="a body over max_bytes streamed over a socket (chunked and with "
+                  "Content-Length) gets 413 before the whole body is sent, and "
+                  "nothing is applied")
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
 def test_over_max_bytes_refused_while_streaming(target, items, envelope, profile, framing):
     """SIZE-03 MUST: a body over the byte limit gets 413 with a clear error, promptly, without being processed (also when sent chunked, with no Content-Length)."""
@@ -229,7 +233,8 @@ def test_limits_discoverable(target, items, envelope, profile):
                  "as far as the profile says so")
 
 
-@pytest.mark.rule("SIZE-05")
+@pytest.mark.rule("SIZE-05", clause="an empty batch gets a 4xx batch_empty or a 2xx with an empty "
+                  "result list")
 def test_empty_batch_clear_answer(target, envelope):
     """SIZE-05 MUST: an empty batch gets a clear answer (400 `batch_empty`, or 200 with no results), never 5xx."""
     resp = target.batch([], note="an empty batch")
