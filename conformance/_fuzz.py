@@ -39,8 +39,8 @@ class FuzzRun:
     findings: list[Finding] = field(default_factory=list)
     stopped: str | None = None
     noise: dict[str, int] = field(default_factory=dict)  # per operation: spec-legal answers schemathesis flags
-    over_budget: set[str] = field(default_factory=set)
-    not_generated: set[str] = field(default_factory=set)  # operation+mode schemathesis could make no case for  # operation+mode whose time budget ran out
+    over_budget: set[str] = field(default_factory=set)  # operation+mode whose time budget ran out
+    not_generated: set[str] = field(default_factory=set)  # operation+mode schemathesis could make no case for
 
 
 def all_operations(schema: Any) -> tuple[list[tuple[str, Any]], list[str]]:

@@ -17,7 +17,7 @@ from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
-from .checks import ItemFactory, RuleViolation, take_observed
+from .checks import ItemFactory, RuleViolation, observed_notes
 
 CTX = pytest.StashKey[RunContext]()
 EVIDENCE = pytest.StashKey[list]()
@@ -249,15 +249,11 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         duration_s=rep.duration,
         evidence=list(item.stash.get(EVIDENCE, [])),
         figures=dict(item.stash.get(FIGURES, {})),
+        observed=observed_notes(item.nodeid),
     )
-    notes = take_observed()
-    if notes:  # what the check did not observe (checks.observed): shown beside its verdict
-        out.figures["observed"] = "; ".join(notes)
-        if hasattr(out, "observed"):
-            out.observed = "; ".join(notes)
     if rep.passed:
         # A passing check may still say what it measured (PERF ratios): figures["summary"].
-        out.reason = "; ".join([str(out.figures.get("summary") or ""), *notes]).strip("; ")
+        out.reason = str(out.figures.get("summary") or "")
         return out
     if rep.skipped:
         out.verdict = Verdict.SKIP

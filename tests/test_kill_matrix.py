@@ -29,7 +29,7 @@ CAUGHT_AS = {"MUST": {Verdict.FAIL}, "MUST NOT": {Verdict.FAIL}, "SHOULD": {Verd
 FULL = os.environ.get("BATCHSPEC_KILL_MATRIX", "").lower() == "full"
 # In the full matrix the fuzzing and hostile-corpus checks run for every mutant: bounded to a few
 # cases and a fixed seed, unless the mutant's own profile says otherwise (ROB mutants do).
-FULL_OVERRIDES = {"rob": {"max_examples": 3, "other_max_examples": 2, "seconds_per_operation": 1, "seed": 1}}
+FULL_OVERRIDES = {"rob": {"max_examples": 3, "other_max_examples": 2, "seconds_per_operation": 1, "seconds": 2, "seed": 1}}
 SUITES = Path(__file__).resolve().parent.parent / "conformance" / "suites"
 # Rules whose MUST clauses cannot be broken over HTTP in one process: checked by their own tests.
 NO_MUTANT_NEEDED = {"ASYNC-11": "tests/test_async_restart.py (SIGKILL mid-job, restart)",

@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance._hostile import BuiltBody, HostileCase, build, load_corpus, send_raw
-from conformance.checks import SetupError, expect, is_2xx, json_of, short
+from conformance.checks import SetupError, expect, fuzz, hostile, is_2xx, json_of, short
 
 DEFAULT_MAX_EXAMPLES = 30
 
@@ -25,7 +24,7 @@ DEFAULT_SECONDS = 10.0  # the whole ROB-01 fuzzing, shared among the operations
 def _real_ids(target: Any, profile: Any, items: Any) -> dict[str, Any]:
     """Path values that name real resources, so reads reach one: an item stored by one small batch,
     and a job of the async endpoint (both through declared operations; none if they fail)."""
-    from conformance._jobs import Jobs
+    from conformance.checks import Jobs
 
     out: dict[str, Any] = {}
     one = items.one()
@@ -34,7 +33,7 @@ def _real_ids(target: Any, profile: Any, items: Any) -> dict[str, Any]:
         out["item"] = one[items.id_field]
     if profile.get("endpoints.async") and profile.get("endpoints.job"):
         try:
-            out["job"] = Jobs(target, target.session.envelope).create(items.valid(1)).job_id
+            out["job"] = Jobs(target, target.envelope).create(items.valid(1)).job_id
         except Exception:  # noqa: BLE001 - ASYNC-01 judges the job endpoint; ROB-01 then uses generated ids
             pass
     return out
@@ -58,19 +57,18 @@ def _path_values(path: str, method: str, profile: Any, real: dict[str, Any]) -> 
                   "operation the document declares finds no 5xx and no response outside the documented schemas")
 def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figures, items):
     """ROB-01 MUST: property-based fuzzing of the batch endpoints (schemathesis, from the target's OpenAPI) finds no 5xx and no response outside the documented schemas."""
-    from conformance import _fuzz
 
     try:
         import schemathesis
     except ImportError:
         pytest.skip("schemathesis is not installed (pip install 'schemathesis>=4,<5')")
-    doc, source = _fuzz.load_openapi(target, profile)
+    doc, source = fuzz.load_openapi(target, profile)
     if doc is None:
         pytest.skip(f"no OpenAPI document: {source}")
     try:
         schema = schemathesis.openapi.from_dict(doc)
-        operations, broken = _fuzz.all_operations(schema)
-        _, missing = _fuzz.batch_operations(schema, profile)
+        operations, broken = fuzz.all_operations(schema)
+        _, missing = fuzz.batch_operations(schema, profile)
     except Exception as exc:  # the document or schemathesis failed: the rule could not be judged
         raise SetupError(f"the OpenAPI document ({source}) cannot be used by schemathesis: "
                          f"{type(exc).__name__}: {exc}") from None
@@ -84,13 +82,13 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figu
     budget = float(profile.get("rob.seconds_per_operation") or DEFAULT_SECONDS_PER_OPERATION)
     seed = profile.get("rob.seed")
     seed = int(seed) if seed is not None else random.randrange(2**31)
-    batch = _fuzz.batch_paths(profile)
+    batch = fuzz.batch_paths(profile)
     labels = [op.method.upper() + " " + op.path for _, op in operations]
     figures.update(seed=seed, max_examples=max_examples, other_max_examples=other_examples,
                    seconds_per_operation=budget, seconds=float(profile.get("rob.seconds") or DEFAULT_SECONDS), openapi=source, operations=labels,
                    undocumented_batch_endpoints=missing)
-    run = _fuzz.FuzzRun()
-    redact = target.session.redactor.text
+    run = fuzz.FuzzRun()
+    redact = target.redact
     real = _real_ids(target, profile, items)
     by_path: dict[str, set[str]] = {}
     total = float(profile.get("rob.seconds") or DEFAULT_SECONDS)
@@ -105,11 +103,11 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figu
         share = min(budget, max(0.2, (deadline - time.monotonic()) / (len(operations) - k)))
         for mode in ("positive", "negative"):
             if not run.stopped:
-                _fuzz.fuzz(target, path, op, mode, max_examples=n, seed=seed, run=run, redact=redact,
+                fuzz.fuzz(target, path, op, mode, max_examples=n, seed=seed, run=run, redact=redact,
                            budget_s=share / 2, lenient=lenient, path_values=values)
     for path, declared in by_path.items():
         if not run.stopped:
-            _fuzz.probe_methods(target, path, declared, _path_values(path, "GET", profile, real), run, redact)
+            fuzz.probe_methods(target, path, declared, _path_values(path, "GET", profile, real), run, redact)
     figures.update(cases_sent=run.sent, responses=run.by_status, findings=len(run.findings),
                    noise_per_item_errors=run.noise, over_budget=sorted(run.over_budget),
                    not_generated=sorted(run.not_generated))
@@ -129,7 +127,7 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figu
                              "errors on batch endpoints (the spec's rule, not counted)" if run.noise else ""))
 
 
-def _judge(case: HostileCase, built: BuiltBody, resp: httpx.Response, target: Any, envelope: Any,
+def _judge(case: hostile.HostileCase, built: hostile.BuiltBody, resp: httpx.Response, target: Any, envelope: Any,
            id_field: str) -> str | None:
     status = resp.status_code
     if status >= 500:
@@ -183,19 +181,20 @@ def _judge(case: HostileCase, built: BuiltBody, resp: httpx.Response, target: An
     return None
 
 
-def _run_case(case: HostileCase, target: Any, items: Any, envelope: Any, profile: Any,
+def _run_case(case: hostile.HostileCase, target: Any, items: Any, envelope: Any, profile: Any,
               timeout: float | None = None) -> str | None:
     """Send one case; the problem with its answer, or None when it was rejected (or handled) cleanly."""
-    built = build(case, items, envelope, profile.get("limits.max_bytes"))
+    built = hostile.build(case, items, envelope, profile.get("limits.max_bytes"))
     headers = {"Content-Type": envelope.content_type}
-    if case.socket:
-        ep = target.endpoint("batch")
-        hdrs = {**target.auth_headers(), **(ep.get("headers") or {}), **headers}
-        verify = profile.target.get("ca_bundle") or profile.target.get("verify_tls", True)
-        out = send_raw(target.base_url, ep.get("method", "POST"), ep["path"], hdrs, built.content, case.socket,
-                       timeout=timeout or target.session.timeout, verify=verify)
+    if case.raw_mode:
+        lying = case.raw_mode == "lying_length"
+        out = target.raw("batch", content=built.content, headers=headers, timeout=timeout,
+                         declared_length=len(built.content) + 100 if lying else len(built.content),
+                         send_bytes=None if lying else len(built.content) // 2, half_close=not lying,
+                         note=f"ROB-02 hostile case {case.name}: "
+                              + ("Content-Length 100 bytes over the body" if lying else "half the body, then closed"))
         if out.hung:
-            return f"no answer and no close within {timeout or target.session.timeout:g}s (a hang)"
+            return f"no answer and no close within {timeout or target.timeout:g}s (a hang)"
         if out.status is not None and out.status >= 500:
             return f"answered {out.status}"
         if out.status is not None and not 400 <= out.status < 500:
@@ -217,12 +216,12 @@ def _run_case(case: HostileCase, target: Any, items: Any, envelope: Any, profile
 def test_hostile_inputs_rejected_cleanly(target, items, envelope, profile, figures):
     """ROB-02 MUST: hostile inputs get a 4xx, never a 5xx or a hang: deep nesting, huge numbers, NaN/Infinity, invalid UTF-8, null items, wrong types, very long strings, non-ASCII ids."""
     target.endpoint("batch")
-    cases = load_corpus()
+    cases = hostile.load_corpus()
     failures: list[str] = []
     skipped: list[str] = []
     stopped = ""
     for case in cases:
-        if case.socket and target.in_process:
+        if case.raw_mode and target.in_process:
             skipped.append(case.name)
             continue
         problem = _run_case(case, target, items, envelope, profile)
@@ -245,9 +244,9 @@ def test_normal_batch_succeeds_after_hostile_run(target, items, envelope, profil
     """ROB-03 MUST: after the hostile run, a normal batch still succeeds."""
     target.endpoint("batch")
     # The hostile run again (answers ignored: ROB-02 judges them), so that this check stands alone.
-    quick = min(2.0, target.session.timeout)
-    for case in load_corpus():
-        if case.socket and (target.in_process or case.socket == "lying_length"):
+    quick = min(2.0, target.timeout)
+    for case in hostile.load_corpus():
+        if case.raw_mode and (target.in_process or case.raw_mode == "lying_length"):
             continue  # a lying length only costs the target's idle timeout; ROB-02 judged it
         try:
             problem = _run_case(case, target, items, envelope, profile, timeout=quick)

@@ -25,7 +25,7 @@ class Mutant:
     socket: bool = False  # needs a real socket (chunked bodies, dropped connections)
     variation: bool = False  # a LEGAL variation: no MUST may fail
     level: str | None = None  # the mutant breaks a weaker clause of its rule (checks marked `level`)
-    check: str | None = None  # the check that must FAIL (or WARN) for the mutant to count as caught
+    check: str | None = None  # the check (test function name) that must FAIL (or WARN) to count as caught: docs/coverage.md
     warns: list[str] = field(default_factory=list)  # variations: SHOULD rules the variation may make WARN
     # Rules whose checks cannot be set up against this mutant (it breaks a step they rely on, such as
     # the 202's job id): SPEC §5 makes a setup failure an ERROR. At least one must be an ERROR.
