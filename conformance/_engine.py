@@ -20,6 +20,9 @@ from ._model import CheckOutcome, RuleResult, RunReport, Verdict, worst
 from ._profile import Profile
 
 REPORT_SCHEMA_VERSION = "1.0"
+# Where a pytest session keeps its RunContext. It lives here, not in the plugin, so the engine never
+# imports the plugin (the plugin imports the engine; pytest loads the plugin by name, `-p`).
+CTX: pytest.StashKey["RunContext"] = pytest.StashKey()
 
 
 def tool_version() -> str:
@@ -149,6 +152,54 @@ class RunContext:
         return report
 
 
+class SelectionError(ValueError):
+    """A --class/--rule selection that names an unknown id or leaves no rule to run (exit 2)."""
+
+
+def split_ids(values: list[str] | str | None) -> list[str] | None:
+    """`--class CORE,HTTP --class IDEM` -> ["CORE", "HTTP", "IDEM"]: comma lists and repeats alike."""
+    if not values:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    out = [v.strip().upper() for raw in values for v in str(raw).split(",") if v.strip()]
+    return list(dict.fromkeys(out)) or None
+
+
+def check_selection(profile: Profile, classes: list[str] | str | None,
+                    rules: list[str] | str | None) -> tuple[list[str] | None, list[str] | None]:
+    """Normalise a selection; raise SelectionError (one line) if it names unknown ids or runs nothing."""
+    cat = _catalogue.load()
+    classes, rules = split_ids(classes), split_ids(rules)
+    for c in classes or []:
+        if c not in cat.class_ids:
+            raise SelectionError(f"unknown class {c!r} (known: {', '.join(cat.class_ids)})")
+    for r in rules or []:
+        if r not in cat:
+            raise SelectionError(f"unknown rule {r!r} (see `batchspec rules`)")
+    declared = set(profile.classes)
+    runnable = [r for r in cat.rules if r.cls in declared and not r.pending
+                and (not classes or r.cls in classes) and (not rules or r.id in rules)]
+    if runnable:
+        return classes, rules
+    why: list[str] = []
+    for c in classes or []:
+        if c not in declared:
+            why.append(f"class {c} is not declared by the profile")
+    for rid in rules or []:
+        rule = cat.get(rid)
+        if classes and rule.cls not in classes:
+            why.append(f"{rid} is in class {rule.cls}, not {'/'.join(classes)}")
+        elif rule.cls not in declared:
+            why.append(f"{rid}'s class {rule.cls} is not declared by the profile")
+        elif rule.pending:
+            why.append(f"{rid} has no check yet (PENDING)")
+    shown = " ".join(([f"--class {','.join(classes)}"] if classes else [])
+                     + ([f"--rule {','.join(rules)}"] if rules else []))
+    raise SelectionError(f"the selection {shown or '(everything)'} leaves no rule to run"
+                         + (f": {'; '.join(why)}" if why else ""))
+
+
 class _Inject:
     """Hands a prepared RunContext to the plugin of a nested pytest session."""
 
@@ -157,8 +208,6 @@ class _Inject:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
-        from .plugin import CTX
-
         config.stash[CTX] = self.ctx
 
 
@@ -199,7 +248,11 @@ def run(
     waivers_source: str | None = None,
     progress: Callable[[CheckOutcome], None] | None = None,
 ) -> RunReport:
-    """Run the suites against the profile's target and return the report (written if report_dir)."""
+    """Run the suites against the profile's target and return the report (written if report_dir).
+
+    Raises SelectionError for a selection that names an unknown class or rule or leaves nothing to run.
+    """
+    classes, rules = check_selection(profile, classes, rules)
     ctx = RunContext(
         profile=profile, transport=transport, strict=strict, classes=classes, rules=rules,
         report_dir=str(report_dir) if report_dir else None, waivers=waivers,

@@ -97,26 +97,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             waivers = _waivers.load(args.waivers)
         except _waivers.WaiverError as exc:
             raise UsageError(str(exc)) from None
-    classes = _split(args.classes)
-    rules = _split(args.rules)
-    cat = _catalogue.load()
-    for c in classes or []:
-        if c not in cat.class_ids:
-            raise UsageError(f"unknown class {c!r} (known: {', '.join(cat.class_ids)})")
-    for r in rules or []:
-        if r not in cat:
-            raise UsageError(f"unknown rule {r!r} (see `batchspec rules`)")
+    from ._engine import SelectionError, check_selection
+
+    embedded = not args.url and not args.profile
+    profile = bundled() if embedded else _load_profile(args)
+    try:
+        # Checked before anything starts or any request is sent (SPEC §5: exit 2).
+        classes, rules = check_selection(profile, args.classes, args.rules)
+    except SelectionError as exc:
+        raise UsageError(str(exc)) from None
     server = None
     tmp = None
-    if not args.url and not args.profile:
+    if embedded:
         from reference_server import start_in_thread
 
         tmp = tempfile.TemporaryDirectory(prefix="batchspec-")
         server = start_in_thread(db_path=os.path.join(tmp.name, "reference.db"))
-        profile = bundled().with_base_url(server.base_url)
+        profile = profile.with_base_url(server.base_url)
         print(f"batchspec: started the embedded reference server at {server.base_url}", flush=True)
-    else:
-        profile = _load_profile(args)
     try:
         shown = profile.base_url
         for secret in profile.secrets():

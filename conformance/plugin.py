@@ -1,7 +1,10 @@
 """The pytest plugin: options, the `rule` marker, fixtures, verdicts, preflight and reports.
 
+It is never autoloaded (no `pytest11` entry point): installing batchspec changes no other project's
+pytest sessions. The engine loads it by name for a conformance run (`-p conformance.plugin`), and plain
+pytest use names it too: `pytest -p conformance.plugin --pyargs conformance --target URL ...`.
 It is inert unless a run context exists: one injected by `conformance.run()` (the CLI) or one
-built from `--target`/`--profile` (plain `pytest --pyargs conformance ...`).
+built from `--target`/`--profile`.
 """
 from __future__ import annotations
 
@@ -12,14 +15,13 @@ import pytest
 
 from . import _catalogue
 from ._client import SetupError, Target
-from ._engine import RunContext
+from ._engine import CTX, RunContext, SelectionError, check_selection
 from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
 from .checks import ItemFactory, RuleViolation
 
-CTX = pytest.StashKey[RunContext]()
 EVIDENCE = pytest.StashKey[list]()
 FIGURES = pytest.StashKey[dict]()
 RECORDED = pytest.StashKey[bool]()
@@ -31,8 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--profile", action="store", default=None, help="Profile YAML (default: the bundled reference profile).")
     g.addoption("--batchspec-strict", dest="bs_strict", action="store_true", default=False, help="SHOULD rules that fail are FAIL, not WARN (the CLI's --strict).")
     g.addoption("--report-dir", action="store", default=None, help="Write junit.xml, report.json, report.md, report.html here.")
-    g.addoption("--class", dest="bs_classes", action="append", default=None, help="Only this rule class (repeatable).")
-    g.addoption("--rule", dest="bs_rules", action="append", default=None, help="Only this rule id (repeatable).")
+    g.addoption("--class", dest="bs_classes", action="append", default=None, help="Only this rule class (comma list, repeatable).")
+    g.addoption("--rule", dest="bs_rules", action="append", default=None, help="Only this rule id (comma list, repeatable).")
     g.addoption("--waivers", action="store", default=None, help="YAML file of accepted deviations.")
 
 
@@ -66,11 +68,16 @@ def pytest_configure(config: pytest.Config) -> None:
             waivers = _waivers.load(wpath)
         except _waivers.WaiverError as exc:
             raise pytest.UsageError(str(exc)) from None
+    try:
+        classes, rules = check_selection(profile, config.getoption("bs_classes"), config.getoption("bs_rules"))
+    except SelectionError as exc:
+        # Exit 2 with one line, as the CLI does (pytest's own UsageError would exit 4).
+        pytest.exit(f"batchspec: {exc}", returncode=2)
     config.stash[CTX] = RunContext(
         profile=profile,
         strict=config.getoption("bs_strict"),
-        classes=config.getoption("bs_classes"),
-        rules=config.getoption("bs_rules"),
+        classes=classes,
+        rules=rules,
         report_dir=config.getoption("--report-dir"),
         waivers=waivers,
         waivers_source=wpath,
