@@ -6,6 +6,9 @@ import importlib.metadata
 import importlib.resources
 import io
 import contextlib
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +47,10 @@ class RunContext:
     report_dir: str | None = None
     waivers: list[dict[str, Any]] | None = None
     waivers_source: str | None = None
-    progress: Callable[[CheckOutcome], None] | None = None
+    # progress(outcome, done, total): called as each check finishes; status(text): live ticks (_live).
+    progress: Callable[[CheckOutcome, int, int], None] | None = None
+    status: Callable[[str], None] | None = None
+    maxfail: int = 0  # stop after this many FAIL verdicts (--exitfirst is 1); 0 runs everything
     run_id: str = ""
     outcomes: list[CheckOutcome] = field(default_factory=list)
     checked_rules: set[str] = field(default_factory=set)
@@ -52,6 +58,11 @@ class RunContext:
     report: RunReport | None = None
     started_at: str = ""
     t0: float = 0.0
+    planned: dict[str, int] = field(default_factory=dict)  # rule id -> checks selected to run
+    total_checks: int = 0
+    failures: int = 0
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM"
+    stopped: str | None = None  # why --exitfirst/--maxfail stopped the run
     _session: Session | None = None
 
     def __post_init__(self) -> None:
@@ -86,6 +97,15 @@ class RunContext:
             return False
         return True
 
+    def halted(self) -> str | None:
+        """Why the run ended before its last check ("interrupted after 3 of 68 checks"), or None."""
+        done = len(self.outcomes)
+        if self.interrupted:
+            return f"interrupted after {done} of {self.total_checks} checks"
+        if self.stopped:
+            return f"{self.stopped} after {done} of {self.total_checks} checks"
+        return None
+
     # -- aggregation --------------------------------------------------------
     def build_report(self) -> RunReport:
         cat = _catalogue.load()
@@ -104,6 +124,8 @@ class RunContext:
                 verdict, reason = Verdict.PENDING, "no check for this rule yet"
             elif not pre_ok:
                 verdict, reason = Verdict.ERROR, "preflight failed: " + self.preflight.get("reason", "")
+            elif not outs and self.halted():
+                verdict, reason = Verdict.SKIP, f"not run: {self.halted()}"
             elif not outs:
                 verdict, reason = Verdict.ERROR, "its checks did not run"
             else:
@@ -112,6 +134,8 @@ class RunContext:
                 reason = "; ".join(dict.fromkeys(o.reason for o in deciding if o.reason))
                 if verdict == Verdict.PASS and not reason:
                     reason = f"{len(outs)} check(s) passed"
+                if self.halted() and len(outs) < self.planned.get(rule.id, 0):
+                    reason += f" (only {len(outs)} of {self.planned[rule.id]} checks ran: {self.halted()})"
             results.append(
                 RuleResult(
                     id=rule.id, cls=rule.cls, level=rule.level, title=rule.title,
@@ -143,6 +167,11 @@ class RunContext:
                 "in_process": self.transport is not None,
             },
         )
+        if self.interrupted:
+            report.interrupted = {"signal": self.interrupted, "checks_run": len(self.outcomes),
+                                  "checks_total": self.total_checks, "message": self.halted()}
+        elif self.stopped:
+            report.notes.append(f"The run {self.halted()}; the rules not reached are SKIP.")
         if not report.settings["verify_tls"]:
             report.notes.append("TLS verification was turned OFF by the profile.")
         if self.waivers is not None:
@@ -150,6 +179,30 @@ class RunContext:
 
             _waivers.apply(report, self.waivers, source=self.waivers_source)
         return report
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so pytest ends the session and reports are written."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+class ReportDirError(OSError):
+    """The report dir cannot be written (exit 2, found before the first request)."""
+
+
+def check_report_dir(path: str | Path) -> None:
+    """Create the report dir and prove a file can be written in it; raise ReportDirError if not."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".batchspec-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ReportDirError(f"cannot write reports to {str(d)!r}: {exc.strerror or exc}") from None
 
 
 class SelectionError(ValueError):
@@ -246,21 +299,32 @@ def run(
     report_dir: str | Path | None = None,
     waivers: list[dict[str, Any]] | None = None,
     waivers_source: str | None = None,
-    progress: Callable[[CheckOutcome], None] | None = None,
+    progress: Callable[[CheckOutcome, int, int], None] | None = None,
+    status: Callable[[str], None] | None = None,
+    maxfail: int = 0,
 ) -> RunReport:
     """Run the suites against the profile's target and return the report (written if report_dir).
 
     Raises SelectionError for a selection that names an unknown class or rule or leaves nothing to run.
     """
     classes, rules = check_selection(profile, classes, rules)
+    if report_dir:
+        check_report_dir(report_dir)  # before the first request, not after the whole run
     ctx = RunContext(
         profile=profile, transport=transport, strict=strict, classes=classes, rules=rules,
         report_dir=str(report_dir) if report_dir else None, waivers=waivers,
-        waivers_source=waivers_source, progress=progress,
+        waivers_source=waivers_source, progress=progress, status=status, maxfail=maxfail,
     )
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = pytest.main(pytest_args(ctx), plugins=[_Inject(ctx)])
+    # SIGTERM ends the run like SIGINT does: the reports are written and say so (exit 143).
+    main_thread = threading.current_thread() is threading.main_thread()
+    prev = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        with contextlib.redirect_stdout(out):
+            code = pytest.main(pytest_args(ctx), plugins=[_Inject(ctx)])
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, prev)
     if ctx.report is None:
         raise EngineError(f"the engine did not produce a report (pytest exit {int(code)}): {out.getvalue()[-2000:]}")
     return ctx.report

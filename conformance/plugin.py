@@ -8,14 +8,17 @@ built from `--target`/`--profile`.
 """
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from . import _catalogue
+from . import _catalogue, _live
 from ._client import SetupError, Target
-from ._engine import CTX, RunContext, SelectionError, check_selection
+from ._engine import CTX, RunContext, SelectionError, Terminated, _raise_terminated, check_selection
 from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
@@ -25,6 +28,7 @@ from .checks import ItemFactory, RuleViolation
 EVIDENCE = pytest.StashKey[list]()
 FIGURES = pytest.StashKey[dict]()
 RECORDED = pytest.StashKey[bool]()
+PLAIN = pytest.StashKey[bool]()  # a run started by plain pytest (not by conformance.run)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,6 +77,16 @@ def pytest_configure(config: pytest.Config) -> None:
     except SelectionError as exc:
         # Exit 2 with one line, as the CLI does (pytest's own UsageError would exit 4).
         pytest.exit(f"batchspec: {exc}", returncode=2)
+    if config.getoption("--report-dir"):
+        from ._engine import ReportDirError, check_report_dir
+
+        try:
+            check_report_dir(config.getoption("--report-dir"))
+        except ReportDirError as exc:
+            pytest.exit(f"batchspec: {exc}", returncode=2)
+    config.stash[PLAIN] = True
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)  # reports are written on SIGTERM too (exit 143)
     config.stash[CTX] = RunContext(
         profile=profile,
         strict=config.getoption("bs_strict"),
@@ -105,6 +119,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
+    ctx.total_checks = len(keep)
+    ctx.planned = {}
+    for item in keep:
+        rid = rule_of(item) or ""
+        ctx.planned[rid] = ctx.planned.get(rid, 0) + 1
 
 
 def _preflight(ctx: RunContext) -> dict[str, Any]:
@@ -150,6 +169,8 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     ctx = _context(session.config)
     if ctx is None:
         return None
+    if ctx.status:
+        _live.install(ctx.status)
     pre = _preflight(ctx)
     ctx.preflight = {k: v for k, v in pre.items() if k != "evidence"}
     ctx.preflight["reason"] = ctx.session.redactor.text(ctx.preflight.get("reason", "")) or ""
@@ -287,13 +308,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     item.stash[RECORDED] = True
     ctx.outcomes.append(out)
     if ctx.progress:
-        ctx.progress(out)
+        ctx.progress(out, len(ctx.outcomes), ctx.total_checks)
+    if out.verdict == Verdict.FAIL:
+        ctx.failures += 1
+        if ctx.maxfail and ctx.failures >= ctx.maxfail and not ctx.stopped:
+            ctx.stopped = ("stopped at the first FAIL (--exitfirst)" if ctx.maxfail == 1
+                           else f"stopped after {ctx.failures} FAILs (--maxfail {ctx.maxfail})")
+            item.session.shouldstop = ctx.stopped
+
+
+def pytest_keyboard_interrupt(excinfo: Any) -> None:
+    # Called on the session's config only; every context of this process is the same run.
+    if isinstance(excinfo.value, pytest.Session.Interrupted):
+        return  # -x / --maxfail stopping the session, not a signal
+    _INTERRUPTS.append("SIGTERM" if isinstance(excinfo.value, Terminated) else "SIGINT")
+
+
+_INTERRUPTS: list[str] = []
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ctx = _context(session.config)
     if ctx is None:
         return
+    _live.install(None)
+    if exitstatus == pytest.ExitCode.INTERRUPTED and _INTERRUPTS:
+        ctx.interrupted = _INTERRUPTS[-1]
+    _INTERRUPTS.clear()
+    # A second Ctrl-C must not cut the reports of an interrupted run in half.
+    masked = {}
+    if ctx.interrupted and threading.current_thread() is threading.main_thread():
+        masked = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         ctx.report = ctx.build_report()
         if ctx.report_dir:
@@ -302,6 +347,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             write_all(ctx.report, ctx.report_dir, ctx.profile.secrets())
     finally:
         ctx.close()
+        for sig, handler in masked.items():
+            signal.signal(sig, handler)
     if ctx.report is not None:
         code = ctx.report.exit_code()
         session.exitstatus = {0: pytest.ExitCode.OK, 1: pytest.ExitCode.TESTS_FAILED}.get(code, code)
+        if ctx.interrupted and session.config.stash.get(PLAIN, False):
+            print(f"batchspec: {ctx.halted()} ({ctx.interrupted}); reports written", file=sys.stderr)
