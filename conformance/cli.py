@@ -343,6 +343,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("old")
     d.add_argument("new")
     d.add_argument("--format", choices=["md", "text", "json"], default="md")
+    d.add_argument("--allow-lost-coverage", action="store_true",
+                   help="a MUST rule going from PASS to SKIP/PENDING/absent is not a regression")
     d.set_defaults(func=cmd_diff)
     return p
 
