@@ -297,3 +297,20 @@ def test_cli_exitfirst_flag_is_there():
 
     assert parser().parse_args(["run", "-x"]).exitfirst
     assert parser().parse_args(["run", "--maxfail", "3"]).maxfail == 3
+
+
+# -- waivers file errors name their line and suggest ---------------------------------
+
+@pytest.mark.parametrize("text, says", [
+    ("waivers:\n  - rule: CORE-07\n    reason: known\n    expires: 2030-01-01\n"
+     "  - rule: CORE-7\n    reason: typo\n    expires: 2030-01-01\n", "entry 2 (line 5): unknown rule 'CORE-7'; did you mean 'CORE-07'?"),
+    ("- rule: CORE-07\n  reason: known\n  expirse: 2030-01-01\n", "(line 3): unknown key 'expirse'; did you mean 'expires'?"),
+    ("- rule: CORE-07\n  reason: known\n  expires: 2030-13-01\n", "(line 3): expires must be a date"),
+    ("waivers:\n  - rule: [x\n", "(line 3): not valid YAML"),
+])
+def test_waiver_errors_name_the_line_and_suggest(text, says, tmp_path):
+    f = tmp_path / "waivers.yaml"
+    f.write_text(text)
+    r = cli("run", "http://127.0.0.1:9", "--waivers", str(f), "--report-dir", str(tmp_path / "r"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
