@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import hashlib
 import shlex
 import threading
 import time
@@ -59,8 +60,12 @@ def _body_text(content: bytes | None) -> str | None:
     return text
 
 
-def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: set[str]) -> str:
-    """A curl line that replays the request; secrets come from environment variables."""
+def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: set[str],
+                 body_sink: Any = None) -> str:
+    """A curl line that replays the request; secrets come from environment variables.
+
+    A body too large to inline is named by its hash (`@bodies/<sha>.body`); `body_sink(name, body)`
+    writes it under the report dir, so the line replays from there."""
     parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
     for k, v in headers.items():
         if k.lower() in ("content-length", "host", "accept-encoding", "connection", "user-agent"):
@@ -74,7 +79,13 @@ def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | N
             parts += ["-H", shlex.quote(f"{k}: {v}")]
     if body:
         if len(body) > MAX_EVIDENCE_BODY:
-            parts += ["--data-binary", "@body.json", f"# body of {len(body)} bytes not inlined"]
+            name = f"bodies/{hashlib.sha256(body).hexdigest()[:20]}.body"
+            where = "run from the report dir"
+            if body_sink is not None:
+                body_sink(name, body)
+            else:
+                where = "not written: no report dir"
+            parts += ["--data-binary", f"@{name}", f"# body of {len(body)} bytes ({where})"]
         else:
             parts += ["--data-binary", shlex.quote(body.decode("utf-8", errors="replace"))]
     return " ".join(parts)
@@ -243,7 +254,8 @@ class Target:
             request_body=red.text(_body_text(body_bytes)) if body_bytes is not None
             else ("<streamed body>" if content is not None else None),
             curl=red.text(curl_command(method, str(req.url), dict(sent_headers),
-                                       bytes(body_bytes) if body_bytes is not None else None, red.headers)) or "",
+                                       bytes(body_bytes) if body_bytes is not None else None, red.headers,
+                                       getattr(s, "body_sink", None))) or "",
             note=note,
         )
         start = time.perf_counter()

@@ -35,6 +35,54 @@ def tool_version() -> str:
         return "0+checkout"
 
 
+class BodyFiles:
+    """Writes the request bodies too large to inline in a curl line under `<report dir>/bodies/`.
+
+    Written when sent (nothing large is kept in memory), redacted like every other evidence, and
+    pruned after the reports are written to the ones some report's curl line names."""
+
+    def __init__(self, report_dir: str | Path, redactor: Any):
+        self.dir = Path(report_dir)
+        self.redactor = redactor
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, body: bytes) -> None:
+        path = self.dir / name
+        with self._lock:
+            if path.exists():
+                return
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                data = body  # hostile bytes are replayed as sent; secrets are text
+            else:
+                red = self.redactor.text(text)
+                data = body if red == text else (red or "").encode("utf-8")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            except OSError:
+                pass  # a replay file is a help; it never fails a check
+
+    @staticmethod
+    def prune(report_dir: str | Path) -> None:
+        d = Path(report_dir) / "bodies"
+        if not d.is_dir():
+            return
+        import re
+
+        named: set[str] = set()
+        for f in Path(report_dir).iterdir():
+            if f.is_file() and f.suffix in (".json", ".md", ".html", ".xml"):
+                text = f.read_text(encoding="utf-8", errors="replace")
+                named.update(re.findall(r"bodies/([0-9a-f]{20}\.body)", text))
+        for p in d.iterdir():
+            if p.name not in named:
+                p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only if nothing is left
+
+
 @dataclass
 class RunContext:
     """Everything one run needs and produces; shared by the CLI, plain pytest and the kit's tests."""
@@ -80,6 +128,8 @@ class RunContext:
     def session(self) -> Session:
         if self._session is None:
             self._session = Session(self.profile, self.transport)
+            if self.report_dir:
+                self._session.body_sink = BodyFiles(self.report_dir, self._session.redactor)
         return self._session
 
     def close(self) -> None:

@@ -345,6 +345,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             from .reports import write_all
 
             write_all(ctx.report, ctx.report_dir, ctx.profile.secrets())
+            from ._engine import BodyFiles
+
+            BodyFiles.prune(ctx.report_dir)
     finally:
         ctx.close()
         for sig, handler in masked.items():

@@ -314,3 +314,35 @@ def test_waiver_errors_name_the_line_and_suggest(text, says, tmp_path):
     r = cli("run", "http://127.0.0.1:9", "--waivers", str(f), "--report-dir", str(tmp_path / "r"))
     assert r.returncode == 2, r.stdout + r.stderr
     assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- curl replays of large bodies run from the report dir -------------------------------
+
+def test_curl_replay_of_a_large_body_runs_from_the_report_dir(tmp_path):
+    import os
+    import re
+
+    from conftest import run_kit_socket
+    from reference_server import create_app
+
+    out = tmp_path / "r"
+    run_kit_socket(create_app(str(tmp_path / "a.db")), rules=["SIZE-02"], report_dir=str(out))
+    doc = json.loads((out / "report.json").read_text())
+    replays = [e for r in doc["rules"] for e in r["evidence"] if "@bodies/" in (e["curl"] or "")]
+    assert replays, "no large body in the evidence"
+    ex = replays[0]
+    name = re.search(r"@(bodies/[0-9a-f]+\.body)", ex["curl"]).group(1)
+    assert (out / name).is_file()
+    assert f"body of {(out / name).stat().st_size} bytes" in ex["curl"]
+    # Replay it as a reader of the report would (its server is gone: start the reference server again).
+    from reference_server import start_in_thread
+
+    with start_in_thread(db_path=str(tmp_path / "b.db")) as server:
+        recorded = re.match(r"https?://[^/]+", ex["request"]["url"]).group(0)
+        line = ex["curl"].split(" # ")[0].replace(recorded, server.base_url)
+        env = dict(os.environ, BATCHSPEC_AUTHORIZATION="Bearer batchspec-client-a")
+        r = subprocess.run(line + " -o /dev/null -w '%{http_code}'", shell=True, cwd=out, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(ex["response"]["status"])
+    assert not [p for p in (out / "bodies").iterdir() if p.name not in (out / "report.json").read_text()]
