@@ -197,6 +197,8 @@ class RunReport:
     # SPEC 4b: the highest level reached and what blocks the next (_levels.assess).
     conformance: dict[str, Any] = field(default_factory=dict)
     catalogue: dict[str, Any] = field(default_factory=dict)  # {"version": ...} of the catalogue judged against
+    # A run ended by SIGINT/SIGTERM: {"signal", "checks_run", "checks_total", "message"}; None if it finished.
+    interrupted: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, int]:
         out = {v.value: 0 for v in Verdict}
@@ -205,7 +207,10 @@ class RunReport:
         return out
 
     def exit_code(self) -> int:
-        """SPEC §5: 0 every MUST passed (and every SHOULD under --strict), 1 otherwise, 3 preflight."""
+        """SPEC §5: 0 every MUST passed (and every SHOULD under --strict), 1 otherwise, 3 preflight,
+        130 interrupted by SIGINT (143 by SIGTERM)."""
+        if self.interrupted:
+            return 143 if self.interrupted.get("signal") == "SIGTERM" else 130
         if self.preflight and not self.preflight.get("ok", True):
             return 3
         for r in self.rules:

@@ -90,6 +90,11 @@ def render_summary(report: RunReport) -> str:
         "",
         _level_line(report),
         "",
+    ]
+    if getattr(report, "interrupted", None):
+        lines += [f"**⚠ {report.interrupted['message']} ({report.interrupted['signal']}): this report is "
+                  "incomplete; the rules not reached are SKIP.**", ""]
+    lines += [
         _must_line(report),
         "",
         *([_partial_line(report), ""] if _partial_line(report) else []),
