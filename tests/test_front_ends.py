@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import json
 import subprocess
 import sys
@@ -346,3 +347,65 @@ def test_curl_replay_of_a_large_body_runs_from_the_report_dir(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(ex["response"]["status"])
     assert not [p for p in (out / "bodies").iterdir() if p.name not in (out / "report.json").read_text()]
+
+
+# -- init --from-openapi ----------------------------------------------------------------
+
+def test_init_from_the_reference_servers_openapi_drafts_a_profile_that_passes(tmp_path):
+    import yaml
+
+    from reference_server import start_in_thread
+
+    with start_in_thread(db_path=str(tmp_path / "ref.db")) as server:
+        r = cli("init", "--from-openapi", f"{server.base_url}/openapi.json", "drafted.yaml", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        text = (tmp_path / "drafted.yaml").read_text()
+        data = yaml.safe_load(text)
+        assert data["target"]["base_url"] == server.base_url
+        assert data["endpoints"]["batch"] == {"method": "POST", "path": "/orders/batch"}
+        assert data["endpoints"]["async"]["path"] == "/imports/batch" and data["endpoints"]["job"]["path"]
+        assert data["limits"]["max_items"] == 1000 and data["idempotency"]["header"] == "Idempotency-Key"
+        assert {"CORE", "HTTP", "SIZE", "IDEM", "ASYNC", "ATOM"} <= set(data["classes"])
+        # Every drafted value says where it came from.
+        for line in text.splitlines():
+            if re.match(r"\s*(batch|async|max_items|header|valid|classes):", line):
+                assert "# guess:" in line or "# stated by x-batch" in line, line
+        assert "# TODO: items.invalid" in text
+        run = cli("run", "--profile", "drafted.yaml", "-q", "--report-dir", "r", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    passed = {x["class"] for x in doc["rules"] if x["verdict"] == "PASS"}
+    assert set(data["classes"]) <= passed
+
+
+def test_x_batch_states_what_cannot_be_guessed(tmp_path):
+    import yaml
+
+    from reference_server import start_in_thread
+    from reference_server.openapi import build_openapi
+    from reference_server.settings import Settings
+
+    doc = build_openapi(Settings())
+    doc["x-batch"]["items"] = {"invalid": [{"item": {"amount": -5, "currency": "USD"}, "code": "invalid_amount",
+                                            "field": "amount"}]}
+    doc["x-batch"]["classes"] = ["CORE", "PART", "PAR"]
+    (tmp_path / "openapi.json").write_text(json.dumps(doc))
+    r = cli("init", "--from-openapi", "openapi.json", "p.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "p.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert data["classes"] == ["CORE", "PART", "PAR"] and data["items"]["invalid"][0]["code"] == "invalid_amount"
+    assert "stated by x-batch" in text
+    with start_in_thread(db_path=str(tmp_path / "ref.db")) as server:
+        run = cli("run", server.base_url, "--profile", "p.yaml", "-q", "--report-dir", "r", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    rules = {x["id"]: x["verdict"] for x in json.loads((tmp_path / "r" / "report.json").read_text())["rules"]}
+    assert rules["PART-01"] == "PASS" and rules["PAR-02"] == "PASS"
+
+
+@pytest.mark.parametrize("content, says", [("{}", "not an OpenAPI document"),
+                                           ('{"paths": {"/x": {"get": {}}}}', "no batch endpoint found")])
+def test_init_from_an_unusable_document_is_exit_2(content, says, tmp_path):
+    (tmp_path / "o.json").write_text(content)
+    r = cli("init", "--from-openapi", "o.json", "p.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and says in r.stderr and not (tmp_path / "p.yaml").exists()
