@@ -137,7 +137,8 @@ def _preflight(ctx: RunContext) -> dict[str, Any]:
         if not_ready:
             info["reason"] = not_ready
             return info
-        resp = target.batch(factory.valid(1), note="preflight: one small valid batch")
+        sent = factory.valid(1)
+        resp = target.batch(sent, note="preflight: one small valid batch")
     except httpx.ConnectError as exc:
         info.update(unreachable=True, reason=f"cannot connect to {base}: {exc or 'connection refused'}")
         return info
@@ -158,10 +159,33 @@ def _preflight(ctx: RunContext) -> dict[str, Any]:
         info["reason"] = f"one small valid batch got {status}; check endpoints.batch and items.valid"
     elif json_of(resp) is None:
         info["reason"] = "one small valid batch got a body that is not JSON"
+    elif status != 202 and (missing := _no_result(ctx.session.envelope, resp, sent)):
+        info["reason"] = missing
     else:
         info["ok"] = True
         info["reason"] = f"one small valid batch got {status} with JSON"
     return info
+
+
+def _no_result(envelope: Any, resp: httpx.Response, sent: list[dict[str, Any]]) -> str | None:
+    """SPEC §5: the profile's envelope must find a result for each item sent; else one line naming
+    the pointer that found nothing (a 202 is an async answer, judged by the ASYNC class)."""
+    if envelope.raw_results(resp) is None:
+        return (f"one small valid batch got {resp.status_code} JSON, but the profile's envelope finds no results "
+                f"there ({envelope.results_location}); check envelope.results")
+    found = envelope.result_map(resp, sent)
+    for item in sent:
+        item_id = item.get(envelope.id_field)
+        r = found.get(item_id)
+        if r is None:
+            where = "by position" if envelope.by_position else f"at {envelope.m.get('result_id')!r} (envelope.result_id)"
+            return (f"one small valid batch got {resp.status_code} JSON with results, but none for the item sent "
+                    f"(id {item_id!r}) {where}")
+        if r.ok is None:
+            return (f"the result of the item sent (id {item_id!r}) is neither ok nor error by the profile's envelope: "
+                    f"{r.status!r} at {envelope.m.get('result_status')!r} (envelope.result_status, ok_values, "
+                    "error_values)")
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)
