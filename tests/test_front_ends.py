@@ -409,3 +409,26 @@ def test_init_from_an_unusable_document_is_exit_2(content, says, tmp_path):
     (tmp_path / "o.json").write_text(content)
     r = cli("init", "--from-openapi", "o.json", "p.yaml", cwd=tmp_path)
     assert r.returncode == 2 and says in r.stderr and not (tmp_path / "p.yaml").exists()
+
+
+def test_plain_pytest_interrupted_by_sigterm_writes_reports_and_exits_143(tmp_path):
+    import signal
+    import time
+
+    from reference_server import start_in_thread
+
+    with start_in_thread(db_path=str(tmp_path / "ref.db")) as server:
+        proc = subprocess.Popen([PY, "-m", "pytest", "-p", "conformance.plugin", "--pyargs", "conformance", "-p",
+                                 "no:xdist", "-v", "--target", server.base_url, "--report-dir", str(tmp_path / "r")],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline, passed = time.monotonic() + 120, 0
+        while time.monotonic() < deadline and passed < 3:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            passed += " PASSED" in line
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr[-2000:]
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["interrupted"]["signal"] == "SIGTERM" and "interrupted after" in stderr
