@@ -125,7 +125,6 @@ def test_plain_pytest_takes_comma_lists_and_repeats(tmp_path):
 # -- interrupted runs ------------------------------------------------------------
 
 def _interrupt(tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess, Path]:
-    import signal as _signal  # noqa: F401
     import time
 
     out = tmp_path / "r"
@@ -251,8 +250,7 @@ def test_a_waived_must_is_never_every_must_passed(tmp_path):
     report = run_two_failures(tmp_path, [{"rule": r, "reason": "known", "expires": day(30)} for r in BROKEN])
     assert report.exit_code() == 0
     line = _verdict_line(report)
-    assert "every MUST of the declared classes passed" not in line.split(",")[0] or "except 2 waived" in line
-    assert "CORE-07" in line and "CORE-08" in line and "waived" in line
+    assert line.endswith("except 2 waived (CORE-07, CORE-08)"), line
 
 
 @pytest.mark.parametrize("env, colored", [({"FORCE_COLOR": "1"}, True), ({}, False),
