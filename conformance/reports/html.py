@@ -161,8 +161,14 @@ def _short(text: str, limit: int) -> str:
     return _md(cut) + (" <span class='more' title='the full text is in the expanded rule'>…</span>" if was_cut else "")
 
 
-def _charts(r: dict[str, Any]) -> str:
-    svgs = [chart(sr) for c in r.get("checks") or [] for sr in c.get("series") or []]
+def _moving(sr: dict[str, Any]) -> bool:
+    """A series worth a picture on top: bars, or a line with more than one reading."""
+    return sr.get("kind") == "bar" or len({p[0] for p in sr.get("points") or []}) > 1
+
+
+def _charts(r: dict[str, Any], only_moving: bool = False) -> str:
+    svgs = [chart(sr) for c in r.get("checks") or [] for sr in c.get("series") or []
+            if not only_moving or _moving(sr)]
     svgs = [x for x in svgs if x]
     return f"<div class='charts'>{''.join(svgs)}</div>" if svgs else ""
 
@@ -350,7 +356,7 @@ def _tone(d: dict[str, Any]) -> str:
 def _measurements(d: dict[str, Any]) -> str:
     items = []
     for r in d["rules"]:
-        svgs = _charts(r)
+        svgs = _charts(r, only_moving=True)  # single readings are in the rule's own section
         if svgs:
             items.append(f"<div class='measure'><a href='#{_e(r['id'])}'>{_e(r['id'])}</a> "
                          f"<span class='v {r['verdict']}'>{r['verdict']}</span>{svgs}</div>")
