@@ -23,7 +23,7 @@ from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
-from .checks import ItemFactory, RuleViolation, observed_notes
+from .checks import ItemFactory, RuleViolation, observed_notes, series_of
 
 EVIDENCE = pytest.StashKey[list]()
 FIGURES = pytest.StashKey[dict]()
@@ -286,6 +286,7 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         evidence=list(item.stash.get(EVIDENCE, [])),
         figures=dict(item.stash.get(FIGURES, {})),
         observed=observed_notes(item.nodeid),
+        series=series_of(item.nodeid),
     )
     if rep.passed:
         # A passing check may still say what it measured (PERF ratios): figures["summary"].

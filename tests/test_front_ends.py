@@ -325,7 +325,8 @@ def test_curl_replay_of_a_large_body_runs_from_the_report_dir(tmp_path):
     from reference_server import create_app
 
     out = tmp_path / "r"
-    run_kit_socket(create_app(str(tmp_path / "a.db")), rules=["SIZE-02"], report_dir=str(out))
+    # --evidence all: a passing rule keeps its exchanges in report.json (by default they are summarised).
+    run_kit_socket(create_app(str(tmp_path / "a.db")), rules=["SIZE-02"], report_dir=str(out), evidence="all")
     doc = json.loads((out / "report.json").read_text())
     replays = [e for r in doc["rules"] for e in r["evidence"] if "@bodies/" in (e["curl"] or "")]
     assert replays, "no large body in the evidence"
