@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from . import _openapi
+from . import _live, _openapi
 
 _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization", "cookie"}
 
@@ -189,6 +189,7 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
             case.path_parameters = {**(case.path_parameters or {}),
                                     **{k: v for k, v in path_values.items() if k in (case.path_parameters or {})}}
         run.sent += 1
+        _live.tick(f"ROB-01 fuzzing {label} ({mode_name}): {run.sent} cases sent")
         try:
             resp = _send(target, path, case)
         except httpx.TimeoutException:
