@@ -136,3 +136,14 @@ def test_every_mutant_names_an_existing_check_of_its_rule():
     wrong = [(_label(m), m.rule, m.check) for m in REGISTRY
              if not m.variation and (not m.check or m.check not in checks.get(m.rule, set()))]
     assert not wrong, f"mutants naming no check, or a check not marked with their rule: {wrong}"
+
+
+def test_every_clause_of_a_must_rule_has_a_mutant():
+    """Each check carries one clause of its rule (`clause=` on its marker): every check of a MUST rule
+    is the named target of at least one mutant, so every clause the kit observes is proven to fail."""
+    cat = load_catalogue()
+    named = {(m.rule, m.check) for m in REGISTRY if not m.variation}
+    missing = sorted(f"{rid} {name}" for rid, names in _checks_by_rule().items() for name in names
+                     if cat.get(rid).level.startswith("MUST") and rid not in NO_MUTANT_NEEDED
+                     and cat.get(rid).cls not in PENDING_CLASSES and (rid, name) not in named)
+    assert not missing, f"checks of MUST rules that no mutant targets: {missing}"

@@ -381,7 +381,7 @@ def cancel_discards_finished_results(app):
 # -- ASYNC-12 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-12", "a finished job is purged once its results have been read",
-        check="test_results_stay_readable_after_the_end", errors=["ASYNC-03", "ASYNC-05", "ASYNC-10"])
+        check="test_results_stay_readable_after_the_end", errors=["ASYNC-03", "ASYNC-05", "ASYNC-06", "ASYNC-10"])
 def purged_after_first_read(app):
     store = app.state.jobs.store
 

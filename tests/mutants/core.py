@@ -43,7 +43,7 @@ def duplicates_a_result(app):
 def invents_ids(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
-        if call.status == 200:
+        if call.status == 200 and len(res) > 1:  # a one-item batch keeps its id (the preflight sees a result)
             for i, r in enumerate(res):
                 r["id"] = f"srv-{i}"
             call.set_response_json(doc)
@@ -134,7 +134,7 @@ def html_content_type(app):
 def numeric_result_ids(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
-        if call.status == 200:
+        if call.status == 200 and len(res) > 1:  # a one-item batch keeps its id (the preflight sees a result)
             for i, r in enumerate(res):
                 r["id"] = i
             call.set_response_json(doc)

@@ -34,7 +34,7 @@ def _is_validation(code: Any) -> bool:
 
 
 @mutant("PART-01", "when any item fails, the transaction is rolled back but the valid items still say ok",
-        check="test_valid_items_of_mixed_batch_are_applied")
+        also=["PART-04"], check="test_valid_items_of_mixed_batch_are_applied")
 def rolls_back_mixed_batch(app):
     store = _db(app)
 
@@ -48,7 +48,7 @@ def rolls_back_mixed_batch(app):
 
 
 @mutant("PART-01", "valid items that come after the first invalid item are reported ok but never written",
-        check="test_valid_items_of_mixed_batch_are_applied")
+        also=["PART-04"], check="test_valid_items_of_mixed_batch_are_applied")
 def stops_writing_after_first_error(app):
     store = _db(app)
 

@@ -10,8 +10,9 @@ from ._base import Call, Rewrite, mutant
 _NON_JSON_NUMBER = re.compile(rb"(?<![\"\w])-?(NaN|Infinity)\b")
 _DEEP = re.compile(rb"[\[{]{1000}|(\{\"a\":){1000}")
 # Fixed seeds keep the kill matrix deterministic; few examples keep it fast where ROB-01 is not the rule at stake.
-_FEW = {"rob": {"max_examples": 4, "seed": 1}}
-_FUZZ = {"rob": {"max_examples": 15, "seed": 1}}
+# The case count bounds these runs, not the clock: a loaded machine must not change a verdict.
+_FEW = {"rob": {"max_examples": 4, "seed": 1, "seconds": 300, "seconds_per_operation": 120}}
+_FUZZ = {"rob": {"max_examples": 30, "seed": 1, "seconds": 300, "seconds_per_operation": 120}}
 _HANG = {"target": {"timeout": 1}}  # a hang is noticed after 1 s
 
 
