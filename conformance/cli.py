@@ -211,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the reference server until interrupted")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--db", default="batchspec-reference.db", help="SQLite database file")
+    s.add_argument("--db", default="batchspec-reference.db", help="SQLite database file, or a postgresql:// URL (instances on one database form one service)")
     s.add_argument("--workers", type=int, default=1)
     s.set_defaults(func=cmd_serve)
 
