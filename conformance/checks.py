@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from ._client import SetupError, Target
 from ._envelope import Envelope, Result, json_of, is_json_content_type, pointer_get
+from ._jobs import Jobs
 from ._profile import Profile
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "response_json",
     "is_2xx",
     "canonical_results",
+    "Jobs",
 ]
 
 
