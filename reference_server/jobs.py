@@ -36,7 +36,7 @@ from .batch import BatchOutcome, BatchRequest, now_iso, parse_batch
 from .errors import ApiError, JSONResponse
 from .idempotency import Stored, batch_key, fingerprint, json_response
 from .settings import Settings
-from .storage import Storage
+from .storage import PgConnection, Storage
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
@@ -201,8 +201,11 @@ class JobStore:
                 size = total  # all-or-nothing and cross-item dependencies need the whole job in one batch
             chunk = items[processed:processed + size]
             outcome = self.apply(conn, client, BatchRequest(items=chunk, atomic=bool(atomic)))
-            conn.executemany("INSERT INTO job_results (job_id, position, result) VALUES (?, ?, ?)",
-                             [(job_id, processed + k, orjson.dumps(r)) for k, r in enumerate(outcome.results)])
+            rows = [(job_id, processed + k, orjson.dumps(r)) for k, r in enumerate(outcome.results)]
+            if isinstance(conn, PgConnection):  # one COPY stream rather than a statement per result
+                conn.copy("job_results", ("job_id", "position", "result"), rows)
+            else:
+                conn.executemany("INSERT INTO job_results (job_id, position, result) VALUES (?, ?, ?)", rows)
             done = processed + len(chunk) >= total
             status = (FAILED if atomic and not outcome.applied else COMPLETED) if done else RUNNING
             stamp, now = now_iso(), time.time()
