@@ -90,9 +90,12 @@ class CheckOutcome:
     duration_s: float = 0.0
     evidence: list[Exchange] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    observed: list[str] = field(default_factory=list)
+    """What the check did not observe (conformance.checks.observed): a PASS holds for the rest only."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "observed": self.observed,
             "name": self.name,
             "nodeid": self.nodeid,
             "verdict": self.verdict.value,

@@ -17,7 +17,7 @@ from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
-from .checks import ItemFactory, RuleViolation
+from .checks import ItemFactory, RuleViolation, observed_notes
 
 CTX = pytest.StashKey[RunContext]()
 EVIDENCE = pytest.StashKey[list]()
@@ -225,6 +225,7 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         duration_s=rep.duration,
         evidence=list(item.stash.get(EVIDENCE, [])),
         figures=dict(item.stash.get(FIGURES, {})),
+        observed=observed_notes(item.nodeid),
     )
     if rep.passed:
         # A passing check may still say what it measured (PERF ratios): figures["summary"].

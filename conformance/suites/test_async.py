@@ -7,21 +7,16 @@ and the kit's own tests check it on the reference server (tests/test_async_resta
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import random
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
-from conformance._client import _retry_after_seconds
-from conformance._jobs import COUNTS, STATUSES, TERMINAL, Jobs, Snapshot, by_id, fingerprint
 from conformance.checks import (
+    COUNTS, STATUSES, TERMINAL, CallbackReceiver, Jobs, loopback_host, Snapshot, by_id, fingerprint, retry_after_seconds,
     expect, is_json_content_type, json_of, mixed_batch, pointer_get, response_json, setup_failed, short,
 )
 
@@ -40,7 +35,7 @@ def _ids(items: list[dict[str, Any]], id_field: str) -> list[Any]:
 
 
 def _valid_retry_after(value: str | None) -> bool:
-    return value is not None and _retry_after_seconds(value.strip()) is not None
+    return value is not None and retry_after_seconds(value.strip()) is not None
 
 
 def _usable(snaps: list[Snapshot]) -> list[Snapshot]:
@@ -59,11 +54,11 @@ def test_async_batch_gets_202_with_job_id_and_status_url(jobs, items):
     job_id = jobs.map.get(doc, "job_id")
     status_url = jobs.map.get(doc, "status_url")
     expect(isinstance(job_id, (str, int)) and not isinstance(job_id, bool) and str(job_id) != "",
-           "the 202 body carries no job id", expected=f"a job id at {jobs.map.m['job_id']}", seen=short(doc))
+           "the 202 body carries no job id", expected=f"a job id at {jobs.map.pointer('job_id')}", seen=short(doc))
     expect(isinstance(status_url, str) and status_url != "", "the 202 body carries no status URL",
-           expected=f"a URL at {jobs.map.m['status_url']}", seen=short(doc))
+           expected=f"a URL at {jobs.map.pointer('status_url')}", seen=short(doc))
     if not jobs.same_host(status_url):
-        jobs.target._note(f"status URL {status_url!r} is on another host: not followed")
+        jobs.target.note(f"status URL {status_url!r} is on another host: not followed")
         return
     snap = jobs.read(status_url, note="follow the status URL of the 202")
     expect(snap.ok, "the status URL of the 202 does not answer", expected="2xx", seen=snap.http_status)
@@ -82,7 +77,7 @@ def test_202_carries_location_of_the_job(jobs, items):
     expect(acc.location, "the 202 carries no Location header", expected="Location: <status URL>",
            seen=dict(acc.resp.headers))
     if not jobs.same_host(acc.location):
-        jobs.target._note(f"Location {acc.location!r} is on another host: not followed")
+        jobs.target.note(f"Location {acc.location!r} is on another host: not followed")
         return
     snap = jobs.read(acc.location, note="follow the Location of the 202")
     expect(snap.ok and jobs.map.get(snap.doc, "job_id") == acc.job_id,
@@ -106,7 +101,7 @@ def test_status_resource_reports_status_and_counts(jobs, items, envelope):
         for name in COUNTS:
             value = s.count(name)
             expect(value is not None and value >= 0, f"poll {n}: the count '{name}' is missing or not a "
-                   "non-negative integer", expected=f"an integer at {jobs.map.m[name]}", seen=s.counts.get(name))
+                   "non-negative integer", expected=f"an integer at {jobs.map.pointer(name)}", seen=s.counts.get(name))
         total, done = s.count("total"), s.count("succeeded") + s.count("failed")  # type: ignore[operator]
         expect(total == len(mixed.items), f"poll {n}: total is not the number of items",
                expected=len(mixed.items), seen=total)
@@ -134,11 +129,11 @@ def test_results_appear_as_known_in_sync_shape(jobs, items, envelope):
         setup_failed("the job could not be read with a known status (ASYNC-02 reports it)")
     for n, s in enumerate(snaps, 1):
         expect(not s.results_missing, f"poll {n}: the job resource has no list of results",
-               expected=f"a list at {jobs.map.m['results']}", seen=short(s.doc))
+               expected=f"a list at {jobs.map.pointer('results')}", seen=short(s.doc))
         for r in s.results:
             expect(r.id in ids, f"poll {n}: a result carries an id that no item had", expected=sorted(ids), seen=r.id)
             expect(r.ok is not None, f"poll {n}: result {r.id!r} has a status that is neither ok nor error",
-                   expected=envelope.m["ok_values"] + envelope.m["error_values"], seen=short(r.raw))
+                   expected=envelope.status_values, seen=short(r.raw))
             if r.ok:
                 expect(r.data is not None, f"poll {n}: ok result {r.id!r} carries no data", seen=short(r.raw))
             else:
@@ -470,7 +465,7 @@ def test_prefer_respond_async_on_the_sync_endpoint(jobs, items, target):
            expected="Preference-Applied: respond-async", seen=resp.headers.get("preference-applied"))
     doc = json_of(resp)
     expect(jobs.map.get(doc, "job_id") not in (None, ""), "the 202 carries no job id",
-           expected=f"a job id at {jobs.map.m['job_id']}", seen=short(doc))
+           expected=f"a job id at {jobs.map.pointer('job_id')}", seen=short(doc))
     jobs.wait_done(jobs.url_of(jobs.accepted(resp)))
     if target.profile.get("endpoints.read"):
         for item_id in _ids(batch, items.id_field):
@@ -480,76 +475,7 @@ def test_prefer_respond_async_on_the_sync_endpoint(jobs, items, target):
 
 # -- ASYNC-14 --------------------------------------------------------------------------------------
 
-class Receiver:
-    """A loopback HTTP receiver for callbacks: records every request, answers from a script."""
-
-    def __init__(self, host: str, answers: list[int] | None = None):
-        self.received: list[dict[str, Any]] = []
-        self.answers = list(answers or [])
-        self.arrived = threading.Condition()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                with outer.arrived:
-                    status = outer.answers.pop(0) if outer.answers else 200
-                    outer.received.append({"method": self.command, "path": self.path, "at": time.monotonic(),
-                                           "headers": dict(self.headers.items()), "body": body, "answered": status})
-                    outer.arrived.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_POST = do_PUT = do_GET = _record
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="batchspec-callback-receiver",
-                                       daemon=True)
-        port = self.server.server_address[1]
-        shown = f"[{host}]" if ":" in host else host
-        self.token = uuid.uuid4().hex
-        self.url = f"http://{shown}:{port}/batchspec-callback/{self.token}"
-
-    def __enter__(self) -> "Receiver":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def wait_for(self, count: int, timeout: float) -> list[dict[str, Any]]:
-        end = time.monotonic() + timeout
-        with self.arrived:
-            while len(self.received) < count and time.monotonic() < end:
-                self.arrived.wait(max(0.0, end - time.monotonic()))
-            return list(self.received)
-
-
-def _loopback_host(target) -> str:
-    """Where the receiver listens: the target's own loopback family; SKIP for anything else."""
-    if target.in_process:
-        pytest.skip("the target runs in-process (no socket): it cannot reach a callback receiver")
-    host = urlsplit(target.base_url).hostname or ""
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        addr = None
-    if addr is None or not addr.is_loopback:
-        pytest.skip(f"the target ({host}) is not on loopback: the kit runs a callback receiver only for a "
-                    "loopback target (it never exposes a listener to, or calls, anything else)")
-    return "::1" if addr.version == 6 else "127.0.0.1"
-
-
-def _callback_job(jobs, items, profile, receiver: Receiver) -> tuple[Any, Snapshot]:
+def _callback_job(jobs, items, profile, receiver: CallbackReceiver) -> tuple[Any, Snapshot]:
     profile.require("async.callback_field")
     acc = jobs.create(items.valid(3), extra={profile.get("async.callback_field"): receiver.url})
     _, last = jobs.wait_done(jobs.url_of(acc))
@@ -557,7 +483,7 @@ def _callback_job(jobs, items, profile, receiver: Receiver) -> tuple[Any, Snapsh
 
 
 def _judge_delivery(jobs, acc, last: Snapshot, got: dict[str, Any]) -> None:
-    jobs.target._note(f"callback received by the kit: {got['method']} {got['path']} answered {got['answered']}: "
+    jobs.target.note(f"callback received by the kit: {got['method']} {got['path']} answered {got['answered']}: "
                       f"{short(got['body'].decode('utf-8', 'replace'), 500)}")
     expect(got["method"] == "POST", "the callback is not a POST", expected="POST", seen=got["method"])
     try:
@@ -575,9 +501,9 @@ def _judge_delivery(jobs, acc, last: Snapshot, got: dict[str, Any]) -> None:
 @pytest.mark.rule("ASYNC-14")
 def test_callback_posts_the_final_status_once(jobs, items, profile, target):
     """ASYNC-14 MAY: a job created with a `callback_url` gets one POST of its final status there when it ends (retried with backoff), so clients can subscribe instead of polling."""
-    host = _loopback_host(target)
+    host = loopback_host(target)
     wait = float(profile.get("async.callback_wait_seconds", 10))
-    with Receiver(host) as receiver:
+    with CallbackReceiver(host) as receiver:
         acc, last = _callback_job(jobs, items, profile, receiver)
         got = receiver.wait_for(1, wait)
         expect(got, f"no callback arrived within {wait:g}s of the job's end (async.callback_wait_seconds)",
@@ -591,9 +517,9 @@ def test_callback_posts_the_final_status_once(jobs, items, profile, target):
 @pytest.mark.rule("ASYNC-14")
 def test_callback_is_retried_after_a_failed_delivery(jobs, items, profile, target):
     """ASYNC-14 MAY: a job created with a `callback_url` gets one POST of its final status there when it ends (retried with backoff), so clients can subscribe instead of polling."""
-    host = _loopback_host(target)
+    host = loopback_host(target)
     wait = float(profile.get("async.callback_wait_seconds", 10))
-    with Receiver(host, answers=[503]) as receiver:
+    with CallbackReceiver(host, answers=[503]) as receiver:
         acc, last = _callback_job(jobs, items, profile, receiver)
         got = receiver.wait_for(2, wait)
         expect(got, f"no callback arrived within {wait:g}s of the job's end", seen="nothing")

@@ -6,8 +6,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conformance._envelope import pointer_set
-from conformance.checks import Envelope, expect, json_of, mixed_batch, response_json, short
+from conformance.checks import Envelope, expect, pointer_set, json_of, mixed_batch, response_json, short
 
 
 def _is_2xx_not_207(status: int) -> bool:
@@ -61,7 +60,7 @@ def test_all_invalid_batch_gets_2xx_with_item_errors(target, items, envelope):
 
 
 def _items_pointer(envelope: Envelope) -> str:
-    return envelope.m["request_items"]
+    return envelope.request_items
 
 
 def _malformed_cases(envelope: Envelope, items) -> dict[str, bytes]:
@@ -77,7 +76,7 @@ def _malformed_cases(envelope: Envelope, items) -> dict[str, bytes]:
     if pointer:  # the envelope is an object: an array is a non-object body, and the items field can be wrong
         cases["an array body"] = json.dumps(items.valid(1)).encode()
         # The profile's fixed request fields (a queue URL) stay, so only the items are wrong.
-        fixed = envelope.m.get("request_fields") or {}
+        fixed = envelope.request_fields
         cases["no items field"] = json.dumps(fixed).encode()
         for label, value in (("a string", "items"), ("an object", {"0": items.valid(1)[0]}), ("a number", 3)):
             doc: dict[str, Any] = json.loads(json.dumps(fixed))

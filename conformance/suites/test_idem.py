@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
-import ssl
 import threading
 import time
 import uuid
@@ -20,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance._model import Exchange
 from conformance.checks import expect, is_2xx, pointer_get, response_json, setup_failed, setup_ok, short
 
 MAX_KEY = 255
@@ -367,45 +364,9 @@ def test_item_key_reused_with_other_payload(target, items, envelope, profile):
 # -- dropped connections, retention, malformed keys -------------------------------
 
 def send_and_drop(target, headers: dict[str, str], batch_items: list[dict[str, Any]]) -> None:
-    """Send a batch over a raw socket and close the connection without reading any of the response."""
-    ep = target.endpoint("batch")
-    doc: Any = target.envelope.body(batch_items)
-    if isinstance(doc, dict) and ep.get("body"):
-        merged = copy.deepcopy(ep["body"])
-        merged.update(doc)
-        doc = merged
-    body = json.dumps(doc, ensure_ascii=False).encode("utf-8")  # the bytes Target.batch sends
-    all_headers = {**target.auth_headers(), "Content-Type": target.envelope.content_type,
-                   **(ep.get("headers") or {}), **headers}
-    req = target.session.client.build_request(ep.get("method", "POST"), target.url_for("batch"),
-                                              params=ep.get("query") or None, headers=all_headers, content=body)
-    url = req.url
-    head = [f"{req.method} {url.raw_path.decode('ascii')} HTTP/1.1", f"Host: {url.netloc.decode('ascii')}"]
-    head += [f"{k}: {v}" for k, v in all_headers.items()]
-    head += [f"Content-Length: {len(body)}", "Connection: close"]
-    red = target.session.redactor
-    ex = Exchange(method=req.method, url=red.text(str(url)) or "", request_headers=red.header_map(all_headers.items()),
-                  request_body=red.text(body[:4000].decode("utf-8", "replace")),
-                  note="raw socket: connection closed right after sending, before reading the response")
-    sock = socket.create_connection((url.host, url.port or (443 if url.scheme == "https" else 80)),
-                                    timeout=target.session.timeout)
-    try:
-        if url.scheme == "https":
-            verify = profile_verify(target)
-            ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-            if verify is False:
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            sock = ctx.wrap_socket(sock, server_hostname=url.host)
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-    finally:
-        sock.close()
-        target.record(ex)
-
-
-def profile_verify(target) -> bool | str:
-    t = target.profile.target
-    verify = t.get("verify_tls", True)
-    return t["ca_bundle"] if verify and t.get("ca_bundle") else bool(verify)
+    """Send a batch over the raw layer and close the connection without reading any of the response."""
+    target.raw("batch", json_body=target.envelope.body(batch_items), headers=headers, read_answer=False,
+               note="raw: connection closed right after sending, before reading the response")
 
 
 @pytest.mark.rule("IDEM-08")

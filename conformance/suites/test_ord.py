@@ -153,11 +153,11 @@ def _clear_error(target, envelope, batch: list[dict[str, Any]], bad_ids: list[st
                  what: str) -> httpx.Response:
     """Send `batch`; `bad_ids` must get a clear error (per item or 4xx), never 5xx or a hang."""
     try:
-        resp = target.batch(batch, timeout=min(CYCLE_TIMEOUT_S, target.session.timeout), note=what)
+        resp = target.batch(batch, timeout=min(CYCLE_TIMEOUT_S, target.timeout), note=what)
     except httpx.TimeoutException:
         # The hang is the violation here, not a failure of the kit.
         expect(False, f"{what}: the target did not answer (it hangs)",
-               expected=f"an answer within {min(CYCLE_TIMEOUT_S, target.session.timeout):g}s", seen="timeout")
+               expected=f"an answer within {min(CYCLE_TIMEOUT_S, target.timeout):g}s", seen="timeout")
         raise  # unreachable
     expect(resp.status_code < 500, f"{what}: the target answered {resp.status_code}",
            expected="a clear error: per-item error results or a 4xx", seen=short(resp.text, 300))

@@ -155,17 +155,13 @@ def _outcome(r) -> str:
     return "ok" if r.ok else f"error {r.error_code!r}" if r.ok is False else f"status {r.status!r}"
 
 
-def retry_signal(result, headers: Any = None) -> bool | None:
-    """How the kit reads PART-06: a boolean `retryable` in the error object (or the result), or a transient
-    per-item status (429/503) with a Retry-After; None when the result says nothing either way."""
-    for holder in (result.error, result.raw):
-        if isinstance(holder, dict) and isinstance(holder.get("retryable"), bool):
-            return holder["retryable"]
-    raw = result.raw if isinstance(result.raw, dict) else {}
-    status = raw.get("status_code", raw.get("http_status", raw.get("status")))
-    hdrs = raw.get("headers") if isinstance(raw.get("headers"), dict) else {}
-    retry_after = raw.get("retry_after", raw.get("retry_after_seconds")) or {k.lower(): v for k, v in hdrs.items()}.get("retry-after")
-    if status in (429, 503) and retry_after is not None:
+def retry_signal(result) -> bool | None:
+    """How the kit reads PART-06: the error's retryable flag where the envelope maps it (default
+    /error/retryable; or error_sender_fault inverted), else a transient per-item status (429/503,
+    result_http_status) with a Retry-After (result_retry_after); None when the result says nothing."""
+    if result.retryable is not None:
+        return result.retryable
+    if result.http_status in (429, 503) and result.retry_after is not None:
         return True
     return None
 
@@ -181,7 +177,7 @@ def test_error_results_say_whether_retry_can_succeed(target, items, envelope):
         r = by_id.get(item_id)
         if r is None or r.ok is not False:
             continue  # CORE-03 reports it
-        signal = r.retryable if r.retryable is not None else retry_signal(r)
+        signal = retry_signal(r)
         if signal is None:
             silent[item_id] = short(r.error if r.error is not None else r.raw, 200)
         elif signal:

@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance._hostile import BuiltBody, HostileCase, build, load_corpus, send_raw
-from conformance.checks import expect, is_2xx, json_of, short
+from conformance.checks import expect, fuzz, hostile, is_2xx, json_of, short
 
 DEFAULT_MAX_EXAMPLES = 30
 
@@ -19,18 +18,17 @@ DEFAULT_MAX_EXAMPLES = 30
 @pytest.mark.rule("ROB-01")
 def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figures):
     """ROB-01 MUST: property-based fuzzing of the batch endpoints (schemathesis, from the target's OpenAPI) finds no 5xx and no response outside the documented schemas."""
-    from conformance import _fuzz
 
     try:
         import schemathesis
     except ImportError:
         pytest.skip("schemathesis is not installed (pip install 'schemathesis>=4,<5')")
-    doc, source = _fuzz.load_openapi(target, profile)
+    doc, source = fuzz.load_openapi(target, profile)
     if doc is None:
         pytest.skip(f"no OpenAPI document: {source}")
     try:
         schema = schemathesis.openapi.from_dict(doc)
-        operations, missing = _fuzz.batch_operations(schema, profile)
+        operations, missing = fuzz.batch_operations(schema, profile)
     except Exception as exc:  # an unusable document is the profile's problem, not a FAIL of the rule
         pytest.skip(f"the OpenAPI document ({source}) cannot be used by schemathesis: {type(exc).__name__}: {exc}")
     if not operations:
@@ -41,12 +39,12 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figu
     figures.update(seed=seed, max_examples=max_examples, openapi=source,
                    operations=[op.method.upper() + " " + op.path for _, op in operations],
                    undocumented_batch_endpoints=missing)
-    run = _fuzz.FuzzRun()
-    redact = target.session.redactor.text
+    run = fuzz.FuzzRun()
+    redact = target.redact
     for path, op in operations:
         for mode in ("positive", "negative"):
             if not run.stopped:
-                _fuzz.fuzz(target, path, op, mode, max_examples=max_examples, seed=seed, run=run, redact=redact)
+                fuzz.fuzz(target, path, op, mode, max_examples=max_examples, seed=seed, run=run, redact=redact)
     figures.update(cases_sent=run.sent, responses=run.by_status, findings=len(run.findings))
     shown = [f"[{f.mode} {f.operation}] {f.problem} — body {short(f.request, 200)} — {f.curl}"
              for f in run.findings[:8]]
@@ -58,7 +56,7 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figu
            expected="no 5xx; documented status codes, bodies and content types", seen=shown)
 
 
-def _judge(case: HostileCase, built: BuiltBody, resp: httpx.Response, target: Any, envelope: Any,
+def _judge(case: hostile.HostileCase, built: hostile.BuiltBody, resp: httpx.Response, target: Any, envelope: Any,
            id_field: str) -> str | None:
     status = resp.status_code
     if status >= 500:
@@ -112,19 +110,20 @@ def _judge(case: HostileCase, built: BuiltBody, resp: httpx.Response, target: An
     return None
 
 
-def _run_case(case: HostileCase, target: Any, items: Any, envelope: Any, profile: Any,
+def _run_case(case: hostile.HostileCase, target: Any, items: Any, envelope: Any, profile: Any,
               timeout: float | None = None) -> str | None:
     """Send one case; the problem with its answer, or None when it was rejected (or handled) cleanly."""
-    built = build(case, items, envelope, profile.get("limits.max_bytes"))
+    built = hostile.build(case, items, envelope, profile.get("limits.max_bytes"))
     headers = {"Content-Type": envelope.content_type}
-    if case.socket:
-        ep = target.endpoint("batch")
-        hdrs = {**target.auth_headers(), **(ep.get("headers") or {}), **headers}
-        verify = profile.target.get("ca_bundle") or profile.target.get("verify_tls", True)
-        out = send_raw(target.base_url, ep.get("method", "POST"), ep["path"], hdrs, built.content, case.socket,
-                       timeout=timeout or target.session.timeout, verify=verify)
+    if case.raw_mode:
+        lying = case.raw_mode == "lying_length"
+        out = target.raw("batch", content=built.content, headers=headers, timeout=timeout,
+                         declared_length=len(built.content) + 100 if lying else len(built.content),
+                         send_bytes=None if lying else len(built.content) // 2, half_close=not lying,
+                         note=f"ROB-02 hostile case {case.name}: "
+                              + ("Content-Length 100 bytes over the body" if lying else "half the body, then closed"))
         if out.hung:
-            return f"no answer and no close within {timeout or target.session.timeout:g}s (a hang)"
+            return f"no answer and no close within {timeout or target.timeout:g}s (a hang)"
         if out.status is not None and out.status >= 500:
             return f"answered {out.status}"
         if out.status is not None and not 400 <= out.status < 500:
@@ -144,12 +143,12 @@ def _run_case(case: HostileCase, target: Any, items: Any, envelope: Any, profile
 def test_hostile_inputs_rejected_cleanly(target, items, envelope, profile, figures):
     """ROB-02 MUST: hostile inputs get a 4xx, never a 5xx or a hang: deep nesting, huge numbers, NaN/Infinity, invalid UTF-8, null items, wrong types, very long strings, non-ASCII ids."""
     target.endpoint("batch")
-    cases = load_corpus()
+    cases = hostile.load_corpus()
     failures: list[str] = []
     skipped: list[str] = []
     stopped = ""
     for case in cases:
-        if case.socket and target.in_process:
+        if case.raw_mode and target.in_process:
             skipped.append(case.name)
             continue
         problem = _run_case(case, target, items, envelope, profile)
@@ -171,9 +170,9 @@ def test_normal_batch_succeeds_after_hostile_run(target, items, envelope, profil
     """ROB-03 MUST: after the hostile run, a normal batch still succeeds."""
     target.endpoint("batch")
     # The hostile run again (answers ignored: ROB-02 judges them), so that this check stands alone.
-    quick = min(2.0, target.session.timeout)
-    for case in load_corpus():
-        if case.socket and (target.in_process or case.socket == "lying_length"):
+    quick = min(2.0, target.timeout)
+    for case in hostile.load_corpus():
+        if case.raw_mode and (target.in_process or case.raw_mode == "lying_length"):
             continue  # a lying length only costs the target's idle timeout; ROB-02 judged it
         try:
             problem = _run_case(case, target, items, envelope, profile, timeout=quick)

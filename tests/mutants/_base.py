@@ -25,16 +25,18 @@ class Mutant:
     socket: bool = False  # needs a real socket (chunked bodies, dropped connections)
     variation: bool = False  # a LEGAL variation: no MUST may fail
     level: str | None = None  # the mutant breaks a weaker clause of its rule (checks marked `level`)
+    check: str | None = None  # the check (test function name) meant to catch it: docs/coverage.md
 
 
 REGISTRY: list[Mutant] = []
 
 
 def mutant(rule: str, description: str, *, classes: list[str] | None = None, also: list[str] | None = None,
-           profile: dict[str, Any] | None = None, socket: bool = False, level: str | None = None) -> Callable:
+           profile: dict[str, Any] | None = None, socket: bool = False, level: str | None = None,
+           check: str | None = None) -> Callable:
     def deco(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         REGISTRY.append(Mutant(fn.__name__, rule.upper(), description, fn, classes or [], also or [],
-                               profile or {}, socket, level=level))
+                               profile or {}, socket, level=level, check=check))
         return fn
     return deco
 

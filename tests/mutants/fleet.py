@@ -137,7 +137,7 @@ class LocalIdempotency:
 
 
 @mutant("FLEET-02", "idempotency keys kept in each instance's memory: a retry on another instance is applied again",
-        also=["FLEET-03"], profile=PROFILE)
+        also=["FLEET-03"], profile=PROFILE, check="test_keyed_retry_on_another_instance_is_a_replay")
 def idempotency_local_to_each_instance(app):
     return Fleet(LocalIdempotency(app), LocalIdempotency(_another(app)))
 
@@ -157,7 +157,7 @@ class _JobsElsewhere:
 
 
 @mutant("FLEET-04", "each instance keeps its own job store: a job submitted to one is unknown to the other",
-        profile=PROFILE)
+        profile=PROFILE, check="test_job_is_visible_and_progresses_on_every_instance")
 def job_store_local_to_each_instance(app):
     from reference_server import create_app
 
@@ -166,7 +166,8 @@ def job_store_local_to_each_instance(app):
 
 
 @mutant("FLEET-01", "two instances on separate databases declared as one service",
-        also=["FLEET-02", "FLEET-03", "FLEET-04"], profile=PROFILE)
+        also=["FLEET-02", "FLEET-03", "FLEET-04"], profile=PROFILE,
+        check="test_applied_items_are_readable_on_every_instance")
 def separate_databases(app):
     from reference_server import create_app
 
@@ -177,7 +178,7 @@ LAG_S = 1.5
 
 
 @mutant("FLEET-01", f"reads on one instance lag {LAG_S:g}s behind the writes made on the other (an async replica)",
-        also=["FLEET-03"], profile=PROFILE)
+        also=["FLEET-03"], profile=PROFILE, check="test_applied_items_are_readable_on_every_instance")
 def reads_lag_behind_writes(app):
     written: dict[tuple[str, str], tuple[str, float]] = {}
 
