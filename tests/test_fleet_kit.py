@@ -1,6 +1,6 @@
 """The FLEET class of the kit: `target.instances` in profiles, and the checks against real fleets.
 
-Against 2 real `python -m reference_server --db postgresql://...` processes on one database, every
+Against 2 real `batchspec serve --db postgresql://...` processes on one database, every
 FLEET check PASSes (FLEET-05 SKIPs with its reason); against 2 real processes on separate databases
 declared as one service, FLEET-01 FAILs. The in-process mutants are judged by the kill matrix.
 """
@@ -59,10 +59,14 @@ def _fleet_profile(a: str, b: str):
     return reference_profile(a, {"target": {"instances": [b]}})
 
 
+# `batchspec serve --host H --port P --db URL`, as a user starts an instance (the CLI's own code path).
+BATCHSPEC_SERVE = "import sys; from conformance.cli import main; sys.exit(main(['serve', *sys.argv[1:]]))"
+
+
 @pytest.fixture
 def two_instances(postgres):
     db = postgres.new_database("kitfleet")
-    procs = [_start(db) for _ in range(2)]
+    procs = [_start(db, BATCHSPEC_SERVE) for _ in range(2)]
     try:
         yield [url for _, url in procs]
     finally:
@@ -94,3 +98,15 @@ def test_real_instances_on_separate_databases_fail_fleet_01(postgres, tmp_path):
             _stop(proc)
     got = verdicts(report)
     assert got["FLEET-01"] == Verdict.FAIL and got["FLEET-02"] == Verdict.FAIL
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", "failed"), ("", "skipped")])
+def test_missing_postgresql_skips_on_a_dev_machine_and_fails_under_ci(monkeypatch, ci, outcome):
+    from conftest import _no_postgres
+
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(BaseException) as caught:
+        _no_postgres("PostgreSQL is not installed")
+    kind = type(caught.value).__name__
+    assert kind == ("Failed" if outcome == "failed" else "Skipped"), kind
+    assert "PostgreSQL is not installed" in str(caught.value)
