@@ -7,8 +7,11 @@ its per-item results and the job's progress are committed in ONE transaction. A 
 mid-chunk therefore rolls the whole chunk back, and the next start (any process on the same
 database) resumes from the last committed position: every item is applied exactly once.
 
-Several processes may share the database (``--workers N``): each chunk transaction re-reads the
-job's position under ``BEGIN IMMEDIATE``, so two workers never apply the same chunk.
+Several processes may share the database (``--workers N``, or instances on one PostgreSQL
+database): each chunk transaction re-reads the job's position under ``BEGIN IMMEDIATE`` (SQLite)
+or with the job row locked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL: a job busy on one instance is
+left to it), so two workers never apply the same chunk; an instance that dies mid-chunk ends its
+session, which rolls the chunk back and frees the row for the next free worker (docs/fleet.md).
 
 Callbacks (``callback_url``): when a job ends, one POST of its final status is sent by a separate
 task (never the worker), retried with exponential backoff. SSRF caveat: the reference server is a
