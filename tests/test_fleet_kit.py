@@ -110,3 +110,15 @@ def test_missing_postgresql_skips_on_a_dev_machine_and_fails_under_ci(monkeypatc
     kind = type(caught.value).__name__
     assert kind == ("Failed" if outcome == "failed" else "Skipped"), kind
     assert "PostgreSQL is not installed" in str(caught.value)
+
+
+def test_batchspec_serve_never_prints_the_database_password():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", BATCHSPEC_SERVE, "--port", "0",
+                           "--db", "postgresql://u:hunter2@127.0.0.1:1/none"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "cannot connect to the PostgreSQL database" in done.stderr
