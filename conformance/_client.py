@@ -157,12 +157,21 @@ class Target:
         self.profile = session.profile
         self.evidence = evidence
         self.credential = credential
+        self.origin: str | None = None  # another instance's base URL (FLEET), None for the base URL
         self._lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------
     @property
     def base_url(self) -> str:
-        return self.profile.base_url
+        return self.origin or self.profile.base_url
+
+    def on(self, base_url: str) -> "Target":
+        """This check's view of another instance of the same service (``target.instances``): the same
+        credential and evidence, every path joined to ``base_url`` instead of the base URL."""
+        other = Target(self.session, self.evidence, self.credential)
+        other.origin = None if base_url.rstrip("/") == self.profile.base_url else base_url.rstrip("/")
+        other._lock = self._lock
+        return other
 
     @property
     def in_process(self) -> bool:
@@ -191,7 +200,9 @@ class Target:
             import pytest
 
             pytest.skip("profile declares no target.second_credential")
-        return Target(self.session, self.evidence, which)
+        other = Target(self.session, self.evidence, which)
+        other.origin = self.origin
+        return other
 
     def endpoint(self, name: str) -> dict[str, Any]:
         ep = self.profile.get(f"endpoints.{name}")
@@ -231,7 +242,7 @@ class Target:
             hdrs.setdefault("Content-Type", self.envelope.content_type)
         hdrs.update(headers or {})
         retries = int(self.profile.target.get("retry_after_max", 3))
-        url = path
+        url = path if self.origin is None or "://" in path else self.origin + path
         for attempt in range(retries + 1):
             resp = self._send(method, url, hdrs, content, params, timeout, note)
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:

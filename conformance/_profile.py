@@ -155,7 +155,14 @@ class Profile:
     @property
     def classes(self) -> list[str]:
         declared = list(self.data.get("classes") or [])
+        if self.instances[1:] and "FLEET" not in declared:
+            declared.append("FLEET")  # FLEET is declared by listing target.instances (SPEC §4)
         return ["CORE"] + [c for c in declared if c != "CORE"]
+
+    @property
+    def instances(self) -> list[str]:
+        """Base URLs of every instance of the service: the base URL first, then ``target.instances``."""
+        return [self.base_url] + [str(u).rstrip("/") for u in (self.target.get("instances") or [])]
 
     @property
     def envelope(self) -> dict[str, Any]:
@@ -176,9 +183,10 @@ class Profile:
         from urllib.parse import urlsplit
 
         out = []
-        password = urlsplit(self.base_url).password
-        if password:
-            out.append(password)
+        for url in self.instances:
+            password = urlsplit(url).password
+            if password:
+                out.append(password)
         for key in ("headers", "second_credential"):
             out.extend(v for v in (self.target.get(key) or {}).values() if v)
         for ep in (self.data.get("endpoints") or {}).values():
@@ -203,7 +211,26 @@ def from_data(data: dict[str, Any], source: str = "<memory>", lines: dict | None
     data.setdefault("items", {})
     data["items"].setdefault("id_field", "id")
     data.setdefault("classes", ["CORE"])
+    _check_instances(data, source, lines)
     return Profile(data, source)
+
+
+def _check_instances(data: dict[str, Any], source: str, lines: dict) -> None:
+    """``target.instances``: other base URLs of the same service, each once, none the base URL itself."""
+    listed = data["target"].get("instances") or []
+    where = lines.get(("target", "instances"))
+    at = f" (line {where})" if where else ""
+    base = str(data["target"]["base_url"]).rstrip("/")
+    seen = {base: "target.base_url"}
+    for i, url in enumerate(listed):
+        key = str(url).rstrip("/")
+        if key in seen:
+            raise ProfileError(f"{source}{at}: target.instances[{i}] {url!r} repeats {seen[key]}; list each "
+                               "other instance of the service once (the base URL is the first instance)")
+        seen[key] = f"target.instances[{i}]"
+    if "FLEET" in (data.get("classes") or []) and not listed:
+        raise ProfileError(f"{source}: classes lists FLEET but target.instances is missing; FLEET is declared "
+                           "by listing the base URLs of the other instances of the service in target.instances")
 
 
 def loads(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Profile:

@@ -287,7 +287,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from reference_server import serve
 
     host = f"[{args.host}]" if ":" in args.host else args.host
-    _print(f"batchspec: reference server at http://{host}:{args.port} (db: {args.db}, workers: {args.workers}); "
+    db = args.db
+    if "://" in db and "@" in db:  # a postgresql:// URL: never print its password
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(db)
+        if parts.password:
+            db = urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)))
+    _print(f"batchspec: reference server at http://{host}:{args.port} (db: {db}, workers: {args.workers}); "
            "Ctrl-C stops it", flush=True)
     serve(host=args.host, port=args.port, db_path=args.db, workers=args.workers)
     return EXIT_OK
@@ -388,7 +395,7 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
     s.add_argument("--port", type=int, default=8000, help="port to listen on")
-    s.add_argument("--db", default="batchspec-reference.db", help="SQLite database file")
+    s.add_argument("--db", default="batchspec-reference.db", help="SQLite database file, or a postgresql:// URL (instances on one database form one service)")
     s.add_argument("--workers", type=int, default=1, help="worker processes sharing the database")
     s.set_defaults(func=cmd_serve)
 

@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Run the batchspec reference server until interrupted.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--db", default=None, help="SQLite file (default: a fresh temporary file)")
+    parser.add_argument("--db", default=None, help="SQLite file (default: a fresh temporary file) or a postgresql:// URL")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     try:

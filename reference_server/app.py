@@ -31,7 +31,7 @@ from .idempotency import IdempotencyStore, Stored, batch_key, json_response
 from . import jobs
 from .openapi import build_openapi
 from .settings import Settings
-from .storage import Storage
+from .storage import Storage, open_storage
 from .validation import ItemValidator
 
 ANONYMOUS = ""
@@ -183,13 +183,16 @@ ROUTES = [
 
 
 def create_app(db_path: str | None = None, *, settings: Settings | None = None) -> Starlette:
-    """The reference server as an ASGI app. ``db_path=None`` uses a fresh temporary database file."""
+    """The reference server as an ASGI app.
+
+    ``db_path``: a SQLite file, ``None`` for a fresh temporary SQLite file, or a ``postgresql://``
+    URL (every app created on the same PostgreSQL database is an instance of one service)."""
     settings = settings or Settings()
     tmpdir: str | None = None
     if db_path is None:
         tmpdir = tempfile.mkdtemp(prefix="batchspec-ref-")
         db_path = os.path.join(tmpdir, "orders.db")
-    storage = Storage(db_path, busy_timeout_ms=settings.busy_timeout_ms)
+    storage = open_storage(db_path, busy_timeout_ms=settings.busy_timeout_ms)
     service = Service(storage, settings)
     runner = jobs.JobRunner(jobs.JobStore(storage, settings, service.apply), settings)
 

@@ -23,8 +23,9 @@ item is attempted again; a reused key with another payload gets a per-item ``ide
 the same key twice in one batch is 400 ``duplicate_idempotency_key`` before anything is applied.
 Every look-up is one query per 500 keys, never a round trip per item.
 
-Both work across worker processes sharing the database file: the claim and the batch are SQLite
-write transactions, which the database serialises between processes.
+Both work across worker processes and instances sharing the database: the claim and the batch are
+write transactions, which SQLite serialises between processes; on PostgreSQL the claim takes an
+advisory lock on the key and the batch its client's write lock (``storage.lock``).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from starlette.responses import Response
 from .batch import BatchOutcome, Check, Item, Result, apply_batch
 from .errors import JSON_TYPE, ApiError, item_error
 from .settings import Settings
-from .storage import Storage
+from .storage import Storage, lock
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -84,15 +85,19 @@ CREATE INDEX IF NOT EXISTS item_idempotency_keys_expiry ON item_idempotency_keys
 
 _SELECT_KEY = ("SELECT fingerprint, state, status, headers, body, expires_at FROM idempotency_keys "
                "WHERE client = ? AND key = ?")
-_CLAIM = ("INSERT OR REPLACE INTO idempotency_keys (client, key, fingerprint, state, token, created_at, expires_at) "
-          "VALUES (?, ?, ?, 'in_flight', ?, ?, ?)")
+# Upserts (SQLite >= 3.24 and PostgreSQL alike), not SQLite's INSERT OR REPLACE.
+_CLAIM = ("INSERT INTO idempotency_keys (client, key, fingerprint, state, token, created_at, expires_at) "
+          "VALUES (?, ?, ?, 'in_flight', ?, ?, ?) ON CONFLICT (client, key) DO UPDATE SET "
+          "fingerprint = excluded.fingerprint, state = excluded.state, token = excluded.token, status = NULL, "
+          "headers = NULL, body = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at")
 _COMPLETE = ("UPDATE idempotency_keys SET state = 'done', status = ?, headers = ?, body = ?, expires_at = ? "
              "WHERE client = ? AND key = ? AND token = ? AND state = 'in_flight'")
 _RELEASE = "DELETE FROM idempotency_keys WHERE client = ? AND key = ? AND token = ? AND state = 'in_flight'"
 _SELECT_ITEM_KEYS = ("SELECT key, fingerprint, result FROM item_idempotency_keys "
                      "WHERE client = ? AND expires_at > ? AND key IN ({marks})")
-_REMEMBER_ITEMS = ("INSERT OR REPLACE INTO item_idempotency_keys (client, key, fingerprint, result, expires_at) "
-                   "VALUES (?, ?, ?, ?, ?)")
+_REMEMBER_ITEMS = ("INSERT INTO item_idempotency_keys (client, key, fingerprint, result, expires_at) "
+                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT (client, key) DO UPDATE SET "
+                   "fingerprint = excluded.fingerprint, result = excluded.result, expires_at = excluded.expires_at")
 _PURGE = ("DELETE FROM idempotency_keys WHERE expires_at < ?",
           "DELETE FROM item_idempotency_keys WHERE expires_at < ?")
 _LOOKUP_CHUNK = 500
@@ -178,7 +183,7 @@ class IdempotencyStore:
         self.item_fingerprint: Callable[[Item], str] = item_fingerprint
         self._next_purge = 0.0
         self._purge_lock = threading.Lock()
-        self.storage.connection().executescript(_SCHEMA)
+        self.storage.executescript(_SCHEMA)
 
     # -- batch keys ------------------------------------------------------------
     def once(self, client: str, key: str | None, request_fingerprint: str,
@@ -215,6 +220,9 @@ class IdempotencyStore:
         """Claim ``key`` for this request, or return the stored response of an earlier identical one."""
         now = time.time()
         with self.storage.transaction() as conn:
+            # One claimant per key across every instance on the database (a no-op on SQLite,
+            # whose BEGIN IMMEDIATE already serialises this transaction).
+            lock(conn, f"idempotency\n{client}\n{key}")
             self._maybe_purge(conn, now)
             row = conn.execute(_SELECT_KEY, (client, key)).fetchone()
             if row is not None and row[5] > now:
@@ -245,7 +253,7 @@ class IdempotencyStore:
         try:
             with self.storage.transaction() as conn:
                 conn.execute(_RELEASE, (claim.client, claim.key, claim.token))
-        except sqlite3.Error:  # pragma: no cover - the lease frees the key later anyway
+        except self.storage.Error:  # pragma: no cover - the lease frees the key later anyway
             pass
 
     def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:

@@ -7,8 +7,11 @@ its per-item results and the job's progress are committed in ONE transaction. A 
 mid-chunk therefore rolls the whole chunk back, and the next start (any process on the same
 database) resumes from the last committed position: every item is applied exactly once.
 
-Several processes may share the database (``--workers N``): each chunk transaction re-reads the
-job's position under ``BEGIN IMMEDIATE``, so two workers never apply the same chunk.
+Several processes may share the database (``--workers N``, or instances on one PostgreSQL
+database): each chunk transaction re-reads the job's position under ``BEGIN IMMEDIATE`` (SQLite)
+or with the job row locked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL: a job busy on one instance is
+left to it), so two workers never apply the same chunk; an instance that dies mid-chunk ends its
+session, which rolls the chunk back and frees the row for the next free worker (docs/fleet.md).
 
 Callbacks (``callback_url``): when a job ends, one POST of its final status is sent by a separate
 task (never the worker), retried with exponential backoff. SSRF caveat: the reference server is a
@@ -36,7 +39,7 @@ from .batch import BatchOutcome, BatchRequest, now_iso, parse_batch
 from .errors import ApiError, JSONResponse
 from .idempotency import Stored, batch_key, fingerprint, json_response
 from .settings import Settings
-from .storage import Storage
+from .storage import PgConnection, Storage
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
@@ -122,7 +125,7 @@ class JobStore:
         self._items: dict[str, list[dict[str, Any]]] = {}
         # Whether a job's items depend on each other, decided once per job, not at every chunk.
         self._linked: dict[str, bool] = {}
-        storage.connection().executescript(_SCHEMA)
+        storage.executescript(_SCHEMA)
 
     # -- creation -------------------------------------------------------------
     def insert(self, conn: sqlite3.Connection, client: str, batch: BatchRequest,
@@ -143,9 +146,7 @@ class JobStore:
         """The job resource (one page of results from ``cursor``) as ``client`` sees it, or ``None``.
 
         Counts and results come from one read snapshot, so they always agree."""
-        conn = self.storage.connection()
-        conn.execute("BEGIN")
-        try:
+        with self.storage.snapshot() as conn:
             row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND client = ?",
                                (job_id, client)).fetchone()
             if row is None:
@@ -155,14 +156,14 @@ class JobStore:
             results = [orjson.loads(r[0]) for r in conn.execute(
                 "SELECT result FROM job_results WHERE job_id = ? AND position >= ? AND position < ? "
                 "ORDER BY position", (job_id, cursor, end))]
-        finally:
-            conn.execute("COMMIT")
         return resource(job, results, next_cursor=str(end) if end < job["processed"] else None)
 
     def cancel(self, client: str, job_id: str) -> dict[str, Any] | None:
         """Cancel an active job: the chunks already committed stay, no later chunk runs."""
         with self.storage.transaction() as conn:
-            row = conn.execute("SELECT status FROM jobs WHERE id = ? AND client = ?", (job_id, client)).fetchone()
+            # FOR UPDATE (PostgreSQL): wait for a chunk running on any instance, then decide on its outcome.
+            row = conn.execute("SELECT status FROM jobs WHERE id = ? AND client = ?" + self.storage.for_update,
+                               (job_id, client)).fetchone()
             if row is None:
                 return None
             if row[0] in TERMINAL:
@@ -181,12 +182,16 @@ class JobStore:
         """Apply the next chunk of the least recently served active job: ``(job_id, status)``, or ``None``.
 
         The chunk's orders, its results and the job's progress commit together or not at all."""
-        conn = self.storage.connection()
-        if conn.execute("SELECT 1 FROM jobs WHERE status IN ('queued', 'running') LIMIT 1").fetchone() is None:
-            return None
+        with self.storage.reading() as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE status IN ('queued', 'running') LIMIT 1").fetchone() is None:
+                return None
         with self.storage.transaction() as conn:
+            # SKIP LOCKED (PostgreSQL): a job whose chunk another instance is applying is left to it;
+            # the row lock lasts as long as the chunk's transaction, so an instance that dies
+            # mid-chunk rolls it back and frees the job for the next free worker (the takeover).
             row = conn.execute("SELECT id, client, atomic, total, processed FROM jobs "
-                               "WHERE status IN ('queued', 'running') ORDER BY turn LIMIT 1").fetchone()
+                               "WHERE status IN ('queued', 'running') ORDER BY turn LIMIT 1"
+                               + self.storage.skip_locked).fetchone()
             if row is None:
                 return None
             job_id, client, atomic, total, processed = row
@@ -199,8 +204,11 @@ class JobStore:
                 size = total  # all-or-nothing and cross-item dependencies need the whole job in one batch
             chunk = items[processed:processed + size]
             outcome = self.apply(conn, client, BatchRequest(items=chunk, atomic=bool(atomic)))
-            conn.executemany("INSERT INTO job_results (job_id, position, result) VALUES (?, ?, ?)",
-                             [(job_id, processed + k, orjson.dumps(r)) for k, r in enumerate(outcome.results)])
+            rows = [(job_id, processed + k, orjson.dumps(r)) for k, r in enumerate(outcome.results)]
+            if isinstance(conn, PgConnection):  # one COPY stream rather than a statement per result
+                conn.copy("job_results", ("job_id", "position", "result"), rows)
+            else:
+                conn.executemany("INSERT INTO job_results (job_id, position, result) VALUES (?, ?, ?)", rows)
             done = processed + len(chunk) >= total
             status = (FAILED if atomic and not outcome.applied else COMPLETED) if done else RUNNING
             stamp, now = now_iso(), time.time()
@@ -239,7 +247,8 @@ class JobStore:
         now = time.time()
         with self.storage.transaction() as conn:
             row = conn.execute("SELECT id, client, callback_attempts FROM jobs WHERE callback_state = 'due' "
-                               "AND callback_next_at <= ? ORDER BY callback_next_at LIMIT 1", (now,)).fetchone()
+                               "AND callback_next_at <= ? ORDER BY callback_next_at LIMIT 1" + self.storage.skip_locked,
+                               (now,)).fetchone()
             if row is None:
                 return None
             conn.execute("UPDATE jobs SET callback_next_at = ?, callback_attempts = callback_attempts + 1 "
@@ -247,7 +256,8 @@ class JobStore:
         job = self.load(row[1], row[0], limit=0)
         if job is None:
             return None
-        url = self.storage.connection().execute("SELECT callback_url FROM jobs WHERE id = ?", (row[0],)).fetchone()[0]
+        with self.storage.reading() as conn:
+            url = conn.execute("SELECT callback_url FROM jobs WHERE id = ?", (row[0],)).fetchone()[0]
         job.pop("results", None)
         job.pop("next_cursor", None)
         return row[0], url, job, row[2] + 1
@@ -262,8 +272,8 @@ class JobStore:
                 conn.execute("UPDATE jobs SET callback_next_at = ? WHERE id = ?", (time.time() + backoff, job_id))
 
     def next_callback_at(self) -> float | None:
-        row = self.storage.connection().execute(
-            "SELECT MIN(callback_next_at) FROM jobs WHERE callback_state = 'due'").fetchone()
+        with self.storage.reading() as conn:
+            row = conn.execute("SELECT MIN(callback_next_at) FROM jobs WHERE callback_state = 'due'").fetchone()
         return row[0] if row else None
 
 
@@ -351,7 +361,8 @@ class JobRunner:
             self._wake.clear()  # before the step: a job created during it wakes the next round
             try:
                 stepped = await to_thread.run_sync(self.store.step)
-            except sqlite3.OperationalError:  # locked by another process for too long: try again later
+            except self.store.storage.Busy:  # locked by another process for too long, or the database
+                # connection was lost: try again later
                 stepped = None
             if stepped is not None:
                 if stepped[1] in TERMINAL and self._callbacks_wake is not None:

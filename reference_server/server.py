@@ -27,15 +27,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db_path: str | None = None,
     """Run the reference server with uvicorn until interrupted.
 
     With ``workers > 1`` every worker process opens the same SQLite file (WAL makes that safe);
-    without ``db_path`` a temporary file is created for them to share.
+    without ``db_path`` a temporary file is created for them to share. ``db_path`` may be a
+    ``postgresql://`` URL: every process started on that database is an instance of one service.
+    A database that cannot be opened ends the process with one clear line (exit status 2).
     """
-    if workers <= 1:
-        uvicorn.run(create_app(db_path), host=host, port=port, log_level="warning")
-        return
-    if db_path is None:
+    if workers > 1 and db_path is None:
         import tempfile
         db_path = os.path.join(tempfile.mkdtemp(prefix="batchspec-ref-"), "orders.db")
-    create_app(db_path)  # create the schema once, before the workers race for it
+    try:
+        app = create_app(db_path)  # also creates the schema once, before any worker races for it
+    except RuntimeError as exc:
+        import sys
+        print(f"batchspec serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if workers <= 1:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+    assert db_path is not None
     os.environ[DB_ENV] = db_path
     uvicorn.run("reference_server.server:app_from_env", factory=True, host=host, port=port,
                 workers=workers, log_level="warning")

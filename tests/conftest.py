@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import json
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,44 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     caught = sum(1 for r in rows if r["caught"])
     tr.write_line(f"{caught} of {len(rows)} mutants/variations judged correctly")
     (ROOT / "build" / "kill-matrix.md").write_text("\n".join(lines) + "\n")
+
+
+# -- PostgreSQL (issue 16): one throwaway cluster per test session (per xdist worker) ------------
+
+def _no_postgres(reason: str) -> None:
+    """Skip with the reason on a developer machine; under CI (CI=true) a missing PostgreSQL fails."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"PostgreSQL tests cannot run under CI: {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A running throwaway PostgreSQL cluster (``tests/_postgres.py``), removed after the session."""
+    from _postgres import PostgresCluster, unavailable
+
+    why = unavailable()
+    if why:
+        _no_postgres(why)
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        _no_postgres(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture
+def db_for(request, tmp_path):
+    """``db_for(backend)``: a fresh database of ``backend`` (a SQLite path or a PostgreSQL URL)."""
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            return str(tmp_path / f"ref-{os.urandom(4).hex()}.db")
+        return request.getfixturevalue("postgres").new_database()
+    return make

@@ -13,12 +13,12 @@ from reference_server.idempotency import Claim, LostClaim, Stored
 A = {"Authorization": "Bearer client-a"}
 
 
-@pytest.fixture
-def make_client(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_client(request, db_for):
     opened: list[ASGIThreadTransport] = []
 
     def make(**settings) -> tuple[httpx.Client, object]:
-        app = create_app(str(tmp_path / f"db{len(opened)}.db"), settings=Settings(**settings))
+        app = create_app(db_for(request.param), settings=Settings(**settings))
         transport = ASGIThreadTransport(app)
         opened.append(transport)
         return httpx.Client(transport=transport, base_url="http://ref.test"), app

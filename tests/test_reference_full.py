@@ -40,9 +40,12 @@ def _judge(report, in_process: bool) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("mode", ["in-process", "socket"])
-def test_reference_server_passes_every_rule(mode, reference_app, tmp_path):
+@pytest.mark.parametrize("mode", ["in-process", "socket", "socket-postgresql"])
+def test_reference_server_passes_every_rule(mode, reference_app, tmp_path, request):
     runner = run_kit if mode == "in-process" else run_kit_socket
+    if mode == "socket-postgresql":  # the same kit, the same verdicts, on the PostgreSQL backend
+        from reference_server import create_app
+        reference_app = create_app(request.getfixturevalue("postgres").new_database())
     report = runner(reference_app, report_dir=str(tmp_path / "report"))
     bad = _judge(report, mode == "in-process")
     assert not bad, f"the reference server ({mode}) is not judged conformant:\n" + "\n".join(bad)

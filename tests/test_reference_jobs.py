@@ -15,9 +15,9 @@ with warnings.catch_warnings():
 from reference_server import create_app
 
 
-@pytest.fixture
-def client(tmp_path):
-    with TestClient(create_app(str(tmp_path / "jobs.db"))) as c:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def client(request, db_for):
+    with TestClient(create_app(db_for(request.param))) as c:
         yield c
 
 

@@ -53,8 +53,11 @@ def conforms(doc: Any, schema_file: str, pointer: str = "") -> None:
     assert not errors, errors
 
 
-@pytest.fixture(scope="module")
-def app() -> Any:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def app(request) -> Any:
+    """The reference server on each storage backend (the same tests, the same guarantees)."""
+    if request.param == "postgresql":
+        return create_app(request.getfixturevalue("postgres").new_database())
     return create_app()
 
 
