@@ -44,7 +44,7 @@ def _usable(snaps: list[Snapshot]) -> list[Snapshot]:
 
 # -- ASYNC-01 --------------------------------------------------------------------------------------
 
-@pytest.mark.rule("ASYNC-01")
+@pytest.mark.rule("ASYNC-01", clause="gets 202 with `job_id` and `status_url`")
 def test_async_batch_gets_202_with_job_id_and_status_url(jobs, items):
     """ASYNC-01 MUST: a batch to the async endpoint gets 202 with `job_id` and `status_url`; SHOULD also `Location`."""
     resp = jobs.submit(items.valid(3))
@@ -66,7 +66,7 @@ def test_async_batch_gets_202_with_job_id_and_status_url(jobs, items):
            expected=job_id, seen=jobs.map.get(snap.doc, "job_id"))
 
 
-@pytest.mark.rule("ASYNC-01")
+@pytest.mark.rule("ASYNC-01", clause="SHOULD also `Location`")
 @pytest.mark.level("SHOULD")
 def test_202_carries_location_of_the_job(jobs, items):
     """ASYNC-01 MUST: a batch to the async endpoint gets 202 with `job_id` and `status_url`; SHOULD also `Location`.
@@ -498,7 +498,7 @@ def _judge_delivery(jobs, acc, last: Snapshot, got: dict[str, Any]) -> None:
            expected=last.raw_status, seen=raw)
 
 
-@pytest.mark.rule("ASYNC-14")
+@pytest.mark.rule("ASYNC-14", clause="one POST of its final status there when it ends")
 def test_callback_posts_the_final_status_once(jobs, items, profile, target):
     """ASYNC-14 MAY: a job created with a `callback_url` gets one POST of its final status there when it ends (retried with backoff), so clients can subscribe instead of polling."""
     host = loopback_host(target)
@@ -514,7 +514,7 @@ def test_callback_posts_the_final_status_once(jobs, items, profile, target):
                expected="one POST", seen=f"{len(extra)} requests")
 
 
-@pytest.mark.rule("ASYNC-14")
+@pytest.mark.rule("ASYNC-14", clause="retried with backoff")
 def test_callback_is_retried_after_a_failed_delivery(jobs, items, profile, target):
     """ASYNC-14 MAY: a job created with a `callback_url` gets one POST of its final status there when it ends (retried with backoff), so clients can subscribe instead of polling."""
     host = loopback_host(target)

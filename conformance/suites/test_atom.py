@@ -34,7 +34,7 @@ def _conflicting_item(target, items) -> dict[str, Any]:
     return items.with_id(items.templates()[-1], existing[items.id_field])
 
 
-@pytest.mark.rule("ATOM-01")
+@pytest.mark.rule("ATOM-01", clause="if any item fails (validation), no item is applied")
 def test_failing_item_means_nothing_applied(target, items, profile):
     """ATOM-01 MUST: if any item fails, no item is applied."""
     _require_atomic(profile)
@@ -48,7 +48,7 @@ def test_failing_item_means_nothing_applied(target, items, profile):
            expected="no item readable", seen=f"answered {resp.status_code}; readable: {applied}")
 
 
-@pytest.mark.rule("ATOM-01")
+@pytest.mark.rule("ATOM-01", clause="if any item fails (at write time, after validation), no item is applied")
 def test_failure_at_write_time_rolls_back(target, items, profile):
     """ATOM-01 MUST: if any item fails, no item is applied."""
     _require_atomic(profile)
@@ -122,7 +122,7 @@ def test_failure_says_not_applied(target, items, envelope, profile):
                expected=f"an error result (e.g. {not_applied!r})", seen=short(r.raw))
 
 
-@pytest.mark.rule("ATOM-04")
+@pytest.mark.rule("ATOM-04", clause="an all-valid atomic batch applies every item (200, all ok)")
 def test_all_valid_atomic_batch_applies_every_item(target, items, envelope, profile):
     """ATOM-04 MUST: an all-valid atomic batch applies every item (200, all ok)."""
     _require_atomic(profile)
@@ -141,7 +141,7 @@ def test_all_valid_atomic_batch_applies_every_item(target, items, envelope, prof
                expected="every item readable", seen=f"not readable: {missing}")
 
 
-@pytest.mark.rule("ATOM-04")
+@pytest.mark.rule("ATOM-04", clause="an all-valid atomic batch applies every item, at max_items")
 def test_atomic_batch_at_its_limit_is_applied(target, items, envelope, profile):
     """ATOM-04 MUST: an all-valid atomic batch applies every item (200, all ok)."""
     _require_atomic(profile)
@@ -176,7 +176,7 @@ def _selection(ep: dict[str, Any]) -> dict[str, Any]:
     return {k: ep.get(k) or None for k in _SELECTORS if k != "method"} | {"method": ep.get("method", "POST")}
 
 
-@pytest.mark.rule("ATOM-05")
+@pytest.mark.rule("ATOM-05", clause="explicit per endpoint or per request (the profile)")
 def test_atomic_mode_is_explicit(profile):
     """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
     _require_atomic(profile)
@@ -187,7 +187,7 @@ def test_atomic_mode_is_explicit(profile):
            seen={"atomic": atomic, "batch": batch})
 
 
-@pytest.mark.rule("ATOM-05")
+@pytest.mark.rule("ATOM-05", clause="explicit: not the silent default of the non-atomic endpoint")
 def test_atomic_is_not_the_silent_default(target, items, profile):
     """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
     _require_atomic(profile)
@@ -212,7 +212,7 @@ def _mentions_atomic(node: Any) -> bool:
                                           for k in node)
 
 
-@pytest.mark.rule("ATOM-05")
+@pytest.mark.rule("ATOM-05", clause="and documented (the OpenAPI document)")
 def test_atomic_mode_is_documented(target, profile):
     """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
     _require_atomic(profile)

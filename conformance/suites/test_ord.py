@@ -183,7 +183,7 @@ def _clear_error(target, envelope, batch: list[dict[str, Any]], bad_ids: list[st
     return resp
 
 
-@pytest.mark.rule("ORD-04")
+@pytest.mark.rule("ORD-04", clause="a dependency on an unknown id gets a clear error")
 def test_unknown_dependency_gets_clear_error(target, items, envelope, profile):
     """ORD-04 MUST: a dependency on an unknown id, or a cycle, gets a clear error (per item or 4xx), never 5xx or a hang."""
     dep_field = _dep_field(profile)
@@ -197,7 +197,7 @@ def test_unknown_dependency_gets_clear_error(target, items, envelope, profile):
                expected="not readable", seen="readable")
 
 
-@pytest.mark.rule("ORD-04")
+@pytest.mark.rule("ORD-04", clause="a cycle gets a clear error, never 5xx or a hang")
 @pytest.mark.parametrize("length", [2, 3])
 def test_cycle_gets_clear_error(target, items, envelope, profile, length):
     """ORD-04 MUST: a dependency on an unknown id, or a cycle, gets a clear error (per item or 4xx), never 5xx or a hang."""

@@ -27,7 +27,7 @@ def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
            seen=f"not readable: {missing}")
 
 
-@pytest.mark.rule("PART-02")
+@pytest.mark.rule("PART-02", clause="every failed item has no effect (not readable)")
 def test_failed_items_are_not_readable(target, items, profile):
     """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
     _need_read(profile)
@@ -38,7 +38,7 @@ def test_failed_items_are_not_readable(target, items, profile):
            expected="no invalid item readable", seen=f"readable: {present}")
 
 
-@pytest.mark.rule("PART-02")
+@pytest.mark.rule("PART-02", clause="nothing half-written (an existing resource is unchanged)")
 def test_failed_item_leaves_existing_resource_untouched(target, items, envelope, profile):
     """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
     _need_read(profile)

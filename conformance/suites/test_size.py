@@ -113,7 +113,7 @@ def _none_applied(target, profile, ids: list[str]) -> list[str]:
     return [i for i in ids if target.exists(i)]
 
 
-@pytest.mark.rule("SIZE-03")
+@pytest.mark.rule("SIZE-03", clause="413 with a clear error, without being processed (Content-Length)")
 def test_over_max_bytes_gets_413_in_process(target, items, envelope, profile):
     """SIZE-03 MUST: a body over the byte limit gets 413 with a clear error, promptly, without being processed (also when sent chunked, with no Content-Length)."""
     max_bytes = _limit(profile, "max_bytes")
@@ -141,7 +141,7 @@ def _stream(prefix: bytes, suffix: bytes, total: int) -> Iterator[bytes]:
     yield suffix
 
 
-@pytest.mark.rule("SIZE-03")
+@pytest.mark.rule("SIZE-03", clause="promptly, also when sent chunked, with no Content-Length")
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
 def test_over_max_bytes_refused_while_streaming(target, items, envelope, profile, framing):
     """SIZE-03 MUST: a body over the byte limit gets 413 with a clear error, promptly, without being processed (also when sent chunked, with no Content-Length)."""
