@@ -171,18 +171,26 @@ class Profile:
         return Profile(data, self.source, dict(self.overrides, base_url=url))
 
     def secrets(self) -> list[str]:
-        """Every header value of the profile, and a password in the base URL: never to appear in a
-        report or a log."""
+        """The values that must never appear in a report or a log: credential headers (by name:
+        Authorization, Cookie, X-API-Key, any *token*/*secret*/*key*/*password*/*session*/*signature*
+        header), the second credential, headers the profile marks secret (`target.redact`), and a
+        password in the base URL. Operation headers (X-Amz-Target, a vendor Content-Type) are not
+        secrets: a curl replay must run as printed."""
         from urllib.parse import urlsplit
 
+        from ._client import is_credential_header
+
+        marked = {h.lower() for h in (self.target.get("redact") or [])}
         out = []
         password = urlsplit(self.base_url).password
         if password:
             out.append(password)
-        for key in ("headers", "second_credential"):
-            out.extend(v for v in (self.target.get(key) or {}).values() if v)
-        for ep in (self.data.get("endpoints") or {}).values():
-            out.extend(v for v in ((ep or {}).get("headers") or {}).values() if v)
+        out.extend(v for v in (self.target.get("second_credential") or {}).values() if isinstance(v, str) and v)
+        blocks = [self.target.get("headers") or {}]
+        blocks += [((ep or {}).get("headers") or {}) for ep in (self.data.get("endpoints") or {}).values()]
+        for block in blocks:
+            out.extend(v for k, v in block.items()
+                       if isinstance(v, str) and v and (is_credential_header(k) or k.lower() in marked))
         return [s for s in out if len(s) >= 4]
 
 
