@@ -147,7 +147,7 @@ class Session:
         )
         self.pacer = _Pacer(float(t.get("pace") or 0))
         self.redactor = Redactor(profile.secrets(), t.get("redact") or [])
-        self.envelope = Envelope(profile.envelope, profile.get("items.id_field", "id"))
+        self.envelope = Envelope(profile.envelope, profile.id_field)
 
     @property
     def in_process(self) -> bool:
