@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import hashlib
 import re
 import shlex
 import ssl
@@ -81,8 +82,12 @@ def _body_text(content: bytes | None) -> str | None:
     return text
 
 
-def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: Any) -> str:
-    """A curl line that replays the request; secrets come from environment variables."""
+def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: Any,
+                 body_sink: Any = None) -> str:
+    """A curl line that replays the request; secrets come from environment variables.
+
+    A body too large to inline is named by its hash (`@bodies/<sha>.body`); `body_sink(name, body)`
+    writes it under the report dir, so the line replays from there."""
     parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
     for k, v in headers.items():
         if k.lower() in ("content-length", "host", "accept-encoding", "connection", "user-agent"):
@@ -96,7 +101,13 @@ def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | N
             parts += ["-H", shlex.quote(f"{k}: {v}")]
     if body:
         if len(body) > MAX_EVIDENCE_BODY:
-            parts += ["--data-binary", "@body.json", f"# body of {len(body)} bytes not inlined"]
+            name = f"bodies/{hashlib.sha256(body).hexdigest()[:20]}.body"
+            where = "run from the report dir"
+            if body_sink is not None:
+                body_sink(name, body)
+            else:
+                where = "not written: no report dir"
+            parts += ["--data-binary", f"@{name}", f"# body of {len(body)} bytes ({where})"]
         else:
             parts += ["--data-binary", shlex.quote(body.decode("utf-8", errors="replace"))]
     return " ".join(parts)
@@ -341,7 +352,7 @@ class Target:
             request_headers=red.header_map(headers),
             request_body=red.text(_body_text(body)) if body is not None else body_text,
             curl=red.text(curl_command(method, url, dict(headers), bytes(body) if body is not None else None,
-                                       red.headers)) or "",
+                                       red.headers, getattr(self.session, "body_sink", None))) or "",
             note=note,
         )
 

@@ -124,7 +124,8 @@ class Jobs:
         """The 202's job id and status URL, or a setup error (ASYNC-01 judges the 202 itself)."""
         doc = json_of(resp)
         job_id = self.map.get(doc, "job_id")
-        if resp.status_code != 202 or job_id in (None, ""):
+        # Any 2xx naming a job will do for setting up other checks: whether it is a 202 is ASYNC-01's.
+        if not 200 <= resp.status_code < 300 or job_id in (None, ""):
             raise SetupError(f"creating a job got {resp.status_code} without a job id, so no job to check "
                              "(ASYNC-01 reports it)")
         return Accepted(resp, job_id, self.map.get(doc, "status_url"), resp.headers.get("location"))

@@ -153,6 +153,8 @@ class RunReport:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     waivers: list[dict[str, Any]] = field(default_factory=list)  # every waiver with its status (_waivers.apply)
+    # A run ended by SIGINT/SIGTERM: {"signal", "checks_run", "checks_total", "message"}; None if it finished.
+    interrupted: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, int]:
         out = {v.value: 0 for v in Verdict}
@@ -161,7 +163,10 @@ class RunReport:
         return out
 
     def exit_code(self) -> int:
-        """SPEC §5: 0 every MUST passed (and every SHOULD under --strict), 1 otherwise, 3 preflight."""
+        """SPEC §5: 0 every MUST passed (and every SHOULD under --strict), 1 otherwise, 3 preflight,
+        130 interrupted by SIGINT (143 by SIGTERM)."""
+        if self.interrupted:
+            return 143 if self.interrupted.get("signal") == "SIGTERM" else 130
         if self.preflight and not self.preflight.get("ok", True):
             return 3
         for r in self.rules:

@@ -12,7 +12,8 @@ def _comparable(doc: Any, ignore: set[str]) -> Any:
     return without_fields(doc, ignore) if isinstance(doc, dict) else doc
 
 
-@pytest.mark.rule("PAR-01")
+@pytest.mark.rule("PAR-01", clause="an ok result's data equals the single endpoint's response for "
+                  "the same payload (server fields ignored)")
 def test_ok_data_matches_single_response(target, items, envelope, profile):
     """PAR-01 MUST: an ok result's `data` matches the single endpoint's response for the same item (server-generated fields aside)."""
     target.endpoint("single")
@@ -36,7 +37,8 @@ def test_ok_data_matches_single_response(target, items, envelope, profile):
            expected=f"equal, ignoring {sorted(ignore)}", seen=differ)
 
 
-@pytest.mark.rule("PAR-02")
+@pytest.mark.rule("PAR-02", clause="an invalid item gets the same error code from the single "
+                  "endpoint and in a batch")
 def test_invalid_item_same_code_single_and_batch(target, items, envelope, profile):
     """PAR-02 MUST: an invalid item gets the same error code in a batch as from the single endpoint."""
     target.endpoint("single")
@@ -58,7 +60,8 @@ def test_invalid_item_same_code_single_and_batch(target, items, envelope, profil
            expected="the same code", seen=differ)
 
 
-@pytest.mark.rule("PAR-03")
+@pytest.mark.rule("PAR-03", clause="the OpenAPI batch item schema is the single endpoint's request "
+                  "schema")
 def test_batch_item_schema_is_single_request_schema(target, envelope, profile):
     """PAR-03 SHOULD: the batch item schema is the single endpoint's request schema (OpenAPI)."""
     single_ep = target.endpoint("single")
