@@ -287,6 +287,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if path.exists() and not args.force:
         raise UsageError(f"{path} exists; use --force to overwrite")
+    if args.from_openapi:
+        from . import _draft
+
+        try:
+            text = _draft.draft_profile_text(args.from_openapi, str(path))
+        except _draft.DraftError as exc:
+            raise UsageError(str(exc)) from None
+        from ._profile import loads
+
+        loads(text, str(path))  # a draft the kit itself cannot load is a bug of the drafter, never the user's
+        path.write_text(text, encoding="utf-8")
+        todo = text.count("# TODO")
+        _print(f"wrote a profile drafted from {args.from_openapi} to {path}: every `guess:` comment says where a value "
+               f"came from{f', {todo} TODO(s) left' if todo else ''}; check it, then: batchspec run --profile {path}")
+        return EXIT_OK
     # The starter's header says how to run it: with this file's name, not the default one.
     text = bundled_text("starter").replace("batchspec run --profile batchspec.yaml", f"batchspec run --profile {path}", 1)
     path.write_text(text, encoding="utf-8")
@@ -336,7 +351,9 @@ def parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("init", help="write a commented starter profile")
     i.add_argument("path", nargs="?", default="batchspec.yaml")
-    i.add_argument("--force", action="store_true")
+    i.add_argument("--force", action="store_true", help="overwrite an existing file")
+    i.add_argument("--from-openapi", metavar="FILE_OR_URL",
+                   help="draft the profile from the target's OpenAPI document (guesses are commented; x-batch states the rest)")
     i.set_defaults(func=cmd_init)
 
     d = sub.add_parser("diff", help="compare two report.json files (exit 1 on a regression)")

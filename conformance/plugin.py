@@ -29,6 +29,13 @@ EVIDENCE = pytest.StashKey[list]()
 FIGURES = pytest.StashKey[dict]()
 RECORDED = pytest.StashKey[bool]()
 PLAIN = pytest.StashKey[bool]()  # a run started by plain pytest (not by conformance.run)
+PREV_TERM = pytest.StashKey[Any]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    prev = config.stash.get(PREV_TERM, None)
+    if prev is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, prev)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,7 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
             pytest.exit(f"batchspec: {exc}", returncode=2)
     config.stash[PLAIN] = True
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)  # reports are written on SIGTERM too (exit 143)
+        # Reports are written on SIGTERM too (exit 143); the previous handler comes back at unconfigure.
+        config.stash[PREV_TERM] = signal.signal(signal.SIGTERM, _raise_terminated)
     config.stash[CTX] = RunContext(
         profile=profile,
         strict=config.getoption("bs_strict"),
