@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import hashlib
+import re
 import shlex
 import ssl
 import threading
@@ -21,11 +22,28 @@ from ._rawhttp import RawOutcome
 
 REDACTED = "<redacted>"
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"}
+# Header names that carry credentials (X-Amz-Security-Token, X-Goog-Api-Key, X-Signature, ...);
+# an operation selector such as X-Amz-Target is not one.
+_CREDENTIAL_NAME = re.compile(r"auth|token|secret|passw|api[-_]?key|session|cookie|signature|credential", re.I)
+
+
+def is_credential_header(name: str) -> bool:
+    return name.lower() in SENSITIVE_HEADERS or bool(_CREDENTIAL_NAME.search(name))
 MAX_EVIDENCE_BODY = 4000
 
 
 class SetupError(Exception):
     """The kit could not set up a check (ERROR, never a FAIL of the rule)."""
+
+
+class _SensitiveNames:
+    """`name in names`: a credential header name, or one the profile marks secret (lower-case)."""
+
+    def __init__(self, extra: set[str]):
+        self.extra = extra
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (is_credential_header(name) or name.lower() in self.extra)
 
 
 class Redactor:
@@ -37,7 +55,8 @@ class Redactor:
                 tail = s.split(" ", 1)[1]
                 if len(tail) >= 4:
                     self.secrets.append(tail)
-        self.headers = SENSITIVE_HEADERS | {h.lower() for h in extra_headers}
+        self.extra = {h.lower() for h in extra_headers}
+        self.headers = _SensitiveNames(self.extra)
 
     def text(self, value: str | None) -> str | None:
         if value is None:
@@ -63,7 +82,7 @@ def _body_text(content: bytes | None) -> str | None:
     return text
 
 
-def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: set[str],
+def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: Any,
                  body_sink: Any = None) -> str:
     """A curl line that replays the request; secrets come from environment variables.
 
@@ -139,7 +158,7 @@ class Session:
         )
         self.pacer = _Pacer(float(t.get("pace") or 0))
         self.redactor = Redactor(profile.secrets(), t.get("redact") or [])
-        self.envelope = Envelope(profile.envelope, profile.get("items.id_field", "id"))
+        self.envelope = Envelope(profile.envelope, profile.id_field)
 
     @property
     def in_process(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ CANONICAL: dict[str, Any] = {
     "content_type": "application/json",
     "batch_status": "/status",
     "failed_values": ["failed"],
+    "duplicate_ids": "reject",
 }
 
 CANONICAL_JOB: dict[str, Any] = {
@@ -66,6 +68,50 @@ def pointer_get(doc: Any, pointer: str, default: Any = _ABSENT) -> Any:
                 raise KeyError(pointer)
             return default
     return node
+
+
+def as_pointer(field: str) -> str:
+    """A profile's item field as a JSON Pointer: a bare name means `/name` (the profile loader
+    refuses every other form it cannot use, see `pointer_problem`)."""
+    return field if field.startswith("/") or field == "" else "/" + field
+
+
+# Items that carry no id (event and message APIs correlate by position): the kit still tells its
+# items apart, by an id it keeps beside each item object and never sends.
+_UNSENT_IDS: dict[int, tuple[Any, Any]] = {}
+_unsent_lock = threading.Lock()
+
+
+def bind_id(item: Any, value: Any) -> None:
+    """Remember `value` as the kit's id of the item object `item` (which carries none)."""
+    with _unsent_lock:
+        _UNSENT_IDS[id(item)] = (item, value)
+
+
+def bound_id(item: Any) -> Any:
+    found = _UNSENT_IDS.get(id(item))
+    return found[1] if found is not None and found[0] is item else None
+
+
+def pointer_problem(value: str, *, empty_ok: bool) -> str | None:
+    """Why `value` is neither a bare member name nor a JSON Pointer the kit can use (None: usable)."""
+    if value == "":
+        return None if empty_ok else "an empty pointer names the whole document, not a member"
+    if value.startswith("#"):
+        return f"a URI fragment: write the JSON Pointer without '#' ({value[1:] or '/'})"
+    if not value.startswith("/"):
+        if "/" in value:
+            return f"a bare name cannot hold '/': a JSON Pointer starts with '/' (did you mean /{value}?)"
+        if "." in value:
+            return (f"a dotted path is not a pointer: write /{value.replace('.', '/')} for a nested member, "
+                    f"or /{value} for a member whose name holds dots")
+        return None
+    for token in value[1:].split("/"):
+        if token == "":
+            return "an empty member name (a doubled or trailing '/')"
+        if re.search(r"~(?![01])", token):
+            return "'~' must be escaped as ~0 and '/' inside a name as ~1 (RFC 6901)"
+    return None
 
 
 def pointer_set(doc: dict[str, Any], pointer: str, value: Any) -> None:
@@ -109,7 +155,8 @@ class Result:
     status: Any
     data: Any = None
     error: Any = None
-    error_code: str | None = None
+    error_code: str | int | float | None = None
+    """As the target wrote it: a string, or a number (JSON-RPC's -32601); compared by value."""
     error_message: str | None = None
     raw: Any = None
     position: int = 0  # index in its result list (in the list it came from, for split lists)
@@ -121,6 +168,11 @@ class Result:
     """The per-item HTTP status where the profile declares one (result_http_status)."""
     retry_after: Any = None
     """The per-item Retry-After where the profile declares one (result_retry_after)."""
+
+
+def is_code(value: Any) -> bool:
+    """A machine-readable code: a string or a number (never a boolean, an object or null)."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def _flag(value: Any) -> bool | None:
@@ -140,6 +192,8 @@ class Envelope:
         self.m = dict(CANONICAL)
         self.m.update(mapping or {})
         self.id_field = id_field
+        self.id_pointer = as_pointer(id_field) if id_field is not None else None
+        """None: items carry no id (correlation by position; the kit's ids are kept beside them)."""
         pattern = self.m.get("batch_error_pattern")
         self._pattern = re.compile(pattern) if pattern else None
 
@@ -194,6 +248,12 @@ class Envelope:
         return list(self.m["ok_values"]) + list(self.m["error_values"])
 
     @property
+    def duplicate_ids(self) -> str:
+        """How the target answers duplicate ids in one batch (CORE-07): `reject` (a 4xx naming the id)
+        or `per_item` (declared: an error result for each duplicate)."""
+        return self.m["duplicate_ids"]
+
+    @property
     def batch_status_pointer(self) -> str:
         return self.m["batch_status"]
 
@@ -240,10 +300,11 @@ class Envelope:
         names = self.codes(name)
         return names[0]
 
-    def codes(self, name: str) -> list[str]:
-        """Every name the target uses for one of the spec's error codes."""
+    def codes(self, name: str) -> list[Any]:
+        """Every code the target uses for one of the spec's error codes (strings or numbers, as the
+        profile gives them: compared by value)."""
         given = (self.m.get("codes") or {}).get(name, name)
-        return [given] if isinstance(given, str) else [str(g) for g in given] or [name]
+        return [g for g in given if is_code(g)] or [name] if isinstance(given, list) else [given]
 
     # -- responses: per-item results ---------------------------------------
     def raw_results(self, doc: Any) -> list[Any] | None:
@@ -316,7 +377,7 @@ class Envelope:
             status=status,
             data=self._read(raw, "data", ok),
             error=self._read(raw, "error", ok),
-            error_code=code if isinstance(code, str) else (str(code) if isinstance(code, int) and not isinstance(code, bool) else None),
+            error_code=code if is_code(code) else None,
             error_message=message if isinstance(message, str) else None,
             raw=raw,
             position=position,
@@ -346,7 +407,7 @@ class Envelope:
         if self.by_position and items is not None:
             out_pos: dict[Any, Result] = {}
             for i, r in enumerate(res[: len(items)]):
-                item_id = items[i].get(self.id_field) if isinstance(items[i], dict) else None
+                item_id = self.item_id(items[i])
                 if r.id is None:
                     r.id = item_id
                 out_pos[item_id] = r
@@ -355,6 +416,12 @@ class Envelope:
         for r in res:
             out.setdefault(r.id, r)
         return out
+
+    def item_id(self, item: Any) -> Any:
+        """The id of an item the kit built (at the id pointer, or kept beside an item without one)."""
+        if self.id_pointer is None:
+            return bound_id(item)
+        return pointer_get(item, self.id_pointer, None) if isinstance(item, dict) else None
 
     def summary(self, resp: httpx.Response | Any) -> dict[str, Any]:
         """The summary fields (total, succeeded, failed, errors_flag) the response carries where the
@@ -393,13 +460,15 @@ class Envelope:
             value = pointer_get(doc, pointer, None)
             if isinstance(value, str) and value:
                 out.extend(self._extract(value))
+            elif is_code(value):
+                out.append(value)
         if isinstance(doc, dict):
             err = doc.get("error")
             if isinstance(err, str):
                 out.append(err)
-            elif isinstance(err, dict) and isinstance(err.get("code"), str):
+            elif isinstance(err, dict) and is_code(err.get("code")) and err.get("code") != "":
                 out.append(err["code"])
-            if isinstance(doc.get("code"), str):
+            if is_code(doc.get("code")) and doc.get("code") != "":
                 out.append(doc["code"])
             typ = doc.get("type")
             if isinstance(typ, str) and typ:
@@ -444,14 +513,14 @@ class Envelope:
             return "problem+json"
         if not isinstance(doc, dict):
             return None
-        code_at = [p for p in self._declared("batch_error_code") if isinstance(pointer_get(doc, p, None), str)]
+        code_at = [p for p in self._declared("batch_error_code") if is_code(pointer_get(doc, p, None))]
         msg_at = [p for p in self._declared("batch_error_message") if isinstance(pointer_get(doc, p, None), str)]
         if code_at and (msg_at or not self._declared("batch_error_message") and isinstance(doc.get("message"), str)):
             return f"declared: code at {code_at[0]}, message at {msg_at[0] if msg_at else '/message'}"
         err = doc.get("error")
         if isinstance(err, str) and isinstance(doc.get("message"), str):
             return "{error: code, message}"
-        if isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str):
+        if isinstance(err, dict) and is_code(err.get("code")) and isinstance(err.get("message"), str):
             return "{error: {code, message}}"
         if isinstance(doc.get("type"), str) and isinstance(doc.get("title") or doc.get("detail"), str):
             return "problem+json (labelled application/json)"

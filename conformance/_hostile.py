@@ -131,7 +131,7 @@ def build(case: HostileCase, items: Any, envelope: Any, max_bytes: int | None) -
     """The bytes of `case`, with fresh ids from the `items` factory."""
     frags = _Fragments(max_bytes)
     spec = case.body
-    id_field = items.id_field
+    id_field = items.id_field  # the top-level member holding the id
     if "whole" in spec:
         return BuiltBody(frags.text(spec["whole"], items.new_id), [], [], 1)
     parts: list[Any] = []
@@ -156,10 +156,10 @@ def build(case: HostileCase, items: Any, envelope: Any, max_bytes: int | None) -
                         item[name] = wrong
                         parts.append(item)
                         shown.append(item)
-                        hostile.append({"id": item[id_field], "item": item, "readable": True})
+                        hostile.append({"id": items.id_of(item), "item": item, "readable": True})
         elif "item" in part:
             parts.append(frags.mark(frags.text(part["item"], items.new_id)))
-            shown.append({id_field: None})
+            shown.append(items.set_id({}, None))
             unidentified += 1
         elif "valid_with" in part:
             tpl = templates[0]
@@ -171,8 +171,8 @@ def build(case: HostileCase, items: Any, envelope: Any, max_bytes: int | None) -
                 item[key] = frags.mark(raw_fields[key])
             parts.append(item)
             decoded = {k: (_decode(raw_fields[k]) if k in raw_fields else v) for k, v in item.items()}
-            hid = decoded.get(id_field)
-            shown.append({id_field: hid})
+            hid = items.id_of(decoded)
+            shown.append(items.set_id({}, hid))
             hostile.append({"id": hid, "item": decoded if None not in decoded.values() else None,
                             "readable": _readable(hid)})
         elif "duplicate_key" in part:
@@ -182,8 +182,8 @@ def build(case: HostileCase, items: Any, envelope: Any, max_bytes: int | None) -
             # the same member twice: a marked key placed first is replaced by `"key": value, `
             twin = json.dumps(key, ensure_ascii=False) + ": " + json.dumps(item.get(key), ensure_ascii=False) + ", "
             parts.append({frags.mark(twin.encode("utf-8")): None, **item})
-            shown.append({id_field: item[id_field]})
-            hostile.append({"id": item[id_field], "item": item, "readable": True})
+            shown.append(items.set_id({}, items.id_of(item)))
+            hostile.append({"id": items.id_of(item), "item": item, "readable": True})
         else:
             raise ValueError(f"hostile corpus: case {case.name}: unknown part {part!r}")
     doc = envelope.body(parts)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 from . import _schemas
-from ._envelope import CANONICAL
+from ._envelope import CANONICAL, pointer_problem
 
 PROFILE_SCHEMA = "profile.schema.json"
 # libyaml when present: profiles are parsed at every run, and the kit's own tests run hundreds.
@@ -137,6 +137,11 @@ class Profile:
             node = node[part]
         return node
 
+    @property
+    def id_field(self) -> str | None:
+        """items.id_field as written (a pointer or a bare name); None: items carry no id."""
+        return (self.data.get("items") or {}).get("id_field", "id")
+
     def has(self, dotted: str) -> bool:
         return self.get(dotted, _MISSING) is not _MISSING
 
@@ -178,20 +183,71 @@ class Profile:
         return Profile(data, self.source, dict(self.overrides, base_url=url))
 
     def secrets(self) -> list[str]:
-        """Every header value of the profile, and a password in the base URL: never to appear in a
-        report or a log."""
+        """The values that must never appear in a report or a log: credential headers (by name:
+        Authorization, Cookie, X-API-Key, any *token*/*secret*/*key*/*password*/*session*/*signature*
+        header), the second credential, headers the profile marks secret (`target.redact`), and a
+        password in the base URL. Operation headers (X-Amz-Target, a vendor Content-Type) are not
+        secrets: a curl replay must run as printed."""
         from urllib.parse import urlsplit
 
+        from ._client import is_credential_header
+
+        marked = {h.lower() for h in (self.target.get("redact") or [])}
         out = []
         for url in self.instances:
             password = urlsplit(url).password
             if password:
                 out.append(password)
-        for key in ("headers", "second_credential"):
-            out.extend(v for v in (self.target.get(key) or {}).values() if v)
-        for ep in (self.data.get("endpoints") or {}).values():
-            out.extend(v for v in ((ep or {}).get("headers") or {}).values() if v)
+        out.extend(v for v in (self.target.get("second_credential") or {}).values() if isinstance(v, str) and v)
+        blocks = [self.target.get("headers") or {}]
+        blocks += [((ep or {}).get("headers") or {}) for ep in (self.data.get("endpoints") or {}).values()]
+        for block in blocks:
+            out.extend(v for k, v in block.items()
+                       if isinstance(v, str) and v and (is_credential_header(k) or k.lower() in marked))
         return [s for s in out if len(s) >= 4]
+
+
+# Item fields: a bare member name (= /name) or a JSON Pointer into the item, never empty.
+_ITEM_FIELDS = (("items", "id_field"), ("idempotency", "item_field"), ("dependencies", "field"),
+                ("dependencies", "reference_field"))
+# Envelope pointers: "" is the whole document (a bare array, a whole result).
+_ENVELOPE_POINTERS = ("request_items", "results", "results_ok", "results_error", "result_id", "result_status",
+                      "data", "error", "error_code", "error_message", "error_present", "result_http_status",
+                      "error_retryable", "error_sender_fault", "result_retry_after", "batch_status",
+                      "batch_error_code", "batch_error_message")
+
+
+def _check_pointers(data: dict[str, Any], source: str, lines: dict) -> None:
+    """Refuse, naming the key and its line, a field the kit could only read as a literal member name."""
+    found: list[tuple[tuple[Any, ...], str, bool]] = []
+    for path in _ITEM_FIELDS:
+        value = (data.get(path[0]) or {}).get(path[1]) if isinstance(data.get(path[0]), dict) else None
+        if isinstance(value, str):
+            found.append((path, value, False))
+    for i, value in enumerate((data.get("items") or {}).get("server_fields") or []):
+        if isinstance(value, str):
+            found.append((("items", "server_fields", i), value, False))
+    env = data.get("envelope") if isinstance(data.get("envelope"), dict) else {}
+    for key in _ENVELOPE_POINTERS:
+        values = env.get(key)
+        for i, value in enumerate(values if isinstance(values, list) else [values]):
+            if isinstance(value, str):
+                found.append((("envelope", key) + ((i,) if isinstance(values, list) else ()), value,
+                              key not in ("result_id",)))
+    for name, value in (env.get("summary") or {}).items() if isinstance(env.get("summary"), dict) else []:
+        if isinstance(value, str):
+            found.append((("envelope", "summary", name), value, False))
+    id_field = (data.get("items") or {}).get("id_field", "id") if isinstance(data.get("items"), dict) else "id"
+    if id_field is None and env.get("correlation") != "position":
+        line = lines.get(("items", "id_field"))
+        raise ProfileError(f"{source}: items.id_field" + (f" (line {line})" if line else "")
+                           + ": null (items carry no id) needs envelope.correlation: position")
+    for path, value, empty_ok in found:
+        problem = pointer_problem(value, empty_ok=empty_ok)
+        if problem:
+            line = lines.get(path)
+            raise ProfileError(f"{source}: {_dotted(path)}" + (f" (line {line})" if line else "")
+                               + f": {value!r} is neither a member name nor a JSON Pointer the kit can use: {problem}")
 
 
 def from_data(data: dict[str, Any], source: str = "<memory>", lines: dict | None = None) -> Profile:
@@ -204,6 +260,7 @@ def from_data(data: dict[str, Any], source: str = "<memory>", lines: dict | None
         # The most specific error first: it is the one a user can act on.
         best = max(errs, key=lambda e: len(e.absolute_path))
         raise ProfileError(f"{source}: {_schema_message(best, lines, schema)}")
+    _check_pointers(data, source, lines)
     data = copy.deepcopy(data)
     data["target"] = _merge(TARGET_DEFAULTS, data.get("target"))
     env = _merge(ENVELOPE_DEFAULTS, data.get("envelope"))

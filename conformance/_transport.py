@@ -17,7 +17,9 @@ import httpx
 class ASGIThreadTransport(httpx.BaseTransport):
     def __init__(self, app: Any, *, lifespan: bool = True, client: tuple[str, int] = ("127.0.0.1", 50000)):
         self.app = app
-        self._inner = httpx.ASGITransport(app=app, client=client)
+        # An exception in the app is a 500, as a server would answer: a crash is a finding of the
+        # rule whose request caused it, never an ERROR of the kit.
+        self._inner = httpx.ASGITransport(app=app, client=client, raise_app_exceptions=False)
         self._stack = contextlib.ExitStack()
         self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
         if lifespan:

@@ -7,12 +7,13 @@ The target (`Target`: HTTP calls, `Target.raw` for what httpx cannot send), the 
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from . import _fuzz as fuzz
@@ -20,7 +21,8 @@ from . import _hostile as hostile
 from . import _openapi as openapi
 from ._callback import CallbackReceiver, loopback_host
 from ._client import SetupError, Target, retry_after_seconds
-from ._envelope import Envelope, Result, json_of, is_json_content_type, pointer_get, pointer_set
+from ._envelope import _tokens, as_pointer, bind_id, bound_id
+from ._envelope import Envelope, Result, is_code, is_json_content_type, json_of, pointer_get, pointer_set
 from ._jobs import COUNTS, STATUSES, TERMINAL, Jobs, Snapshot, by_id, fingerprint
 from ._profile import Profile
 from ._rawhttp import RawOutcome
@@ -53,6 +55,8 @@ __all__ = [
     "RawOutcome",
     "retry_after_seconds",
     "pointer_set",
+    "is_code",
+    "without_fields",
     "schema_errors",
     "openapi",
     "hostile",
@@ -167,7 +171,12 @@ class ItemFactory:
 
     def __init__(self, profile: Profile, run_id: str, check_name: str = ""):
         self.profile = profile
-        self.id_field = profile.get("items.id_field", "id")
+        field = profile.id_field
+        self.id_pointer = as_pointer(field) if field is not None else None
+        """Where the id sits in an item (a JSON Pointer; a bare name in the profile means /name);
+        None: items carry no id (`items.id_field: null`, correlation by position)."""
+        self.id_field = _tokens(self.id_pointer)[0] if self.id_pointer else None
+        """The item's top-level member that holds the id (the id itself, unless it is nested)."""
         prefix = profile.get("items.id_prefix") or f"bs-{run_id}-"
         self.prefix = prefix
         self._lock = threading.Lock()
@@ -182,10 +191,30 @@ class ItemFactory:
         self.created.append(new)
         return new
 
-    def with_id(self, template: dict[str, Any], item_id: str | None = None) -> dict[str, Any]:
-        item = dict(template)
-        item[self.id_field] = item_id or self.new_id()
+    @property
+    def has_ids(self) -> bool:
+        """Whether items carry an id (False: `items.id_field: null`, correlated by position)."""
+        return self.id_pointer is not None
+
+    def id_of(self, item: Any) -> Any:
+        """The id of `item` (None when it has none): where the profile puts it, or, for items that
+        carry no id, the one the kit keeps beside the item object."""
+        if self.id_pointer is None:
+            return bound_id(item)
+        return pointer_get(item, self.id_pointer, None) if isinstance(item, dict) else None
+
+    def set_id(self, item: dict[str, Any], item_id: Any) -> dict[str, Any]:
+        """Put `item_id` where the profile says ids go (creating nested members); returns `item`."""
+        if self.id_pointer is None:
+            bind_id(item, item_id)
+        else:
+            pointer_set(item, self.id_pointer, item_id)
         return item
+
+    def with_id(self, template: dict[str, Any], item_id: str | None = None) -> dict[str, Any]:
+        """A copy of `template` with a fresh id (or `item_id`) at the id pointer."""
+        item = copy.deepcopy(template)
+        return self.set_id(item, item_id or self.new_id())
 
     def templates(self) -> list[dict[str, Any]]:
         return list(self.profile.get("items.valid") or [])
@@ -218,11 +247,12 @@ class Mixed:
     valid_ids: list[str]
     invalid: dict[str, InvalidItem]
 
-    id_field: str = "id"
+    all_ids: list[Any] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
-        return [it[self.id_field] for it in self.items]
+        """The id of every item, in batch order."""
+        return list(self.all_ids)
 
 
 def mixed_batch(items: ItemFactory, n_valid: int = 3, n_invalid: int = 2) -> Mixed:
@@ -235,7 +265,8 @@ def mixed_batch(items: ItemFactory, n_valid: int = 3, n_invalid: int = 2) -> Mix
             out.append(valid[k])
         if k < n_invalid:
             out.append(bad[k].item)
-    return Mixed(out, [v[items.id_field] for v in valid], {b.item[items.id_field]: b for b in bad}, items.id_field)
+    return Mixed(out, [items.id_of(v) for v in valid], {items.id_of(b.item): b for b in bad},
+                 [items.id_of(it) for it in out])
 
 
 def response_json(resp: Any, what: str = "the response") -> Any:
@@ -244,6 +275,22 @@ def response_json(resp: Any, what: str = "the response") -> Any:
     expect(doc is not None, f"{what} is not JSON", expected="a JSON body",
            seen=f"{resp.status_code} {resp.headers.get('content-type', '')}: {short(resp.text, 200)}")
     return doc
+
+
+def without_fields(doc: Any, fields: Any) -> Any:
+    """A copy of `doc` without the members `fields` name (bare names or JSON Pointers at any depth,
+    such as items.server_fields `/meta/updatedAt`): what is left is what two answers must agree on."""
+    if not isinstance(doc, (dict, list)):
+        return doc
+    out = copy.deepcopy(doc)
+    for f in fields or []:
+        tokens = _tokens(as_pointer(f)) if isinstance(f, str) and f else []
+        node = out
+        for t in tokens[:-1]:
+            node = node.get(t) if isinstance(node, dict) else None
+        if isinstance(node, dict) and tokens:
+            node.pop(tokens[-1], None)
+    return out
 
 
 def is_2xx(resp: Any) -> bool:
@@ -261,7 +308,9 @@ def canonical_results(results: list[Result], ids: list[Any] | None = None) -> di
             doc["data"] = r.data
         elif r.ok is False:
             err = r.error if isinstance(r.error, dict) else {}
-            doc["error"] = {"code": r.error_code if r.error_code is not None else err.get("code"),
+            code = r.error_code if r.error_code is not None else err.get("code")
+            # a number is a code too (compared by value); the canonical schema spells codes as strings
+            doc["error"] = {"code": str(code) if is_code(code) and not isinstance(code, str) else code,
                             "message": r.error_message if r.error_message is not None else err.get("message")}
         out.append(doc)
     return {"results": out}

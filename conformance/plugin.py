@@ -183,7 +183,7 @@ def _no_result(envelope: Any, resp: httpx.Response, sent: list[dict[str, Any]]) 
                 f"there ({envelope.results_location}); check envelope.results")
     found = envelope.result_map(resp, sent)
     for item in sent:
-        item_id = item.get(envelope.id_field)
+        item_id = envelope.item_id(item)
         r = found.get(item_id)
         if r is None:
             where = "by position" if envelope.by_position else f"at {envelope.m.get('result_id')!r} (envelope.result_id)"

@@ -77,9 +77,8 @@ def _leaky(app: Any) -> Any:
 
     def fn(call: Call) -> None:
         doc = call.response_json()
-        if call.status == 200 and isinstance(doc, dict) and doc.get("results"):
-            if len(doc["results"]) > 1:  # the preflight's one-item batch keeps its result
-                doc["results"].pop()  # CORE-02 FAILs, so the report carries evidence
+        if call.status == 200 and isinstance(doc, dict) and len(doc.get("results") or []) > 1:
+            doc["results"].pop()  # CORE-02 FAILs, so the report carries evidence (the preflight's one item keeps its)
             doc["debug"] = {"authorization": call.header("authorization")}
             call.set_response_json(doc)
     return Rewrite(app, response=fn)

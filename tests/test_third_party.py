@@ -60,6 +60,39 @@ COUCHDB_VERDICTS: dict[str, Any] = {
     "SIZE-04": (S, "max_items"), "SIZE-05": P,  # 201 []
 }
 
+# EventBridge PutEvents and Kinesis PutRecords: entries carry no id (correlation by position).
+EVENTBRIDGE_VERDICTS: dict[str, Any] = {
+    "CORE-01": P, "CORE-02": P, "CORE-03": P, "CORE-04": P,  # ErrorCode + ErrorMessage at the failed position
+    "CORE-05": (S, "position-correlated"),
+    "CORE-06": F,  # moto labels its 200 answer text/html (real EventBridge: application/x-amz-json-1.1)
+    "CORE-07": (S, "items carry no id"),
+    "CORE-08": P,  # FailedEntryCount agrees with the failed entries
+    "CORE-09": P,
+    "HTTP-01": P, "HTTP-02": P, "HTTP-03": P,
+    "HTTP-04": F,  # a body that is not a batch gets 500 HTML
+    "HTTP-05": (S, "fewer than two batch-level errors"),
+    "HTTP-06": W,  # text/plain is processed
+    "HTTP-07": P,
+    "PART-01": (S, "endpoints.read"), "PART-02": (S, "endpoints.read"), "PART-03": P,
+    "PART-04": (S, "endpoints.read"), "PART-05": P,
+    "PART-06": W,  # InvalidArgument says nothing about retrying
+    "SIZE-01": F,  # 400 ValidationException names the limit (10) but not the count received
+    "SIZE-02": P, "SIZE-03": (S, "max_bytes"), "SIZE-04": P, "SIZE-05": P,
+}
+KINESIS_VERDICTS: dict[str, Any] = {
+    "CORE-01": P,
+    # No record can fail on its own for a reason a client controls: the rules that need a mixed batch SKIP.
+    **{r: (S, "items.invalid") for r in ("CORE-02", "CORE-03", "CORE-04", "CORE-06", "CORE-08", "CORE-09",
+                                         "HTTP-01", "HTTP-02", "HTTP-03", "HTTP-07", "PART-03", "PART-05", "PART-06")},
+    "CORE-05": (S, "position-correlated"), "CORE-07": (S, "items carry no id"),
+    "HTTP-04": F,  # a body that is not a batch gets 500 HTML
+    "HTTP-05": P,  # {"__type", "message"} for the errors it answers
+    "HTTP-06": W,
+    "PART-01": (S, "endpoints.read"), "PART-02": (S, "endpoints.read"), "PART-04": (S, "endpoints.read"),
+    "SIZE-01": F,  # 501 records: 400 ValidationException names the limit (500) but not the count received
+    "SIZE-02": P, "SIZE-03": (S, "max_bytes"), "SIZE-04": P, "SIZE-05": P,
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -151,18 +184,62 @@ def _assert_pinned(report: conformance.RunReport, pinned: dict[str, Any], classe
                         "change that must update that table and this pin: " + repr(differ))
 
 
+def _compat():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("gen_compatibility", ROOT / "scripts" / "gen_compatibility.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["gen_compatibility"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _assert_recorded(report_dir: Path, name: str) -> None:
+    """The verdicts docs/compatibility.md is generated from are those of this live run."""
+    import json
+
+    gen = _compat()
+    live = gen.summarize(json.loads((report_dir / "report.json").read_text()), name)
+    path = gen.STORED / f"{name}.json"
+    assert path.exists() and json.loads(path.read_text()) == live, (
+        f"{path.name} differs from this run: python scripts/gen_compatibility.py <its report dir>")
+
+
+def test_compatibility_page_is_generated_from_the_recorded_reports():
+    gen = _compat()
+    assert gen.PAGE.read_text(encoding="utf-8") == gen.render(gen.stored()), \
+        "docs/compatibility.md is stale: python scripts/gen_compatibility.py"
+
+
 def test_sqs_send_message_batch_on_moto(moto, tmp_path):
     queue_url = f"{moto}/123456789012/batchspec"
     report = _run(PROFILES / "sqs-moto.yaml", moto, {"BATCHSPEC_SQS_QUEUE_URL": queue_url}, report_dir=tmp_path)
     assert report.preflight.get("ok"), report.preflight
     _assert_pinned(report, SQS_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
-    assert (tmp_path / "report.json").exists()
+    _assert_recorded(tmp_path, "sqs-moto")
+
+
+def test_eventbridge_put_events_on_moto(moto, tmp_path):
+    report = _run(PROFILES / "eventbridge-moto.yaml", moto, report_dir=tmp_path)
+    assert report.preflight.get("ok"), report.preflight
+    _assert_pinned(report, EVENTBRIDGE_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
+    _assert_recorded(tmp_path, "eventbridge-moto")
+
+
+def test_kinesis_put_records_on_moto(moto, tmp_path):
+    report = _run(PROFILES / "kinesis-moto.yaml", moto, report_dir=tmp_path)
+    assert report.preflight.get("ok"), report.preflight
+    _assert_pinned(report, KINESIS_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
+    _assert_recorded(tmp_path, "kinesis-moto")
 
 
 def test_couchdb_bulk_docs_on_pouchdb_server(pouchdb, tmp_path):
     report = _run(PROFILES / "couchdb-pouchdb.yaml", pouchdb, report_dir=tmp_path)
     assert report.preflight.get("ok"), report.preflight
     _assert_pinned(report, COUCHDB_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
+    if (Path(_compat().STORED) / "couchdb-pouchdb.json").exists():
+        _assert_recorded(tmp_path, "couchdb-pouchdb")
 
 
 # -- a batch API the kit has never seen, described by a profile only ------------------------------

@@ -31,8 +31,8 @@ def jobs(target, envelope, profile) -> Jobs:
     return Jobs(target, envelope)
 
 
-def _ids(items: list[dict[str, Any]], id_field: str) -> list[Any]:
-    return [it[id_field] for it in items]
+def _ids(batch: list[dict[str, Any]], items) -> list[Any]:
+    return [items.id_of(it) for it in batch]
 
 
 def _valid_retry_after(value: str | None) -> bool:
@@ -175,7 +175,7 @@ def test_results_appear_as_known_in_sync_shape(jobs, items, envelope, profile):
     """ASYNC-03 MUST: per-item results appear as they become known, in the sync result shape."""
 
     def judge(mixed, batch, acc, snaps) -> None:
-        ids = set(_ids(batch, items.id_field))
+        ids = set(_ids(batch, items))
         snaps = _usable(snaps)
         if not snaps:
             setup_failed("the job could not be read with a known status (ASYNC-02 reports it)")
@@ -394,7 +394,7 @@ def test_retried_creation_returns_the_same_job(jobs, items, profile, target):
         observed("whether the retry applied items a second time was not observed: the profile declares no "
                  "items.effect_counter and endpoints.read; only that the retry named the same job was checked")
         return
-    for item_id in _ids(batch, items.id_field):  # one job, so each item applied at most once
+    for item_id in _ids(batch, items):  # one job, so each item applied at most once
         doc = target.read_json(item_id)
         applied = pointer_get(doc, counter, None) if doc is not None else 0
         expect(applied in (0, 1), f"item {item_id!r} was applied more than once", expected=f"{counter} <= 1",
@@ -485,7 +485,7 @@ def test_cancel_stops_pending_items_and_keeps_finished_ones(jobs, items, profile
     expect(again.ok and again.counts == last.counts and again.status == "cancelled",
            "a cancelled job went on changing", expected=last.counts, seen=again.counts if again.ok else again.http_status)
     final = {r.id: r for r in last.results}
-    ids = _ids(batch, items.id_field)
+    ids = _ids(batch, items)
     expect(len([i for i in ids if i in final and final[i].ok]) < len(ids),
            "every item was applied although the job was cancelled", expected="pending items stopped",
            seen=last.progress())
@@ -567,7 +567,7 @@ def test_prefer_respond_async_on_the_sync_endpoint(jobs, items, target):
            expected=f"a job id at {jobs.map.pointer('job_id')}", seen=short(doc))
     jobs.wait_done(jobs.url_of(jobs.accepted(resp)))
     if target.profile.get("endpoints.read"):
-        for item_id in _ids(batch, items.id_field):
+        for item_id in _ids(batch, items):
             expect(target.exists(item_id), f"item {item_id!r} of the batch turned into a job was not applied",
                    expected="readable", seen="not readable")
 

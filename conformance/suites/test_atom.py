@@ -29,9 +29,9 @@ def _conflicting_item(target, items) -> dict[str, Any]:
     existing = items.one()
     setup_ok(target.batch([existing], note="setup: create the item the atomic batch will collide with"),
              "creating an item through the batch endpoint")
-    if not target.exists(existing[items.id_field]):
+    if not target.exists(items.id_of(existing)):
         setup_failed("an item created through the batch endpoint is not readable")
-    return items.with_id(items.templates()[-1], existing[items.id_field])
+    return items.with_id(items.templates()[-1], items.id_of(existing))
 
 
 @pytest.mark.rule("ATOM-01", clause="an atomic batch with one invalid item applies none of its "
@@ -63,7 +63,7 @@ def test_failure_at_write_time_rolls_back(target, items, profile):
     results = target.envelope.results(resp) if json_of(resp) is not None else []
     if is_2xx(resp) and results and all(r.ok for r in results):
         pytest.skip("the target does not treat an already-taken id as a failing item (upsert semantics)")
-    ids = [f[items.id_field] for f in fresh]
+    ids = [items.id_of(f) for f in fresh]
     applied = _applied(target, ids)
     expect(not applied, "an atomic batch whose last item failed on write kept the items written before it",
            expected="no item of the batch readable", seen=f"answered {resp.status_code}; readable: {applied}")
@@ -132,7 +132,7 @@ def test_all_valid_atomic_batch_applies_every_item(target, items, envelope, prof
     """ATOM-04 MUST: an all-valid atomic batch applies every item (200, all ok)."""
     _require_atomic(profile)
     batch = items.valid(4)
-    ids = [b[items.id_field] for b in batch]
+    ids = [items.id_of(b) for b in batch]
     resp = target.atomic(batch)
     expect(is_2xx(resp) and resp.status_code != 207, "an all-valid atomic batch did not get a 2xx",
            expected="200", seen=f"{resp.status_code}: {short(resp.text, 300)}")
@@ -157,7 +157,7 @@ def test_atomic_batch_at_its_limit_is_applied(target, items, envelope, profile):
     if limit > 1000:
         pytest.skip(f"limits.atomic_max_items is {limit}: too large to send as a conformance check")
     batch = items.valid(limit)
-    ids = [b[items.id_field] for b in batch]
+    ids = [items.id_of(b) for b in batch]
     resp = target.atomic(batch)
     expect(is_2xx(resp) and resp.status_code != 207,
            f"an all-valid atomic batch of exactly the declared {limit} items did not get a 2xx",

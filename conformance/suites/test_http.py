@@ -57,7 +57,7 @@ def test_no_batch_response_is_207(target, items, profile):
 def test_all_invalid_batch_gets_2xx_with_item_errors(target, items, envelope):
     """HTTP-03 MUST: a batch in which every item fails validation returns a 2xx with per-item errors (non-atomic endpoints)."""
     batch = _all_invalid(items)
-    ids = [it[items.id_field] for it in batch]
+    ids = [items.id_of(it) for it in batch]
     resp = target.batch(batch)
     expect(_is_2xx_not_207(resp.status_code), "a batch whose items all fail validation did not get a 2xx",
            expected="2xx with per-item errors", seen=f"{resp.status_code}: {short(resp.text, 300)}")
@@ -136,7 +136,7 @@ def _provocations(target, items, envelope, profile) -> dict[str, Callable[[], An
 def _duplicated(items) -> list[dict[str, Any]]:
     a, b = items.valid(2)
     b = dict(b)
-    b[items.id_field] = a[items.id_field]
+    items.set_id(b, items.id_of(a))
     return [a, b]
 
 

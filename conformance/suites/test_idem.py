@@ -82,7 +82,7 @@ def applied_once_value(target, profile, items) -> Any:
         return None
     control = items.one()
     setup_ok(send(target, profile, items, [control], note="control item, applied once"), "a control batch")
-    value = effects(target, profile, [control[items.id_field]])[control[items.id_field]]
+    value = effects(target, profile, [items.id_of(control)])[items.id_of(control)]
     if value is None:
         setup_failed("a control item applied once is not readable")
     return value
@@ -105,7 +105,7 @@ def is_replay_of(envelope, first: httpx.Response, again: httpx.Response, batch_i
 
 
 def ids_of(items, batch_items: list[dict[str, Any]]) -> list[str]:
-    return [it[items.id_field] for it in batch_items]
+    return [items.id_of(it) for it in batch_items]
 
 
 def some_items(items, profile, n_valid: int = 2) -> tuple[list[dict[str, Any]], list[str]]:
@@ -341,14 +341,14 @@ def test_item_keys_retry_only_failed_items(target, items, envelope, profile):
         # A failure the retry can cure without changing the item: a reference to an item created later.
         parent = items.one()
         failing = items.one()
-        failing[reference] = parent[items.id_field]
+        failing[reference] = items.id_of(parent)
     else:
         parent = None
         failing = items.invalid(1)[0].item
     failing[name] = new_key(items, "item")
     batch = [done[0], failing, done[1]]
     done_ids = ids_of(items, done)
-    fail_id = failing[items.id_field]
+    fail_id = items.id_of(failing)
     first = setup_ok(send(target, profile, items, batch, note="partially failing batch with item keys"),
                      "a batch with item keys")
     first_by_id = envelope.result_map(response_json(first), batch)
@@ -393,10 +393,10 @@ def test_item_key_reused_with_other_payload(target, items, envelope, profile):
     original = items.one()
     original[name] = key
     first = setup_ok(send(target, profile, items, [original], note="an item with an item key"), "a batch with an item key")
-    r0 = envelope.result_map(response_json(first), [original]).get(original[items.id_field])
+    r0 = envelope.result_map(response_json(first), [original]).get(items.id_of(original))
     if r0 is None or not r0.ok:
         setup_failed(f"a valid item with an item key was not ok: {short(first.text)}")
-    before = effects(target, profile, [original[items.id_field]])
+    before = effects(target, profile, [items.id_of(original)])
     require_applied(before, "after the first request")
     reuse = other_payload(items, items.one()) or items.one()
     reuse[name] = key
@@ -407,18 +407,18 @@ def test_item_key_reused_with_other_payload(target, items, envelope, profile):
     expect(is_2xx(resp), "a reused item key failed the whole batch instead of its item",
            expected="2xx with a per-item error", seen=f"{resp.status_code}: {short(resp.text, 300)}")
     by_id = envelope.result_map(response_json(resp), batch)
-    r = by_id.get(reuse[items.id_field])
+    r = by_id.get(items.id_of(reuse))
     code = envelope.code("idempotency_key_reused")
     expect(r is not None and r.ok is False and r.error_code == code,
            "the item reusing a key with another payload did not get idempotency_key_reused",
            expected=f"an error result with code {code}", seen=short(r.raw if r is not None else "no result"))
-    expect(not target.exists(reuse[items.id_field]), "the item reusing a key was applied",
+    expect(not target.exists(items.id_of(reuse)), "the item reusing a key was applied",
            expected="absent", seen="present")
-    rb = by_id.get(bystander[items.id_field])
-    expect(rb is not None and rb.ok and target.exists(bystander[items.id_field]),
+    rb = by_id.get(items.id_of(bystander))
+    expect(rb is not None and rb.ok and target.exists(items.id_of(bystander)),
            "another item of the batch was affected by the reused key", expected="ok and applied",
            seen=short(rb.raw if rb is not None else "no result"))
-    after = effects(target, profile, [original[items.id_field]])
+    after = effects(target, profile, [items.id_of(original)])
     expect(after == before, "the reused key changed the original item (read endpoint)", expected=before, seen=after)
 
 

@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance.checks import expect, is_2xx, json_of, mixed_batch, observed, response_json, setup_ok, short
+from conformance.checks import (
+    expect, is_2xx, json_of, mixed_batch, observed, response_json, setup_ok, short, without_fields,
+)
 
 # A 3-item batch with a cycle must be answered well within this; waiting longer for a hang is waste.
 CYCLE_TIMEOUT_S = 5.0
@@ -28,7 +30,8 @@ def _same_fields(item: dict[str, Any], got: Any, skip: set[str]) -> dict[str, An
     """Members of `item` that `got` (a resource) carries with another value."""
     if not isinstance(got, dict):
         return {}
-    return {k: got[k] for k, v in item.items() if k in got and k not in skip and got[k] != v}
+    item, got = without_fields(item, skip), without_fields(got, skip)  # server fields at any depth
+    return {k: got[k] for k, v in item.items() if k in got and got[k] != v}
 
 
 @pytest.mark.rule("ORD-01", clause="results of independent items are correlated by id: each ok "
@@ -43,7 +46,7 @@ def test_independent_items_correlated_by_id(target, items, envelope, profile):
     expect(not missing, "some items have no result carrying their id", expected=mixed.ids, seen=f"missing: {missing}")
     skip = set(profile.get("items.server_fields") or []) | {items.id_field}
     wrong: dict[str, Any] = {}
-    by_item = {it[items.id_field]: it for it in mixed.items}
+    by_item = {items.id_of(it): it for it in mixed.items}
     for item_id in mixed.valid_ids:
         r = by_id[item_id]
         if r.ok is not True:
@@ -79,9 +82,9 @@ def _chain(items, profile, n: int) -> list[dict[str, Any]]:
     ref_field = profile.get("dependencies.reference_field")
     chain = items.valid(n)
     for prev, cur in zip(chain, chain[1:]):
-        cur[dep_field] = [prev[items.id_field]]
+        cur[dep_field] = [items.id_of(prev)]
         if ref_field:
-            cur[ref_field] = prev[items.id_field]
+            cur[ref_field] = items.id_of(prev)
     return list(reversed(chain))
 
 
@@ -96,7 +99,7 @@ def test_dependent_runs_after_its_dependency(target, items, envelope, profile, l
     # Dependents come BEFORE their dependencies in the request: only a target that orders by
     # depends_on can apply the referencing items.
     batch = _chain(items, profile, length)
-    ids = [b[items.id_field] for b in batch]
+    ids = [items.id_of(b) for b in batch]
     resp = target.batch(batch)
     expect(is_2xx(resp), "a batch with explicit dependencies was not processed",
            expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 300)}")
@@ -107,12 +110,12 @@ def test_dependent_runs_after_its_dependency(target, items, envelope, profile, l
            expected="every item ok", seen=not_ok)
     if profile.has("endpoints.read"):
         for item in batch:
-            stored = target.read_json(item[items.id_field])
-            expect(stored is not None, f"{item[items.id_field]!r} was reported ok but is not readable",
+            stored = target.read_json(items.id_of(item))
+            expect(stored is not None, f"{items.id_of(item)!r} was reported ok but is not readable",
                    expected="readable", seen="absent")
             if ref_field and ref_field in item and isinstance(stored, dict) and ref_field in stored:
                 expect(stored[ref_field] == item[ref_field],
-                       f"{item[items.id_field]!r} does not reference its dependency",
+                       f"{items.id_of(item)!r} does not reference its dependency",
                        expected={ref_field: item[ref_field]}, seen={ref_field: stored[ref_field]})
     if not ref_field:
         # Without an item that needs its dependency to exist, a target that ignores depends_on and
@@ -133,20 +136,20 @@ def test_failed_dependency_fails_dependents(target, items, envelope, profile):
     """ORD-03 MUST: if a dependency fails, the dependent item fails with `dependency_failed` naming it, and is not applied."""
     dep_field = _dep_field(profile)
     parent = items.invalid(1)[0].item
-    parent_id = parent[items.id_field]
+    parent_id = items.id_of(parent)
     # No reference to the parent: the dependent would succeed on its own, so only the declared
     # dependency can make it fail. The grandchild checks that failure propagates.
     child = items.one()
     child[dep_field] = [parent_id]
     grandchild = items.one()
-    grandchild[dep_field] = [child[items.id_field]]
+    grandchild[dep_field] = [items.id_of(child)]
     bystander = items.one()
     batch = [parent, child, bystander, grandchild]
     resp = setup_ok(target.batch(batch), "a batch with a failing dependency")
     by_id = envelope.result_map(response_json(resp), batch)
     code = envelope.code("dependency_failed")
-    for dependent, deps in ((child, [parent_id]), (grandchild, [child[items.id_field], parent_id])):
-        did = dependent[items.id_field]
+    for dependent, deps in ((child, [parent_id]), (grandchild, [items.id_of(child), parent_id])):
+        did = items.id_of(dependent)
         r = by_id.get(did)
         expect(r is not None, f"the dependent item {did!r} has no result", expected=f"a result for {did!r}",
                seen=short(resp.text))
@@ -156,7 +159,7 @@ def test_failed_dependency_fails_dependents(target, items, envelope, profile):
         expect(any(_names(r, d) for d in deps), f"the {code!r} error of {did!r} does not name its dependency",
                expected=f"an error naming {deps[0]!r}", seen=short(r.error))
     if profile.has("endpoints.read"):
-        applied = [d[items.id_field] for d in (parent, child, grandchild) if target.exists(d[items.id_field])]
+        applied = [items.id_of(d) for d in (parent, child, grandchild) if target.exists(items.id_of(d))]
         expect(not applied, "an item whose dependency failed was applied", expected="not readable", seen=applied)
 
 
@@ -203,9 +206,9 @@ def test_unknown_dependency_gets_clear_error(target, items, envelope, profile):
     orphan = items.one()
     orphan[dep_field] = [ghost]
     batch = [items.one(), orphan]
-    _clear_error(target, envelope, batch, [orphan[items.id_field]], ghost, "a dependency on an unknown id")
+    _clear_error(target, envelope, batch, [items.id_of(orphan)], ghost, "a dependency on an unknown id")
     if profile.has("endpoints.read"):
-        expect(not target.exists(orphan[items.id_field]), "the item depending on an unknown id was applied",
+        expect(not target.exists(items.id_of(orphan)), "the item depending on an unknown id was applied",
                expected="not readable", seen="readable")
 
 
@@ -217,8 +220,8 @@ def test_cycle_gets_clear_error(target, items, envelope, profile, length):
     dep_field = _dep_field(profile)
     ring = items.valid(length)
     for k, item in enumerate(ring):
-        item[dep_field] = [ring[(k + 1) % length][items.id_field]]
-    ids = [r[items.id_field] for r in ring]
+        item[dep_field] = [items.id_of(ring[(k + 1) % length])]
+    ids = [items.id_of(r) for r in ring]
     _clear_error(target, envelope, ring, ids, None, f"a {length}-cycle of dependencies")
     if profile.has("endpoints.read"):
         applied = [i for i in ids if target.exists(i)]

@@ -45,7 +45,7 @@ def test_failed_item_leaves_existing_resource_untouched(target, items, envelope,
     """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
     _need_read(profile)
     first = items.one()
-    item_id = first[items.id_field]
+    item_id = items.id_of(first)
     setup_ok(target.batch([first]), "creating an item")
     before = target.read_json(item_id)
     if before is None:
@@ -147,8 +147,8 @@ def test_resubmitting_the_whole_batch_corrected_applies_nothing_twice(target, it
     before = {i: target.read_json(i) for i in succeeded}
     tpls = items.templates()
     # The client's natural retry: the same batch, the invalid items replaced by corrected ones (same ids).
-    whole = [it if it[items.id_field] not in mixed.invalid
-             else items.with_id(tpls[k % len(tpls)], it[items.id_field]) for k, it in enumerate(mixed.items)]
+    whole = [it if items.id_of(it) not in mixed.invalid
+             else items.with_id(tpls[k % len(tpls)], items.id_of(it)) for k, it in enumerate(mixed.items)]
     resp2 = target.batch(whole, note="the whole batch again, its failed items corrected, same ids")
     expect(200 <= resp2.status_code < 300, "resubmitting the whole batch with its failures corrected was not accepted",
            expected="2xx (earlier successes may be ok or errors; nothing applied twice)",
@@ -177,13 +177,13 @@ def test_item_result_independent_of_batch(target, items, envelope):
     by_id = envelope.result_map(response_json(resp), mixed.items)
     differ: dict[str, Any] = {}
     for item in mixed.items:
-        item_id = item[items.id_field]
+        item_id = items.id_of(item)
         in_batch = by_id.get(item_id)
         if in_batch is None:
             continue  # CORE-02 reports a missing result
         alone_item = items.with_id(item)  # same payload, fresh id (the first one may now exist)
         alone_resp = setup_ok(target.batch([alone_item], note="the same payload alone"), "a one-item batch")
-        alone = envelope.result_map(response_json(alone_resp), [alone_item]).get(alone_item[items.id_field])
+        alone = envelope.result_map(response_json(alone_resp), [alone_item]).get(items.id_of(alone_item))
         if alone is None:
             differ[item_id] = "no result when alone"
         elif (in_batch.ok, in_batch.error_code) != (alone.ok, alone.error_code):

@@ -83,7 +83,7 @@ def test_batch_is_not_just_a_wrapper(target, items, envelope, profile, figures):
     timed = len(target.evidence)
     if profile.get("endpoints.read"):
         for it in (last_batch[0], last_batch[-1], last_single):
-            item_id = it[items.id_field]
+            item_id = items.id_of(it)
             if not target.exists(item_id):
                 setup_failed(f"item {item_id!r} reported ok is not readable, so the times measure no work")
     # Keep the warm-up, the last timed exchanges and the read-backs; the rest are only figures.

@@ -30,7 +30,7 @@ def _real_ids(target: Any, profile: Any, items: Any) -> dict[str, Any]:
     one = items.one()
     resp = target.batch([one], note="ROB-01: one item, so the read operation has a real id")
     if is_2xx(resp):
-        out["item"] = one[items.id_field]
+        out["item"] = items.id_of(one)
     if profile.get("endpoints.async") and profile.get("endpoints.job"):
         try:
             out["job"] = Jobs(target, target.envelope).create(items.valid(1)).job_id
@@ -131,7 +131,7 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figu
 
 
 def _judge(case: hostile.HostileCase, built: hostile.BuiltBody, resp: httpx.Response, target: Any, envelope: Any,
-           id_field: str) -> str | None:
+           items: Any) -> str | None:
     status = resp.status_code
     if status >= 500:
         return f"answered {status}: {short(resp.text, 160)}"
@@ -149,13 +149,13 @@ def _judge(case: hostile.HostileCase, built: hostile.BuiltBody, resp: httpx.Resp
     by_id = envelope.result_map(resp, built.items)
     if case.expect == "4xx-or-processed" and not built.hostile:
         # the whole body is hostile (a BOM): every item must be processed and readable
-        wanted = [it for it in built.items if isinstance(it, dict) and it.get(id_field) is not None]
+        wanted = [it for it in built.items if isinstance(it, dict) and items.id_of(it) is not None]
         for it in wanted:
-            r = by_id.get(it[id_field])
+            r = by_id.get(items.id_of(it))
             if r is None or r.ok is not True:
-                return f"answered {status} but item {it[id_field]!r} was not processed ({short(r.raw if r else None, 160)})"
-            if not target.exists(it[id_field]):
-                return f"item {it[id_field]!r} got an ok result but cannot be read back"
+                return f"answered {status} but item {items.id_of(it)!r} was not processed ({short(r.raw if r else None, 160)})"
+            if not target.exists(items.id_of(it)):
+                return f"item {items.id_of(it)!r} got an ok result but cannot be read back"
         return None
     for h in built.hostile:
         r = by_id.get(h["id"])
@@ -210,7 +210,7 @@ def _run_case(case: hostile.HostileCase, target: Any, items: Any, envelope: Any,
         return "no answer within the timeout (a hang)"
     except httpx.TransportError as exc:
         return f"the connection was dropped ({type(exc).__name__})"
-    return _judge(case, built, resp, target, envelope, items.id_field)
+    return _judge(case, built, resp, target, envelope, items)
 
 
 @pytest.mark.rule("ROB-02", clause="every case of the hostile corpus gets a clean answer (4xx, or "
@@ -262,10 +262,10 @@ def test_normal_batch_succeeds_after_hostile_run(target, items, envelope, profil
     expect(is_2xx(resp) and resp.status_code != 207, "a normal batch of valid items failed after the hostile run",
            expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 200)}")
     by_id = envelope.result_map(resp, batch)
-    not_ok = [i[items.id_field] for i in batch if getattr(by_id.get(i[items.id_field]), "ok", None) is not True]
+    not_ok = [items.id_of(i) for i in batch if getattr(by_id.get(items.id_of(i)), "ok", None) is not True]
     expect(not not_ok, "after the hostile run, valid items of a normal batch did not get ok results",
            expected="every item ok", seen={i: short(getattr(by_id.get(i), "raw", None), 160) for i in not_ok})
     if profile.has("endpoints.read"):
-        unread = [i[items.id_field] for i in batch if not target.exists(i[items.id_field])]
+        unread = [items.id_of(i) for i in batch if not target.exists(items.id_of(i))]
         expect(not unread, "after the hostile run, items of a normal batch got ok results but cannot be read back",
                expected="every item readable", seen=unread)
