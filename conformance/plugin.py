@@ -176,16 +176,24 @@ def _preflight(ctx: RunContext) -> dict[str, Any]:
 
 
 def _no_result(envelope: Any, resp: httpx.Response, sent: list[dict[str, Any]]) -> str | None:
-    """SPEC §5: the profile's envelope must find a result for each item sent; else one line naming
-    the pointer that found nothing (a 202 is an async answer, judged by the ASYNC class)."""
+    """SPEC §5: the profile's envelope must find a result for the items sent; else one line naming
+    the pointer that found nothing (a 202 is an async answer, judged by the ASYNC class).
+
+    The preflight asks whether the envelope *works* on this target, not whether the target is
+    right: results that carry ids, but not the one sent, mean the mapping found results and the
+    target correlates them wrongly. That is CORE-02's FAIL to report with evidence, not a reason to
+    call the target unusable (exit 3) and hide the defect."""
     if envelope.raw_results(resp) is None:
         return (f"one small valid batch got {resp.status_code} JSON, but the profile's envelope finds no results "
                 f"there ({envelope.results_location}); check envelope.results")
     found = envelope.result_map(resp, sent)
+    readable = [r for r in envelope.results(resp) if r.ok is not None]
     for item in sent:
         item_id = envelope.item_id(item)
         r = found.get(item_id)
         if r is None:
+            if not envelope.by_position and any(x.id is not None for x in readable):
+                continue  # results with ids, just not this one: CORE-02 judges the correlation
             where = "by position" if envelope.by_position else f"at {envelope.m.get('result_id')!r} (envelope.result_id)"
             return (f"one small valid batch got {resp.status_code} JSON with results, but none for the item sent "
                     f"(id {item_id!r}) {where}")

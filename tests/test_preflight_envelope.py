@@ -35,10 +35,31 @@ def test_json_without_results_stops_the_run_naming_the_pointer():
     assert not report.preflight["ok"]
 
 
-def test_results_that_name_no_item_sent_stop_the_run(reference_app):
-    report = run_kit(_results_for_other_ids(reference_app), classes=["CORE"])
+def _results_without_ids(app):
+    from mutants._base import Call, on_batch_response
+
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        for r in doc.get("results", []):
+            r.pop("id", None)
+        call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+def test_results_without_ids_stop_the_run_naming_the_id_pointer(reference_app):
+    report = run_kit(_results_without_ids(reference_app), classes=["CORE"])
     assert report.exit_code() == 3
     assert "none for the item sent" in report.preflight["reason"] and "'/id'" in report.preflight["reason"]
+
+
+def test_results_for_other_ids_are_a_core02_fail_not_an_unusable_target(reference_app):
+    # The envelope found results with ids: the mapping works, the target correlates wrongly. That is
+    # a defect to report (CORE-02 FAIL with evidence), not a target to call unusable (exit 3).
+    report = run_kit(_results_for_other_ids(reference_app), classes=["CORE"])
+    assert report.preflight["ok"], report.preflight
+    verdicts = {r.id: r.verdict.value for r in report.rules}
+    assert verdicts["CORE-02"] == "FAIL"
+    assert report.exit_code() == 1
 
 
 def test_the_reference_server_passes_the_preflight(reference_app):
