@@ -32,12 +32,27 @@ class Finding:
     curl: str
 
 
+# The budget of one operation in one mode. Generating a case from a batch schema costs schemathesis
+# ~20-40 ms (far more than a reference-server answer), so a count alone makes ROB-01's time grow with
+# the document; a time budget bounds it. Every operation and mode still gets at least
+# BUDGET_MIN_EXAMPLES cases (a defect that any malformed input shows is found in the first few), and
+# the cases a budget cut are counted in FuzzRun.cut, so the report says what was not sent.
+BUDGET_S = 0.6
+BUDGET_MIN_EXAMPLES = 12
+
+
 @dataclass
 class FuzzRun:
     sent: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     stopped: str | None = None
+    cut: dict[str, int] = field(default_factory=dict)
+    """``"<mode> <METHOD path>"`` -> cases sent when the time budget ended that operation's run early."""
+
+
+class _BudgetSpent(Exception):
+    """Raised from inside a generated case to end hypothesis's run once the budget is spent."""
 
 
 def batch_operations(schema: Any, profile: Any) -> tuple[list[tuple[str, Any]], list[str]]:
@@ -111,8 +126,14 @@ def _judge(case: Any, resp: httpx.Response) -> str | None:
 
 
 def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
-         run: FuzzRun, redact: Any) -> None:
-    """Generate up to `max_examples` cases of `operation` in one mode and send each through the Target."""
+         run: FuzzRun, redact: Any, budget_s: float | None = BUDGET_S,
+         min_examples: int = BUDGET_MIN_EXAMPLES) -> None:
+    """Generate up to `max_examples` cases of `operation` in one mode and send each through the Target.
+
+    Once `min_examples` were sent and `budget_s` seconds have passed (``None``: no budget), the
+    run ends; ``run.cut`` records it."""
+    import time
+
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
     from schemathesis import GenerationMode
@@ -127,6 +148,9 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
     def one(case: Any) -> None:
         if run.stopped:
             return
+        if budget_s is not None and sent[0] >= min_examples and time.monotonic() > deadline:
+            raise _BudgetSpent
+        sent[0] += 1
         run.sent += 1
         try:
             resp = _send(target, path, case)
@@ -147,4 +171,9 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
             run.findings.append(Finding(mode_name, label, redact(problem) or problem,
                                         (ex.request_body or "")[:300] if ex else "", ex.curl if ex else ""))
 
-    one()
+    sent = [0]
+    deadline = time.monotonic() + (budget_s or 0.0)
+    try:
+        one()
+    except _BudgetSpent:
+        run.cut[f"{mode_name} {label}"] = sent[0]
