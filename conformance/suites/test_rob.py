@@ -47,7 +47,8 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figu
         for mode in ("positive", "negative"):
             if not run.stopped:
                 _fuzz.fuzz(target, path, op, mode, max_examples=max_examples, seed=seed, run=run, redact=redact)
-    figures.update(cases_sent=run.sent, responses=run.by_status, findings=len(run.findings))
+    figures.update(cases_sent=run.sent, responses=run.by_status, findings=len(run.findings),
+                   budget_cut=run.cut)  # operations and modes that the time budget (_fuzz.BUDGET_S) ended early
     shown = [f"[{f.mode} {f.operation}] {f.problem} — body {short(f.request, 200)} — {f.curl}"
              for f in run.findings[:8]]
     expect(not run.findings,
