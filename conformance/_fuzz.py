@@ -79,7 +79,8 @@ def batch_operations(schema: Any, profile: Any) -> tuple[list[tuple[str, Any]], 
 
 def _send(target: Any, path: str, case: Any) -> httpx.Response:
     kw = case.as_transport_kwargs(base_url="http://fuzz.invalid")  # only the parts are used, never the URL
-    headers = {k: str(v) for k, v in (kw.get("headers") or {}).items() if k.lower() not in _HOP_HEADERS}
+    headers = {k: str(v) for k, v in (kw.get("headers") or {}).items()
+               if k.lower() not in _HOP_HEADERS and v != _STEER}
     content: bytes | None = None
     if "json" in kw:
         try:
@@ -125,13 +126,38 @@ def _judge(case: Any, resp: httpx.Response) -> str | None:
     return None
 
 
+_STEER = "batchspec-steer"  # a placeholder value of an optional header: never sent
+
+
 def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
          run: FuzzRun, redact: Any, budget_s: float | None = BUDGET_S,
          min_examples: int = BUDGET_MIN_EXAMPLES) -> None:
     """Generate up to `max_examples` cases of `operation` in one mode and send each through the Target.
 
     Once `min_examples` were sent and `budget_s` seconds have passed (``None``: no budget), the
-    run ends; ``run.cut`` records it."""
+    run ends; ``run.cut`` records it.
+
+    The negative mode is split in two halves (examples, budget and minimum each halved). The first
+    is schemathesis's own: it breaks any mix of headers and body. The second breaks the body only and
+    leaves the optional headers out: a negative case that breaks an optional header (an invalid
+    ``Idempotency-Key``, about half of them on a batch operation) is refused before its body is read,
+    so the body-only half puts every case on the path where a batch is parsed and processed."""
+    optional = [p.name for p in operation.headers if not p.is_required] if operation.body else []
+    if mode_name != "negative" or not optional:
+        _fuzz_mode(target, path, operation, mode_name, max_examples=max_examples, seed=seed, run=run,
+                   redact=redact, budget_s=budget_s, min_examples=min_examples)
+        return
+    half = max(1, max_examples // 2)
+    for sub, steer, examples, sub_seed in (("negative", None, max_examples - half, seed),
+                                           ("negative-body", optional, half, seed + 1)):
+        _fuzz_mode(target, path, operation, sub, max_examples=max(1, examples), seed=sub_seed, run=run,
+                   redact=redact, budget_s=None if budget_s is None else budget_s / 2,
+                   min_examples=max(1, (min_examples + 1) // 2), steer=steer)
+
+
+def _fuzz_mode(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
+               run: FuzzRun, redact: Any, budget_s: float | None, min_examples: int,
+               steer: list[str] | None = None) -> None:
     import time
 
     from hypothesis import HealthCheck, Phase, given, settings
@@ -140,11 +166,13 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
 
     mode = GenerationMode.POSITIVE if mode_name == "positive" else GenerationMode.NEGATIVE
     label = f"{operation.method.upper()} {operation.path}"
+    # Explicit values keep schemathesis from breaking these headers; _send leaves them out.
+    explicit = {"headers": {name: _STEER for name in steer}} if steer else {}
 
     @hseed(seed)
     @settings(max_examples=max_examples, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck), derandomize=False)
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=operation.as_strategy(generation_mode=mode, **explicit))
     def one(case: Any) -> None:
         if run.stopped:
             return
