@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import copy
 import json
+import hashlib
 import shlex
+import ssl
 import threading
 import time
 from typing import Any, Iterable
@@ -11,9 +13,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from . import _rawhttp
 from ._envelope import Envelope
 from ._model import Exchange
 from ._profile import Profile
+from ._rawhttp import RawOutcome
 
 REDACTED = "<redacted>"
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"}
@@ -59,8 +63,12 @@ def _body_text(content: bytes | None) -> str | None:
     return text
 
 
-def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: set[str]) -> str:
-    """A curl line that replays the request; secrets come from environment variables."""
+def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | None, sensitive: set[str],
+                 body_sink: Any = None) -> str:
+    """A curl line that replays the request; secrets come from environment variables.
+
+    A body too large to inline is named by its hash (`@bodies/<sha>.body`); `body_sink(name, body)`
+    writes it under the report dir, so the line replays from there."""
     parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
     for k, v in headers.items():
         if k.lower() in ("content-length", "host", "accept-encoding", "connection", "user-agent"):
@@ -74,7 +82,13 @@ def curl_command(method: str, url: str, headers: dict[str, str], body: bytes | N
             parts += ["-H", shlex.quote(f"{k}: {v}")]
     if body:
         if len(body) > MAX_EVIDENCE_BODY:
-            parts += ["--data-binary", "@body.json", f"# body of {len(body)} bytes not inlined"]
+            name = f"bodies/{hashlib.sha256(body).hexdigest()[:20]}.body"
+            where = "run from the report dir"
+            if body_sink is not None:
+                body_sink(name, body)
+            else:
+                where = "not written: no report dir"
+            parts += ["--data-binary", f"@{name}", f"# body of {len(body)} bytes ({where})"]
         else:
             parts += ["--data-binary", shlex.quote(body.decode("utf-8", errors="replace"))]
     return " ".join(parts)
@@ -97,6 +111,15 @@ class _Pacer:
             time.sleep(at - now)
 
 
+def tls_verify(target: dict[str, Any]) -> bool | str:
+    """The one reading of `target.verify_tls` / `target.ca_bundle`, for httpx and the raw layer alike:
+    `verify_tls: false` wins (no verification at all); otherwise the CA bundle if one is named, else
+    the system's trust store."""
+    if target.get("verify_tls", True) is False:
+        return False
+    return str(target["ca_bundle"]) if target.get("ca_bundle") else True
+
+
 class Session:
     """What all checks of a run share: the profile, the httpx client(s), the pace, the redactor."""
 
@@ -104,9 +127,7 @@ class Session:
         self.profile = profile
         self.transport = transport
         t = profile.target
-        verify: Any = t.get("verify_tls", True)
-        if verify and t.get("ca_bundle"):
-            verify = t["ca_bundle"]
+        verify = self.verify = tls_verify(t)
         self.timeout = float(t.get("timeout") or 10)
         self.client = httpx.Client(
             base_url=profile.base_url,
@@ -150,6 +171,15 @@ class Target:
     @property
     def envelope(self) -> Envelope:
         return self.session.envelope
+
+    @property
+    def timeout(self) -> float:
+        """The profile's per-request timeout in seconds (target.timeout)."""
+        return self.session.timeout
+
+    def redact(self, text: str | None) -> str | None:
+        """`text` with every secret of the profile replaced (for messages that quote the target)."""
+        return self.session.redactor.text(text)
 
     def auth_headers(self) -> dict[str, str]:
         if self.credential == "second":
@@ -207,22 +237,23 @@ class Target:
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 target = urljoin(str(resp.request.url), resp.headers["location"])
                 if urlsplit(target).netloc != urlsplit(str(resp.request.url)).netloc:
-                    self._note(f"redirect to another host not followed: {self.session.redactor.text(target)}")
+                    self.note(f"redirect to another host not followed: {self.session.redactor.text(target)}")
                     return resp
                 url = target
                 continue
             if resp.status_code in (429, 503) and "retry-after" in resp.headers and attempt < retries:
-                wait = _retry_after_seconds(resp.headers["retry-after"])
+                wait = retry_after_seconds(resp.headers["retry-after"])
                 if wait is None:
                     return resp
                 wait = min(wait, float(self.profile.target.get("max_retry_wait", 10)))
-                self._note(f"{resp.status_code} with Retry-After: waited {wait:.1f}s before retrying")
+                self.note(f"{resp.status_code} with Retry-After: waited {wait:.1f}s before retrying")
                 time.sleep(wait)
                 continue
             return resp
         return resp
 
-    def _note(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """Add `text` to the note of the last exchange of this check (what the kit did and why)."""
         with self._lock:
             if self.evidence:
                 self.evidence[-1].note = ((self.evidence[-1].note or "") + " " + text).strip()
@@ -233,19 +264,11 @@ class Target:
         body_bytes = content if isinstance(content, (bytes, bytearray)) else None
         req = s.client.build_request(method, url, headers=headers, content=content, params=params,
                                      timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
-        red = s.redactor
         # raw keeps the header names as sent (httpx lower-cases them elsewhere)
         sent_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.raw]
-        ex = Exchange(
-            method=method,
-            url=red.text(str(req.url)) or "",
-            request_headers=red.header_map(sent_headers),
-            request_body=red.text(_body_text(body_bytes)) if body_bytes is not None
-            else ("<streamed body>" if content is not None else None),
-            curl=red.text(curl_command(method, str(req.url), dict(sent_headers),
-                                       bytes(body_bytes) if body_bytes is not None else None, red.headers)) or "",
-            note=note,
-        )
+        ex = self._exchange(method, str(req.url), sent_headers, body_bytes,
+                            None if body_bytes is not None or content is None else "<streamed body>", note)
+        red = s.redactor
         start = time.perf_counter()
         try:
             resp = s.client.send(req)
@@ -300,10 +323,87 @@ class Target:
         return self.call(endpoint, json_body=self.envelope.body(items, extra), headers=headers,
                          note=note, timeout=timeout)
 
-    def record(self, exchange: Exchange) -> None:
-        """Keep an exchange made outside httpx (a raw socket) as evidence of this check."""
+    def _exchange(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | None,
+                  body_text: str | None, note: str | None) -> Exchange:
+        """The redacted evidence of one request, the same for httpx and raw exchanges."""
+        red = self.session.redactor
+        return Exchange(
+            method=method,
+            url=red.text(url) or "",
+            request_headers=red.header_map(headers),
+            request_body=red.text(_body_text(body)) if body is not None else body_text,
+            curl=red.text(curl_command(method, url, dict(headers), bytes(body) if body is not None else None,
+                                       red.headers, getattr(self.session, "body_sink", None))) or "",
+            note=note,
+        )
+
+    def raw(self, name: str = "batch", *, content: bytes | None = None, json_body: Any = None,
+            chunks: Iterable[bytes] | None = None, headers: dict[str, str] | None = None,
+            path_params: dict[str, Any] | None = None, framing: str = "content-length",
+            declared_length: int | None = None, send_bytes: int | None = None, half_close: bool = False,
+            read_answer: bool = True, timeout: float | None = None, note: str | None = None,
+            body_text: str | None = None) -> RawOutcome:
+        """Call a declared endpoint over the raw HTTP/1.1 layer (h11 on a socket): what httpx cannot send.
+
+        The URL (base path, path template, the endpoint's fixed `query`), the headers (credentials,
+        the endpoint's headers, Content-Type, then `headers`), the body members of the endpoint and
+        the TLS setting (`tls_verify`) are those of `call`. Then: `framing="chunked"` streams `chunks`
+        and stops sending once the target answers; `declared_length` larger than the body is a lying
+        Content-Length; `send_bytes` sends only that many body bytes (a cut body; `half_close` then
+        shuts the write side); `read_answer=False` drops the connection right after sending.
+        The exchange is kept as evidence like every other one.
+        """
+        if self.in_process:
+            import pytest
+
+            pytest.skip("a raw exchange needs a real socket (the run is in-process)")
+        ep = self.endpoint(name)
+        method = ep.get("method", "POST")
+        if json_body is not None:
+            if isinstance(json_body, dict) and ep.get("body"):
+                merged = copy.deepcopy(ep["body"])
+                merged.update(json_body)
+                json_body = merged
+            content = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+        hdrs = {**self.auth_headers(), **(ep.get("headers") or {})}
+        if content is not None or chunks is not None:
+            hdrs.setdefault("Content-Type", self.envelope.content_type)
+        hdrs.update(headers or {})
+        url = self.session.client.build_request(method, self.url_for(name, **(path_params or {})),
+                                                params=ep.get("query") or None).url
+        host = url.netloc.decode("ascii").rsplit("@", 1)[-1]
+        if chunks is None:
+            body = content or b""
+            if send_bytes is not None:
+                body = body[:send_bytes]
+            stream: Iterable[bytes] = [body]
+        else:
+            stream = chunks
+        shown = [*hdrs.items(), ("Transfer-Encoding", "chunked") if framing == "chunked"
+                 else ("Content-Length", str(declared_length if declared_length is not None else len(content or b"")))]
+        ex = self._exchange(method, str(url), shown, content if chunks is None else None,
+                            body_text if chunks is not None else None, note)
+        self.session.pacer.wait()
+        wait = float(timeout if timeout is not None else self.session.timeout)
+        try:
+            sock = _rawhttp.connect(url.scheme, url.host, url.port, timeout=wait, verify=self.session.verify)
+        except (OSError, ssl.SSLError) as exc:
+            out = RawOutcome(error=f"cannot connect: {type(exc).__name__}: {exc}", closed=True)
+        else:
+            out = _rawhttp.exchange(sock, method, url.raw_path.decode("ascii"), host, list(hdrs.items()), stream,
+                                    framing=framing, declared_length=declared_length, half_close=half_close,
+                                    read_answer=read_answer, timeout=wait)
+        red = self.session.redactor
+        ex.status = out.status
+        ex.response_headers = red.header_map(out.headers.items())
+        ex.response_body = red.text(_body_text(out.body))
+        ex.elapsed_ms = round(out.elapsed_s * 1000, 3)
+        ex.error = red.text(out.error) if out.error else ("closed without an answer" if out.closed else None)
+        if chunks is not None and body_text:
+            ex.request_body = red.text(f"{body_text}; {out.bytes_sent} bytes sent when the sending stopped")
         with self._lock:
-            self.evidence.append(exchange)
+            self.evidence.append(ex)
+        return out
 
     def atomic(self, items: list[Any], **kw: Any) -> httpx.Response:
         return self.batch(items, endpoint="atomic", **kw)
@@ -335,7 +435,8 @@ class Target:
             raise SetupError("read endpoint did not answer JSON") from None
 
 
-def _retry_after_seconds(value: str) -> float | None:
+def retry_after_seconds(value: str) -> float | None:
+    """Seconds a Retry-After value asks for (delta-seconds or an HTTP date), or None when it is neither."""
     try:
         return max(0.0, float(value))
     except ValueError:

@@ -9,6 +9,10 @@ SKIP and PENDING were not evaluated and have no rank. A rule *regressed* when it
 higher than its old one, or when a rule not evaluated before (SKIP, PENDING, absent) now WARNs,
 FAILs or ERRORs; it *improved* when its rank went down; any other change of verdict (FAIL <->
 WAIVED, PASS <-> INFO, anything -> SKIP/PENDING, newly PASSing) is *changed*. Exit 1 on a regression.
+
+A MUST rule that PASSed and is no longer evaluated (SKIP, PENDING or absent: a class dropped from the
+profile, a narrower --class/--rule) is *lost coverage*: the gate no longer proves what it proved. It
+counts as a regression unless the caller allows it (`batchspec diff --allow-lost-coverage`).
 """
 from __future__ import annotations
 
@@ -44,16 +48,22 @@ def _kind(old: str | None, new: str | None) -> str | None:
     return "changed"
 
 
-def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def _lost(o: dict[str, Any] | None, n: dict[str, Any] | None) -> bool:
+    ref = o or {}
+    return (str(ref.get("level") or "").startswith("MUST") and ref.get("verdict") == "PASS"
+            and (n is None or n.get("verdict") in ("SKIP", "PENDING")))
+
+
+def compare(old: dict[str, Any], new: dict[str, Any], allow_lost_coverage: bool = False) -> dict[str, Any]:
     """Compare two report.json documents; pure (no I/O)."""
     old_rules = {r["id"]: r for r in old.get("rules", [])}
     new_rules = {r["id"]: r for r in new.get("rules", [])}
-    out: dict[str, list[dict[str, Any]]] = {"regressed": [], "improved": [], "changed": []}
+    out: dict[str, list[dict[str, Any]]] = {"regressed": [], "improved": [], "changed": [], "lost": []}
     ids = list(new_rules) + [i for i in old_rules if i not in new_rules]
     for rid in ids:
         o, n = old_rules.get(rid), new_rules.get(rid)
         ov, nv = (o or {}).get("verdict"), (n or {}).get("verdict")
-        kind = _kind(ov, nv)
+        kind = "lost" if _lost(o, n) else _kind(ov, nv)
         if kind is None:
             continue
         ref = n or o or {}
@@ -72,8 +82,9 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {
         "old": _meta(old), "new": _meta(new),
         "regressed": out["regressed"], "improved": out["improved"], "changed": out["changed"],
+        "lost_coverage": out["lost"], "lost_coverage_allowed": allow_lost_coverage,
         "counts": counts, "notes": notes,
-        "regression": bool(out["regressed"]),
+        "regression": bool(out["regressed"]) or (bool(out["lost"]) and not allow_lost_coverage),
     }
 
 
@@ -117,8 +128,12 @@ def _cell(text: Any) -> str:
 
 def render_markdown(d: dict[str, Any]) -> str:
     reg, imp, chg = d["regressed"], d["improved"], d["changed"]
+    lost = d.get("lost_coverage") or []
     head = ("❌ **{} regression{}**".format(len(reg), "s" if len(reg) != 1 else "") if reg
-            else "✅ **no regression**")
+            else "❌ **lost coverage**" if d["regression"] else "✅ **no regression**")
+    if lost:
+        head += f" · {len(lost)} MUST rule{'s' if len(lost) != 1 else ''} no longer checked" + (
+            " (allowed)" if d.get("lost_coverage_allowed") else "")
     lines = ["### batchspec diff", "",
              f"{head} · {len(imp)} improved · {len(chg)} other change{'s' if len(chg) != 1 else ''}", "",
              f"_old_: `{d['old']['target']}` started {d['old']['started_at']} (exit {d['old']['exit_code']}) · "
@@ -136,6 +151,10 @@ def render_markdown(d: dict[str, Any]) -> str:
 
     if reg:
         lines += ["#### Regressions", ""] + table(reg, True)
+    if lost:
+        lines += ["#### Lost coverage" + (" (allowed by --allow-lost-coverage)" if d.get("lost_coverage_allowed")
+                                          else ": MUST rules that passed and are no longer checked"), ""]
+        lines += table(lost, True)
     for label, rows in (("Improved", imp), ("Other changes", chg)):
         if rows:
             lines += [f"<details><summary>{label} ({len(rows)})</summary>", ""] + table(rows, False) + ["</details>", ""]
@@ -149,10 +168,14 @@ def render_markdown(d: dict[str, Any]) -> str:
 def render_text(d: dict[str, Any]) -> str:
     lines = [f"old: {d['old']['target']} ({d['old']['started_at']})", f"new: {d['new']['target']} ({d['new']['started_at']})"]
     lines += [f"note: {n}" for n in d["notes"]]
-    for kind in ("regressed", "improved", "changed"):
-        for r in d[kind]:
-            lines.append(f"{kind:<9} {r['id']:<9} {r['old'] or '-':>7} -> {r['new'] or '-':<7} {r['title']}")
-    lines.append(f"{len(d['regressed'])} regressed, {len(d['improved'])} improved, {len(d['changed'])} changed")
+    for kind, label in (("regressed", "regressed"), ("lost_coverage", "lost"), ("improved", "improved"),
+                        ("changed", "changed")):
+        for r in d.get(kind) or []:
+            lines.append(f"{label:<9} {r['id']:<9} {r['old'] or '-':>7} -> {r['new'] or '-':<7} {r['title']}")
+    lost = len(d.get("lost_coverage") or [])
+    lines.append(f"{len(d['regressed'])} regressed, {len(d['improved'])} improved, {len(d['changed'])} changed"
+                 + (f", {lost} lost coverage" + (" (allowed)" if d.get("lost_coverage_allowed") else "")
+                    if lost else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -171,6 +194,6 @@ def diff_command(args: Any) -> int:
     except DiffInputError as exc:
         print(f"batchspec diff: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    result = compare(old, new)
+    result = compare(old, new, allow_lost_coverage=bool(getattr(args, "allow_lost_coverage", False)))
     sys.stdout.write(render(result, getattr(args, "format", "md") or "md"))
     return EXIT_REGRESSION if result["regression"] else EXIT_OK

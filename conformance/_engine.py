@@ -6,6 +6,9 @@ import importlib.metadata
 import importlib.resources
 import io
 import contextlib
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,9 @@ from ._model import CheckOutcome, RuleResult, RunReport, Verdict, worst
 from ._profile import Profile
 
 REPORT_SCHEMA_VERSION = "1.0"
+# Where a pytest session keeps its RunContext. It lives here, not in the plugin, so the engine never
+# imports the plugin (the plugin imports the engine; pytest loads the plugin by name, `-p`).
+CTX: pytest.StashKey["RunContext"] = pytest.StashKey()
 
 
 def tool_version() -> str:
@@ -27,6 +33,54 @@ def tool_version() -> str:
         return importlib.metadata.version("batchspec")
     except importlib.metadata.PackageNotFoundError:
         return "0+checkout"
+
+
+class BodyFiles:
+    """Writes the request bodies too large to inline in a curl line under `<report dir>/bodies/`.
+
+    Written when sent (nothing large is kept in memory), redacted like every other evidence, and
+    pruned after the reports are written to the ones some report's curl line names."""
+
+    def __init__(self, report_dir: str | Path, redactor: Any):
+        self.dir = Path(report_dir)
+        self.redactor = redactor
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, body: bytes) -> None:
+        path = self.dir / name
+        with self._lock:
+            if path.exists():
+                return
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                data = body  # hostile bytes are replayed as sent; secrets are text
+            else:
+                red = self.redactor.text(text)
+                data = body if red == text else (red or "").encode("utf-8")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            except OSError:
+                pass  # a replay file is a help; it never fails a check
+
+    @staticmethod
+    def prune(report_dir: str | Path) -> None:
+        d = Path(report_dir) / "bodies"
+        if not d.is_dir():
+            return
+        import re
+
+        named: set[str] = set()
+        for f in Path(report_dir).iterdir():
+            if f.is_file() and f.suffix in (".json", ".md", ".html", ".xml"):
+                text = f.read_text(encoding="utf-8", errors="replace")
+                named.update(re.findall(r"bodies/([0-9a-f]{20}\.body)", text))
+        for p in d.iterdir():
+            if p.name not in named:
+                p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only if nothing is left
 
 
 @dataclass
@@ -41,7 +95,10 @@ class RunContext:
     report_dir: str | None = None
     waivers: list[dict[str, Any]] | None = None
     waivers_source: str | None = None
-    progress: Callable[[CheckOutcome], None] | None = None
+    # progress(outcome, done, total): called as each check finishes; status(text): live ticks (_live).
+    progress: Callable[[CheckOutcome, int, int], None] | None = None
+    status: Callable[[str], None] | None = None
+    maxfail: int = 0  # stop after this many FAIL verdicts (--exitfirst is 1); 0 runs everything
     run_id: str = ""
     outcomes: list[CheckOutcome] = field(default_factory=list)
     checked_rules: set[str] = field(default_factory=set)
@@ -49,6 +106,11 @@ class RunContext:
     report: RunReport | None = None
     started_at: str = ""
     t0: float = 0.0
+    planned: dict[str, int] = field(default_factory=dict)  # rule id -> checks selected to run
+    total_checks: int = 0
+    failures: int = 0
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM"
+    stopped: str | None = None  # why --exitfirst/--maxfail stopped the run
     _session: Session | None = None
 
     def __post_init__(self) -> None:
@@ -66,6 +128,8 @@ class RunContext:
     def session(self) -> Session:
         if self._session is None:
             self._session = Session(self.profile, self.transport)
+            if self.report_dir:
+                self._session.body_sink = BodyFiles(self.report_dir, self._session.redactor)
         return self._session
 
     def close(self) -> None:
@@ -82,6 +146,15 @@ class RunContext:
         if self.classes and rule.cls not in self.classes:
             return False
         return True
+
+    def halted(self) -> str | None:
+        """Why the run ended before its last check ("interrupted after 3 of 68 checks"), or None."""
+        done = len(self.outcomes)
+        if self.interrupted:
+            return f"interrupted after {done} of {self.total_checks} checks"
+        if self.stopped:
+            return f"{self.stopped} after {done} of {self.total_checks} checks"
+        return None
 
     # -- aggregation --------------------------------------------------------
     def build_report(self) -> RunReport:
@@ -101,6 +174,8 @@ class RunContext:
                 verdict, reason = Verdict.PENDING, "no check for this rule yet"
             elif not pre_ok:
                 verdict, reason = Verdict.ERROR, "preflight failed: " + self.preflight.get("reason", "")
+            elif not outs and self.halted():
+                verdict, reason = Verdict.SKIP, f"not run: {self.halted()}"
             elif not outs:
                 verdict, reason = Verdict.ERROR, "its checks did not run"
             else:
@@ -109,6 +184,8 @@ class RunContext:
                 reason = "; ".join(dict.fromkeys(o.reason for o in deciding if o.reason))
                 if verdict == Verdict.PASS and not reason:
                     reason = f"{len(outs)} check(s) passed"
+                if self.halted() and len(outs) < self.planned.get(rule.id, 0):
+                    reason += f" (only {len(outs)} of {self.planned[rule.id]} checks ran: {self.halted()})"
             results.append(
                 RuleResult(
                     id=rule.id, cls=rule.cls, level=rule.level, title=rule.title,
@@ -140,6 +217,11 @@ class RunContext:
                 "in_process": self.transport is not None,
             },
         )
+        if self.interrupted:
+            report.interrupted = {"signal": self.interrupted, "checks_run": len(self.outcomes),
+                                  "checks_total": self.total_checks, "message": self.halted()}
+        elif self.stopped:
+            report.notes.append(f"The run {self.halted()}; the rules not reached are SKIP.")
         if not report.settings["verify_tls"]:
             report.notes.append("TLS verification was turned OFF by the profile.")
         if self.waivers is not None:
@@ -147,6 +229,78 @@ class RunContext:
 
             _waivers.apply(report, self.waivers, source=self.waivers_source)
         return report
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so pytest ends the session and reports are written."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+class ReportDirError(OSError):
+    """The report dir cannot be written (exit 2, found before the first request)."""
+
+
+def check_report_dir(path: str | Path) -> None:
+    """Create the report dir and prove a file can be written in it; raise ReportDirError if not."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".batchspec-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ReportDirError(f"cannot write reports to {str(d)!r}: {exc.strerror or exc}") from None
+
+
+class SelectionError(ValueError):
+    """A --class/--rule selection that names an unknown id or leaves no rule to run (exit 2)."""
+
+
+def split_ids(values: list[str] | str | None) -> list[str] | None:
+    """`--class CORE,HTTP --class IDEM` -> ["CORE", "HTTP", "IDEM"]: comma lists and repeats alike."""
+    if not values:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    out = [v.strip().upper() for raw in values for v in str(raw).split(",") if v.strip()]
+    return list(dict.fromkeys(out)) or None
+
+
+def check_selection(profile: Profile, classes: list[str] | str | None,
+                    rules: list[str] | str | None) -> tuple[list[str] | None, list[str] | None]:
+    """Normalise a selection; raise SelectionError (one line) if it names unknown ids or runs nothing."""
+    cat = _catalogue.load()
+    classes, rules = split_ids(classes), split_ids(rules)
+    for c in classes or []:
+        if c not in cat.class_ids:
+            raise SelectionError(f"unknown class {c!r} (known: {', '.join(cat.class_ids)})")
+    for r in rules or []:
+        if r not in cat:
+            raise SelectionError(f"unknown rule {r!r} (see `batchspec rules`)")
+    declared = set(profile.classes)
+    runnable = [r for r in cat.rules if r.cls in declared and not r.pending
+                and (not classes or r.cls in classes) and (not rules or r.id in rules)]
+    if runnable:
+        return classes, rules
+    why: list[str] = []
+    for c in classes or []:
+        if c not in declared:
+            why.append(f"class {c} is not declared by the profile")
+    for rid in rules or []:
+        rule = cat.get(rid)
+        if classes and rule.cls not in classes:
+            why.append(f"{rid} is in class {rule.cls}, not {'/'.join(classes)}")
+        elif rule.cls not in declared:
+            why.append(f"{rid}'s class {rule.cls} is not declared by the profile")
+        elif rule.pending:
+            why.append(f"{rid} has no check yet (PENDING)")
+    shown = " ".join(([f"--class {','.join(classes)}"] if classes else [])
+                     + ([f"--rule {','.join(rules)}"] if rules else []))
+    raise SelectionError(f"the selection {shown or '(everything)'} leaves no rule to run"
+                         + (f": {'; '.join(why)}" if why else ""))
 
 
 class _Inject:
@@ -157,8 +311,6 @@ class _Inject:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
-        from .plugin import CTX
-
         config.stash[CTX] = self.ctx
 
 
@@ -197,17 +349,32 @@ def run(
     report_dir: str | Path | None = None,
     waivers: list[dict[str, Any]] | None = None,
     waivers_source: str | None = None,
-    progress: Callable[[CheckOutcome], None] | None = None,
+    progress: Callable[[CheckOutcome, int, int], None] | None = None,
+    status: Callable[[str], None] | None = None,
+    maxfail: int = 0,
 ) -> RunReport:
-    """Run the suites against the profile's target and return the report (written if report_dir)."""
+    """Run the suites against the profile's target and return the report (written if report_dir).
+
+    Raises SelectionError for a selection that names an unknown class or rule or leaves nothing to run.
+    """
+    classes, rules = check_selection(profile, classes, rules)
+    if report_dir:
+        check_report_dir(report_dir)  # before the first request, not after the whole run
     ctx = RunContext(
         profile=profile, transport=transport, strict=strict, classes=classes, rules=rules,
         report_dir=str(report_dir) if report_dir else None, waivers=waivers,
-        waivers_source=waivers_source, progress=progress,
+        waivers_source=waivers_source, progress=progress, status=status, maxfail=maxfail,
     )
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = pytest.main(pytest_args(ctx), plugins=[_Inject(ctx)])
+    # SIGTERM ends the run like SIGINT does: the reports are written and say so (exit 143).
+    main_thread = threading.current_thread() is threading.main_thread()
+    prev = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        with contextlib.redirect_stdout(out):
+            code = pytest.main(pytest_args(ctx), plugins=[_Inject(ctx)])
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, prev)
     if ctx.report is None:
         raise EngineError(f"the engine did not produce a report (pytest exit {int(code)}): {out.getvalue()[-2000:]}")
     return ctx.report

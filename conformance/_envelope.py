@@ -16,7 +16,9 @@ import httpx
 
 _ABSENT = object()
 
-# The canonical mapping (SPEC §2); a profile's `envelope` section overrides any of these keys.
+# Every canonical default of the kit, in one table (SPEC §2): the profile's `envelope` and
+# `async.job` sections override any of these keys, schemas/profile.schema.json states the same
+# values as `default`s (tests/test_profile.py keeps the two equal), and no check names a field itself.
 CANONICAL: dict[str, Any] = {
     "request_items": "/operations",
     "results": "/results",
@@ -29,10 +31,22 @@ CANONICAL: dict[str, Any] = {
     "error": "/error",
     "error_code": "/error/code",
     "error_message": "/error/message",
-    "summary": {},
+    "error_retryable": "/error/retryable",
+    "summary": {"total": "/summary/total", "succeeded": "/summary/succeeded", "failed": "/summary/failed"},
     "codes": {},
     "content_type": "application/json",
+    "batch_status": "/status",
+    "failed_values": ["failed"],
 }
+
+CANONICAL_JOB: dict[str, Any] = {
+    "job_id": "/job_id", "status_url": "/status_url", "status": "/status",
+    "total": "/total", "succeeded": "/succeeded", "failed": "/failed", "pending": "/pending",
+    "results": "/results", "next_cursor": "/next_cursor", "cursor_param": "cursor",
+}
+
+DEFAULTS: dict[str, dict[str, Any]] = {"envelope": CANONICAL, "async.job": CANONICAL_JOB}
+"""The table: profile section -> its canonical defaults."""
 
 
 def _tokens(pointer: str) -> list[str]:
@@ -103,6 +117,10 @@ class Result:
     # Whether retrying the unchanged item can succeed, where the profile says how the target
     # tells (error_retryable, or error_sender_fault inverted); None: not declared or not said.
     retryable: bool | None = None
+    http_status: int | None = None
+    """The per-item HTTP status where the profile declares one (result_http_status)."""
+    retry_after: Any = None
+    """The per-item Retry-After where the profile declares one (result_retry_after)."""
 
 
 def _flag(value: Any) -> bool | None:
@@ -115,23 +133,8 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
-class _canonical_or_bound:
-    """A method that, called on the class (`Envelope.error_codes(resp)`), reads the canonical
-    shape, and called on an instance reads what the profile declares as well."""
-
-    def __init__(self, fn: Callable[..., Any]):
-        self.fn = fn
-        self.__doc__ = fn.__doc__
-
-    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
-        env = obj if obj is not None else owner._canonical()
-        return self.fn.__get__(env, owner)
-
-
 class Envelope:
     """The profile's envelope mapping (defaults: the canonical shape), applied to requests and responses."""
-
-    _canonical_instance: "Envelope | None" = None
 
     def __init__(self, mapping: dict[str, Any] | None = None, id_field: str = "id"):
         self.m = dict(CANONICAL)
@@ -139,12 +142,6 @@ class Envelope:
         self.id_field = id_field
         pattern = self.m.get("batch_error_pattern")
         self._pattern = re.compile(pattern) if pattern else None
-
-    @classmethod
-    def _canonical(cls) -> "Envelope":
-        if cls._canonical_instance is None:
-            cls._canonical_instance = cls()
-        return cls._canonical_instance
 
     # -- what the mapping says ---------------------------------------------
     @property
@@ -180,6 +177,34 @@ class Envelope:
         if self.split_results:
             return f"ok results at {self.m.get('results_ok')!r}, error results at {self.m.get('results_error')!r}"
         return f"a list at {self.m['results']!r}" if self.m["results"] else "a bare array"
+
+    @property
+    def request_items(self) -> str:
+        """The JSON Pointer of the items in a batch request ('' for a bare array)."""
+        return self.m["request_items"]
+
+    @property
+    def request_fields(self) -> dict[str, Any]:
+        """The fixed members of every batch request body (a copy)."""
+        return json.loads(json.dumps(self.m.get("request_fields") or {}))
+
+    @property
+    def status_values(self) -> list[Any]:
+        """The values of result_status that mean ok or error (for messages)."""
+        return list(self.m["ok_values"]) + list(self.m["error_values"])
+
+    @property
+    def batch_status_pointer(self) -> str:
+        return self.m["batch_status"]
+
+    @property
+    def failed_values(self) -> list[Any]:
+        """Values of batch_status that say an atomic batch failed and nothing was applied."""
+        return list(self.m["failed_values"])
+
+    def batch_status(self, doc: Any) -> Any:
+        """The batch-level status of a response (ATOM-03), or None."""
+        return pointer_get(json_of(doc), self.m["batch_status"], None)
 
     @property
     def content_type(self) -> str:
@@ -280,7 +305,12 @@ class Envelope:
                 retryable = flag
             elif fault is not None:
                 retryable = not fault
+        http_status = pointer_get(raw, self.m["result_http_status"], None) if self.m.get("result_http_status") else None
+        if isinstance(http_status, str) and http_status.strip().isdigit():
+            http_status = int(http_status.strip())
         return Result(
+            http_status=http_status if isinstance(http_status, int) and not isinstance(http_status, bool) else None,
+            retry_after=pointer_get(raw, self.m["result_retry_after"], None) if self.m.get("result_retry_after") else None,
             id=pointer_get(raw, self.m["result_id"], None) if self.m.get("result_id") is not None else None,
             ok=ok,
             status=status,
@@ -327,12 +357,14 @@ class Envelope:
         return out
 
     def summary(self, resp: httpx.Response | Any) -> dict[str, Any]:
-        """The summary fields the profile declares (total, succeeded, failed, errors_flag) that the response carries."""
+        """The summary fields (total, succeeded, failed, errors_flag) the response carries where the
+        profile (or the canonical `summary` object) puts them; never guessed from other names."""
         doc = json_of(resp)
         out = {}
+        missing = object()
         for name, pointer in (self.m.get("summary") or {}).items():
-            value = pointer_get(doc, pointer, _ABSENT)
-            if value is not _ABSENT:
+            value = pointer_get(doc, pointer, missing)
+            if value is not missing:
                 out[name] = value
         return out
 
@@ -351,7 +383,6 @@ class Envelope:
                 out.insert(0, m.group(1) if m.groups() and m.group(1) else m.group(0))
         return out
 
-    @_canonical_or_bound
     def error_codes(self, resp: httpx.Response | Any) -> list[str]:
         """Every batch-level error code the body carries: the profile's `batch_error_code`
         pointers first (through `batch_error_pattern`), then the canonical forms: `error`
@@ -377,7 +408,6 @@ class Envelope:
                 out.append(tail)
         return list(dict.fromkeys(out))
 
-    @_canonical_or_bound
     def error_code(self, resp: httpx.Response | Any) -> str | None:
         codes = self.error_codes(resp)
         return codes[0] if codes else None
@@ -387,7 +417,6 @@ class Envelope:
         found = set(self.error_codes(resp))
         return any(c in found for c in self.codes(name))
 
-    @_canonical_or_bound
     def error_message(self, resp: httpx.Response | Any) -> str:
         """The human text of a batch-level error: the profile's `batch_error_message` pointers,
         then message, detail, title, error.message."""

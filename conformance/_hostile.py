@@ -9,12 +9,8 @@ from __future__ import annotations
 import base64
 import importlib.resources
 import json
-import socket
-import ssl
-import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -28,7 +24,8 @@ class HostileCase:
     tests: str
     expect: str
     body: dict[str, Any]
-    socket: str | None = None
+    raw_mode: str | None = None
+    """`lying_length` or `half_body`: sent through Target.raw (the corpus key is `socket`)."""
 
 
 @dataclass
@@ -202,78 +199,4 @@ def _splice_keys(frags: _Fragments, doc: Any) -> bytes:
     for i, raw in enumerate(frags.parts):
         mark = json.dumps(_MARK.format(i), ensure_ascii=False).encode("utf-8")
         out = out.replace(mark + b": null, ", raw).replace(mark, raw)
-    return out
-
-
-# -- raw socket cases -----------------------------------------------------------------------------
-
-@dataclass
-class RawOutcome:
-    status: int | None = None
-    body: bytes = b""
-    closed: bool = False
-    """The target closed the connection without an answer."""
-    hung: bool = False
-    """Neither an answer nor a close within the timeout."""
-    elapsed_s: float = 0.0
-
-
-def send_raw(base_url: str, method: str, path: str, headers: dict[str, str], body: bytes, mode: str, *,
-             timeout: float, verify: bool | str = True) -> RawOutcome:
-    """Send a request whose framing lies (`lying_length`) or stops half-way (`half_body`), and watch."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or "localhost"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    start = time.monotonic()
-    out = RawOutcome()
-    sock = socket.create_connection((host, port), timeout=timeout)
-    if parts.scheme == "https":
-        ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-        if verify is False:
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        sock = ctx.wrap_socket(sock, server_hostname=host)
-    try:
-        prefix = parts.path.rstrip("/")
-        declared = len(body) + 100 if mode == "lying_length" else len(body)
-        sent = body if mode == "lying_length" else body[: len(body) // 2]
-        lines = [f"{method} {prefix}{path} HTTP/1.1", f"Host: {parts.netloc.rsplit('@', 1)[-1]}"]
-        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")]
-        lines.append(f"Content-Length: {declared}")
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + sent)
-        if mode == "half_body":
-            sock.shutdown(socket.SHUT_WR)  # still able to read what the target says
-        buf = b""
-        deadline = start + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                out.hung = not buf
-                break
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, socket.timeout):
-                out.hung = not buf
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            buf += chunk
-            if b"\r\n\r\n" in buf:
-                break  # the status line is all the check needs
-        if buf.startswith(b"HTTP/"):
-            try:
-                out.status = int(buf.split(b" ", 2)[1])
-            except (IndexError, ValueError):
-                out.status = None
-            out.body = buf.partition(b"\r\n\r\n")[2]
-        elif not out.hung:
-            out.closed = True
-    finally:
-        out.elapsed_s = round(time.monotonic() - start, 3)
-        try:
-            sock.close()
-        except OSError:
-            pass
     return out

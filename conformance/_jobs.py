@@ -14,19 +14,14 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from ._client import SetupError, Target, _retry_after_seconds
-from ._envelope import Envelope, Result, json_of, pointer_get
+from ._client import SetupError, Target, retry_after_seconds
+from ._envelope import CANONICAL_JOB, Envelope, Result, json_of, pointer_get
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 TERMINAL = ("completed", "failed", "cancelled")
 COUNTS = ("total", "succeeded", "failed", "pending")
 _MAX_PAGES = 10000
 
-_DEFAULT_MAP: dict[str, Any] = {
-    "job_id": "/job_id", "status_url": "/status_url", "status": "/status",
-    "total": "/total", "succeeded": "/succeeded", "failed": "/failed", "pending": "/pending",
-    "results": "/results", "next_cursor": "/next_cursor", "cursor_param": "cursor",
-}
 
 
 class JobMap:
@@ -35,8 +30,12 @@ class JobMap:
     def __init__(self, declared: dict[str, Any] | None):
         declared = dict(declared or {})
         words = declared.pop("status_values", None) or {}
-        self.m = {**_DEFAULT_MAP, **declared}
+        self.m = {**CANONICAL_JOB, **declared}
         self.words = {name: list(words.get(name) or [name]) for name in STATUSES}
+
+    def pointer(self, key: str) -> str:
+        """Where the job resource holds `key` (a JSON Pointer; cursor_param is a query name)."""
+        return self.m[key]
 
     def get(self, doc: Any, key: str) -> Any:
         return pointer_get(doc, self.m[key], None)
@@ -125,7 +124,8 @@ class Jobs:
         """The 202's job id and status URL, or a setup error (ASYNC-01 judges the 202 itself)."""
         doc = json_of(resp)
         job_id = self.map.get(doc, "job_id")
-        if resp.status_code != 202 or job_id in (None, ""):
+        # Any 2xx naming a job will do for setting up other checks: whether it is a 202 is ASYNC-01's.
+        if not 200 <= resp.status_code < 300 or job_id in (None, ""):
             raise SetupError(f"creating a job got {resp.status_code} without a job id, so no job to check "
                              "(ASYNC-01 reports it)")
         return Accepted(resp, job_id, self.map.get(doc, "status_url"), resp.headers.get("location"))
@@ -199,14 +199,14 @@ class Jobs:
         while True:
             snap = self.read(url, note=f"{what} {len(snaps) + 1}")
             snaps.append(snap)
-            self.target._note(f"-> {snap.progress()} at {snap.at - start:.2f}s")
+            self.target.note(f"-> {snap.progress()} at {snap.at - start:.2f}s")
             if not snap.ok or snap.status is None or snap.terminal:
                 return snaps
             now = time.monotonic()
             if now >= deadline:
-                self.target._note(f"deadline of {self.deadline_s:g}s (async.deadline_seconds) reached")
+                self.target.note(f"deadline of {self.deadline_s:g}s (async.deadline_seconds) reached")
                 return snaps
-            advised = _retry_after_seconds(snap.retry_after) if snap.retry_after else None
+            advised = retry_after_seconds(snap.retry_after) if snap.retry_after else None
             wait = min(advised if advised is not None else self.interval, self.max_wait, deadline - now)
             time.sleep(max(0.0, wait))
 

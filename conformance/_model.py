@@ -90,9 +90,12 @@ class CheckOutcome:
     duration_s: float = 0.0
     evidence: list[Exchange] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    observed: list[str] = field(default_factory=list)
+    """What the check did not observe (conformance.checks.observed): a PASS holds for the rest only."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "observed": self.observed,
             "name": self.name,
             "nodeid": self.nodeid,
             "verdict": self.verdict.value,
@@ -150,6 +153,8 @@ class RunReport:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     waivers: list[dict[str, Any]] = field(default_factory=list)  # every waiver with its status (_waivers.apply)
+    # A run ended by SIGINT/SIGTERM: {"signal", "checks_run", "checks_total", "message"}; None if it finished.
+    interrupted: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, int]:
         out = {v.value: 0 for v in Verdict}
@@ -158,7 +163,10 @@ class RunReport:
         return out
 
     def exit_code(self) -> int:
-        """SPEC §5: 0 every MUST passed (and every SHOULD under --strict), 1 otherwise, 3 preflight."""
+        """SPEC §5: 0 every MUST passed (and every SHOULD under --strict), 1 otherwise, 3 preflight,
+        130 interrupted by SIGINT (143 by SIGTERM)."""
+        if self.interrupted:
+            return 143 if self.interrupted.get("signal") == "SIGTERM" else 130
         if self.preflight and not self.preflight.get("ok", True):
             return 3
         for r in self.rules:

@@ -1,4 +1,7 @@
-"""The target's OpenAPI document, as the SIZE-04 and PAR-03 checks read it.
+"""The target's OpenAPI document: the one reader every check uses (SIZE-04, PAR-03, ATOM-05, ROB-01).
+
+`openapi_file` is resolved against the profile's folder; operations are found by path template
+(`{id}` matches `{order_id}`), also below the path of the document's first server URL.
 
 Only local `$ref`s (`#/...`) are followed: the kit never fetches anything but the target.
 """
@@ -7,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -71,20 +75,59 @@ def resolved(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
     return node
 
 
-def operation(doc: dict[str, Any], method: str, path: str) -> dict[str, Any] | None:
-    """The operation of `path` (template names may differ: `{id}` matches `{order_id}`)."""
+def find(doc: dict[str, Any], method: str, path: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(path item, operation) of `method path`: matched by template (names may differ: `{id}`
+    matches `{order_id}`); a full URL counts by its path; a document whose first server URL has a
+    path (`/v1`) describes paths below it."""
+    if "://" in path:
+        path = urlsplit(path).path
     paths = doc.get("paths") or {}
-    want = _shape(path)
-    for p, item in paths.items():
-        if _shape(p) == want and isinstance(item, dict):
-            op = item.get(method.lower())
-            if isinstance(op, dict):
-                return op
+    candidates = [_shape(path)]
+    servers = doc.get("servers") or []
+    if servers and isinstance(servers[0], dict):
+        base = urlsplit(str(servers[0].get("url", ""))).path.rstrip("/")
+        if base and path.split("?")[0].startswith(base + "/"):
+            candidates.append(_shape(path.split("?")[0][len(base):]))
+    for want in candidates:
+        for p, item in paths.items():
+            if _shape(p) == want and isinstance(item, dict):
+                op = item.get(method.lower())
+                if isinstance(op, dict):
+                    return item, op
     return None
+
+
+def operation(doc: dict[str, Any], method: str, path: str) -> dict[str, Any] | None:
+    """The operation of `method path` (see `find`)."""
+    found = find(doc, method, path)
+    return found[1] if found else None
 
 
 def _shape(path: str) -> list[str]:
     return ["{}" if seg.startswith("{") and seg.endswith("}") else seg for seg in path.split("?")[0].strip("/").split("/")]
+
+
+def property_names(doc: dict[str, Any], schema: Any, depth: int = 0) -> set[str]:
+    """Property names of a schema, through local `$ref`s and allOf/oneOf/anyOf."""
+    schema = deref(doc, schema)
+    if not isinstance(schema, dict) or depth > 8:
+        return set()
+    names = set((schema.get("properties") or {}).keys())
+    for key in ("allOf", "oneOf", "anyOf"):
+        for sub in schema.get(key) or []:
+            names |= property_names(doc, sub, depth + 1)
+    return names
+
+
+def request_property_names(doc: dict[str, Any], op: dict[str, Any]) -> set[str]:
+    """Property names of the operation's request body, over every media type it declares."""
+    body = deref(doc, op.get("requestBody") or {})
+    content = body.get("content") or {} if isinstance(body, dict) else {}
+    names: set[str] = set()
+    for media in content.values():
+        if isinstance(media, dict):
+            names |= property_names(doc, media.get("schema"))
+    return names
 
 
 def request_schema(doc: dict[str, Any], op: dict[str, Any]) -> Any:

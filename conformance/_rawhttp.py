@@ -1,23 +1,32 @@
-"""A raw HTTP/1.1 request whose body streams in over a real socket, watching for an early answer.
+"""The kit's one raw HTTP/1.1 layer: h11 over a socket, for what an ordinary client cannot do.
 
-SIZE-03 needs what httpx cannot show: how much of an over-limit body had been sent when the
-target answered. Between chunks the socket is polled; once the answer starts arriving the kit
-stops sending. No wall-clock threshold decides anything: "prompt" means the answer came before
+httpx cannot send a body whose Content-Length lies, stop half-way through a body, drop the
+connection before reading the answer, or tell how much of a streamed body had been sent when the
+target answered. Every check that needs one of these goes through `Target.raw` (conformance/_client.py),
+which builds the URL (base path, path template, the endpoint's fixed query), the headers and the
+TLS setting exactly as for every other exchange, and keeps the exchange as evidence; this module
+only frames bytes (h11 does the HTTP/1.1 framing and parsing) and watches the socket.
+
+No wall-clock threshold decides anything here: "an early answer" means the answer arrived before
 the whole body was sent.
 """
 from __future__ import annotations
 
+import json
 import select
 import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
-from urllib.parse import urlsplit
+from typing import Any, Iterable
+
+import h11
 
 
 @dataclass
-class StreamOutcome:
+class RawOutcome:
+    """What came back on a raw exchange (or what did not)."""
+
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
@@ -25,139 +34,170 @@ class StreamOutcome:
     """Body bytes handed to the socket before the answer was seen (or the sending stopped)."""
     body_complete: bool = False
     """Whether the whole body (and, chunked, its last chunk) was sent."""
+    closed: bool = False
+    """The target closed the connection without an answer."""
+    hung: bool = False
+    """Neither an answer nor a close before the timeout."""
     error: str | None = None
     elapsed_s: float = 0.0
 
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
 
-def _connect(base_url: str, timeout: float, verify: bool | str) -> tuple[socket.socket, str]:
-    parts = urlsplit(base_url)
-    host = parts.hostname or "localhost"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    def json(self) -> Any:
+        """The answer's body as JSON, or None."""
+        try:
+            return json.loads(self.body) if self.body else None
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+
+def ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS context for `verify` as `tls_verify` resolves it: False, True or a CA bundle path."""
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def connect(scheme: str, host: str, port: int | None, *, timeout: float, verify: bool | str) -> socket.socket:
+    port = port or (443 if scheme == "https" else 80)
     sock = socket.create_connection((host, port), timeout=timeout)
-    if parts.scheme == "https":
-        ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-        if verify is False:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        sock = ctx.wrap_socket(sock, server_hostname=host)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return sock, netloc
+    if scheme == "https":
+        sock = ssl_context(verify).wrap_socket(sock, server_hostname=host)
+    return sock
 
 
-def _readable(sock: socket.socket) -> bool:
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    r, _, _ = select.select([sock], [], [], 0)
-    return bool(r)
-
-
-def _parse_head(raw: bytes) -> tuple[int | None, dict[str, str], bytes]:
-    head, sep, rest = raw.partition(b"\r\n\r\n")
-    if not sep:
-        return None, {}, b""
-    lines = head.decode("latin-1").split("\r\n")
+def _answered(sock: socket.socket, conn: h11.Connection) -> bool:
+    """Whether the target has started answering (or closed): bytes it sent go to h11's buffer.
+    A readable TLS socket may only hold a session ticket, so readability alone decides nothing."""
+    if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        r, _, _ = select.select([sock], [], [], 0)
+        if not r:
+            return False
+    sock.setblocking(False)
     try:
-        status = int(lines[0].split(" ", 2)[1])
-    except (IndexError, ValueError):
-        return None, {}, b""
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    return status, headers, rest
+        data = sock.recv(65536)
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return False
+    except OSError:
+        return True  # the connection broke: reading the answer says what happened
+    finally:
+        sock.setblocking(True)
+    conn.receive_data(data)  # b"" marks the close
+    return True
 
 
-def _dechunk(data: bytes) -> bytes:
-    out, pos = b"", 0
+def _read_answer(conn: h11.Connection, sock: socket.socket, deadline: float, out: RawOutcome) -> None:
+    """Feed the socket to h11 until the answer is complete, the target closes, or the deadline."""
+    body = bytearray()
+    got_any = False
     while True:
-        end = data.find(b"\r\n", pos)
-        if end < 0:
-            return out
         try:
-            size = int(data[pos:end].split(b";")[0], 16)
-        except ValueError:
-            return out
-        if size == 0:
-            return out
-        out += data[end + 2:end + 2 + size]
-        pos = end + 2 + size + 2
-
-
-def _read_answer(sock: socket.socket, deadline: float) -> tuple[int | None, dict[str, str], bytes, str | None]:
-    buf = b""
-    error = None
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except (TimeoutError, socket.timeout):
-            error = "no complete answer before the timeout"
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            if out.status is None:
+                out.error = "the answer could not be parsed" if got_any else "the connection closed without an answer"
+                out.closed = not got_any
+            elif not out.error:
+                out.error = f"the answer was cut off: {exc}"
             break
-        except OSError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            break
-        if not chunk:
-            break
-        buf += chunk
-        status, headers, rest = _parse_head(buf)
-        if status is None:
+        if event is h11.NEED_DATA:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                out.hung = out.status is None and not got_any
+                out.error = out.error or "no complete answer before the timeout"
+                break
+            sock.settimeout(max(0.05, left))
+            try:
+                data = sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                out.hung = out.status is None and not got_any
+                out.error = out.error or "no complete answer before the timeout"
+                break
+            except OSError:
+                data = b""
+            got_any = got_any or bool(data)
+            conn.receive_data(data)
             continue
-        if "content-length" in headers and len(rest) >= int(headers["content-length"] or 0):
+        if isinstance(event, h11.InformationalResponse):
+            continue
+        if isinstance(event, h11.Response):
+            out.status = event.status_code
+            out.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            if out.status is None:
+                out.closed = True
+                out.error = out.error or "the connection closed without an answer"
             break
-        if headers.get("transfer-encoding", "").lower() == "chunked" and rest.endswith(b"0\r\n\r\n"):
-            break
-    status, headers, rest = _parse_head(buf)
-    if status is not None and headers.get("transfer-encoding", "").lower() == "chunked":
-        rest = _dechunk(rest)
-    if status is not None:
-        error = None
-    elif error is None:
-        error = "the connection closed without an answer" if not buf else "the answer could not be parsed"
-    return status, headers, rest, error
+    out.body = bytes(body)
 
 
-def stream_request(base_url: str, method: str, path: str, headers: dict[str, str], chunks: Iterator[bytes],
-                   *, chunked: bool, content_length: int | None = None, timeout: float = 10.0,
-                   verify: bool | str = True) -> StreamOutcome:
-    """Send the body chunk by chunk; stop as soon as the target starts answering."""
-    out = StreamOutcome()
+def exchange(sock: socket.socket, method: str, target: str, host: str, headers: list[tuple[str, str]],
+             chunks: Iterable[bytes], *, framing: str = "content-length", declared_length: int | None = None,
+             half_close: bool = False, read_answer: bool = True, timeout: float = 10.0) -> RawOutcome:
+    """Send one request on `sock` and read its answer.
+
+    framing: "content-length" (declared_length, or the real length of `chunks` joined) or "chunked".
+    A declared length larger than the bytes sent is a lying length; `half_close` shuts the write side
+    after the bytes (a cut body); `read_answer=False` closes the connection without reading anything.
+    Between chunks the socket is polled: once an answer starts arriving the kit stops sending.
+    """
+    out = RawOutcome()
     start = time.monotonic()
     deadline = start + timeout
-    sock, netloc = _connect(base_url, timeout, verify)
+    if framing == "content-length" and declared_length is None:
+        chunks = [b"".join(chunks)]
+        declared_length = len(chunks[0])
+    hdrs = [(k, v) for k, v in headers if k.lower() not in ("host", "content-length", "transfer-encoding",
+                                                            "connection")]
+    hdrs = [("Host", host), *hdrs, ("Connection", "close"),
+            ("Transfer-Encoding", "chunked") if framing == "chunked" else ("Content-Length", str(declared_length))]
+    conn = h11.Connection(h11.CLIENT)
     try:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {netloc}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "connection",
-                                                                          "content-length", "transfer-encoding")]
-        lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {content_length}")
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        sock.sendall(conn.send(h11.Request(method=method, target=target, headers=hdrs)))
         answered_early = False
         try:
             for chunk in chunks:
-                if _readable(sock):
+                if not chunk:
+                    continue
+                if read_answer and _answered(sock, conn):
                     answered_early = True
                     break
                 if time.monotonic() > deadline:
                     out.error = "the target neither read the body nor answered before the timeout"
                     break
                 sock.settimeout(max(0.05, deadline - time.monotonic()))
-                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                sock.sendall(conn.send(h11.Data(data=chunk)))
                 out.bytes_sent += len(chunk)
             else:
-                if chunked:
-                    sock.sendall(b"0\r\n\r\n")
-                out.body_complete = True
+                if framing == "chunked" or out.bytes_sent == declared_length:
+                    sock.sendall(conn.send(h11.EndOfMessage()))
+                    out.body_complete = True
         except (TimeoutError, socket.timeout):
             out.error = "the target stopped reading the body without answering before the timeout"
         except OSError:
             pass  # the target closed the connection mid-body: its answer may be waiting to be read
         if answered_early:
             out.body_complete = False
-        status, hdrs, body, err = _read_answer(sock, deadline)
-        out.status, out.headers, out.body = status, hdrs, body
-        if status is not None:
-            out.error = None
-        elif out.error is None:
-            out.error = err
+        if half_close:
+            try:
+                # Still able to read what the target says. On TLS the TCP write side is shut under the
+                # TLS session (SSLSocket.shutdown would drop the session and read raw records).
+                socket.socket.shutdown(sock, socket.SHUT_WR)
+            except OSError:
+                pass
+        if read_answer:
+            _read_answer(conn, sock, deadline, out)
+            if out.status is not None:
+                out.error = None  # an answer came: what the checks judge is there
+    except h11.LocalProtocolError as exc:
+        out.error = f"the request could not be framed: {exc}"
     finally:
         out.elapsed_s = round(time.monotonic() - start, 3)
         try:

@@ -13,6 +13,7 @@ regressions while it fixes known gaps. Every waiver ends up with a status that e
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import fnmatch
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,16 @@ import yaml
 from ._model import RunReport, Verdict
 
 KEYS = ("rule", "reason", "expires", "target")
+
+
+class _Loader(yaml.SafeLoader):
+    """Dates stay strings, so a bad one (2030-13-01) is our error with its line, not a YAML crash."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 class WaiverError(Exception):
@@ -55,35 +66,56 @@ def _known_rules() -> set[str] | None:
         return None
 
 
-def parse(entries: Any, source: str = "waivers") -> list[dict[str, Any]]:
-    """Validate waiver entries (as loaded from YAML) into plain dicts with an ISO `expires`."""
+def _at(lines: dict[tuple[Any, ...], int] | None, path: tuple[Any, ...]) -> str:
+    line = (lines or {}).get(path)
+    return f" (line {line})" if line else ""
+
+
+def _hint(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def parse(entries: Any, source: str = "waivers", lines: dict[tuple[Any, ...], int] | None = None) -> list[dict[str, Any]]:
+    """Validate waiver entries (as loaded from YAML) into plain dicts with an ISO `expires`.
+
+    `lines` (JSON path -> line, from the YAML text) lets every error name its line, as profile errors do.
+    """
+    base: tuple[Any, ...] = ()
     if isinstance(entries, dict) and set(entries) == {"waivers"}:
-        entries = entries["waivers"]
+        entries, base = entries["waivers"], ("waivers",)
     if entries is None:
         entries = []
     if not isinstance(entries, list):
+        extra = ""
+        if isinstance(entries, dict):
+            wrong = [k for k in entries if k != "waivers"]
+            extra = f" (found key(s) {', '.join(map(str, wrong))}{_hint(str(wrong[0]), ['waivers']) if wrong else ''})"
         raise WaiverError(f"{source}: a waivers file is a list of {{rule, reason, expires}} entries "
-                          "(optionally under a top-level 'waivers:' key)")
+                          f"(optionally under a top-level 'waivers:' key){extra}")
     known = _known_rules()
     out = []
     for i, e in enumerate(entries):
-        where = f"{source}: entry {i + 1}"
+        here = base + (i,)
+        where = f"{source}: entry {i + 1}{_at(lines, here)}"
         if not isinstance(e, dict):
             raise WaiverError(f"{where}: expected a mapping with rule, reason, expires")
-        unknown = set(e) - set(KEYS)
+        unknown = sorted(map(str, set(e) - set(KEYS)))
         if unknown:
-            raise WaiverError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-                              f"(allowed: {', '.join(KEYS)})")
+            raise WaiverError(f"{source}: entry {i + 1}{_at(lines, here + (unknown[0],))}: unknown key "
+                              f"'{unknown[0]}'{_hint(unknown[0], KEYS) or f'; allowed: {chr(44).join(KEYS)}'}")
         for key in ("rule", "reason", "expires"):
             if e.get(key) in (None, ""):
                 raise WaiverError(f"{where}: '{key}' is required")
         rule = str(e["rule"]).strip().upper()
         # Rule ids are fixed (SPEC §4): an unknown id is a typo that would silently waive nothing.
         if known is not None and rule not in known:
-            raise WaiverError(f"{where}: unknown rule {rule!r} (see `batchspec rules`)")
+            raise WaiverError(f"{source}: entry {i + 1}{_at(lines, here + ('rule',))}: unknown rule {rule!r}"
+                              f"{_hint(rule, known) or ' (see `batchspec rules`)'}")
+        where = f"{source}: entry {i + 1}{_at(lines, here + ('expires',))}"
         target = e.get("target")
         if target is not None and (not isinstance(target, str) or not target.strip()):
-            raise WaiverError(f"{where}: target must be a non-empty string (a URL or a glob such as "
+            raise WaiverError(f"{source}: entry {i + 1}{_at(lines, here + ('target',))}: target must be a non-empty string (a URL or a glob such as "
                               "'https://staging.example.com/*')")
         out.append({"rule": rule, "reason": str(e["reason"]).strip(),
                     "expires": _date(e["expires"], where).isoformat(), "target": target})
@@ -99,10 +131,19 @@ def load(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise WaiverError(f"{p}: cannot read the waivers file: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise WaiverError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from None
-    return parse(data, str(p))
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise WaiverError(f"{p}{where}: not valid YAML: {problem}") from None
+    try:
+        from ._profile import _line_map
+
+        lines = _line_map(text)
+    except Exception:  # line numbers are a help, never a reason to refuse a file
+        lines = {}
+    return parse(data, str(p), lines)
 
 
 def _matches(pattern: str | None, target: str) -> bool:

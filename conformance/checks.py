@@ -1,4 +1,10 @@
-"""What the suites import: the vocabulary of a check."""
+"""What the suites import: the vocabulary of a check (the only module a suite imports from the kit).
+
+The target (`Target`: HTTP calls, `Target.raw` for what httpx cannot send), the envelope
+(`Envelope`, `Result`), items (`ItemFactory`, `mixed_batch`), verdict helpers (`expect`,
+`setup_failed`, `observed`), and the kit's readers: `openapi` (the target's OpenAPI document),
+`hostile` (the ROB-02 corpus), `fuzz` (schemathesis), `schema_errors`, async jobs (`Jobs`).
+"""
 from __future__ import annotations
 
 import itertools
@@ -9,9 +15,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ._client import SetupError, Target
-from ._envelope import Envelope, Result, json_of, is_json_content_type, pointer_get
+from . import _fuzz as fuzz
+from . import _hostile as hostile
+from . import _openapi as openapi
+from ._callback import CallbackReceiver, loopback_host
+from ._client import SetupError, Target, retry_after_seconds
+from ._envelope import Envelope, Result, json_of, is_json_content_type, pointer_get, pointer_set
+from ._jobs import COUNTS, STATUSES, TERMINAL, Jobs, Snapshot, by_id, fingerprint
 from ._profile import Profile
+from ._rawhttp import RawOutcome
+from ._schemas import errors as schema_errors
 
 __all__ = [
     "RuleViolation",
@@ -33,7 +46,52 @@ __all__ = [
     "response_json",
     "is_2xx",
     "canonical_results",
+    "observed",
+    "observed_notes",
+    "RawOutcome",
+    "retry_after_seconds",
+    "pointer_set",
+    "schema_errors",
+    "openapi",
+    "hostile",
+    "fuzz",
+    "Jobs",
+    "Snapshot",
+    "COUNTS",
+    "STATUSES",
+    "TERMINAL",
+    "by_id",
+    "fingerprint",
+    "CallbackReceiver",
+    "loopback_host",
 ]
+
+
+# -- what a check did not observe ---------------------------------------------------------------
+# Keyed by the running test's node id (pytest sets PYTEST_CURRENT_TEST for the test being run), so a
+# note reaches the right outcome without a check passing anything around.
+_OBSERVED: dict[str, list[str]] = {}
+_observed_lock = threading.Lock()
+
+
+def _current_check() -> str:
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+
+
+def observed(note: str) -> None:
+    """Say what this check did not observe (or observed only in part): a PASS with such a note is a
+    PASS on what was observed, and the reports show the note beside it (GUIDE: a PASS that observed
+    nothing is a lie). Call it from the check's own thread."""
+    with _observed_lock:
+        notes = _OBSERVED.setdefault(_current_check(), [])
+        if note not in notes:
+            notes.append(note)
+
+
+def observed_notes(nodeid: str) -> list[str]:
+    """The notes `observed` recorded for the check `nodeid` (taken: a second call returns [])."""
+    with _observed_lock:
+        return _OBSERVED.pop(nodeid, [])
 
 
 class RuleViolation(AssertionError):

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
+import signal
 import sys
+import threading
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,10 +23,39 @@ class UsageError(Exception):
     pass
 
 
+def _color(stream: Any) -> bool:
+    """NO_COLOR (no-color.org) wins, then FORCE_COLOR (CI logs that render ANSI), then: a terminal?"""
+    if os.environ.get("NO_COLOR"):
+        return False
+    force = os.environ.get("FORCE_COLOR")
+    if force is not None and force not in ("", "0", "false"):
+        return True
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 def _paint(text: str, verdict: str, stream: Any) -> str:
-    if not getattr(stream, "isatty", lambda: False)() or os.environ.get("NO_COLOR"):
+    if not _color(stream):
         return text
     return f"\033[{_COLORS.get(verdict, '0')}m{text}\033[0m"
+
+
+def _silence(stream: Any) -> None:
+    """The reader went away (`batchspec ... | head`): send the rest of this stream to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _print(*parts: Any, file: Any = None, **kw: Any) -> None:
+    """print() that survives a closed pipe: the run goes on (reports, exit code), only the output stops."""
+    stream = file or sys.stdout
+    try:
+        print(*parts, file=stream, **kw)
+    except BrokenPipeError:
+        _silence(stream)
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -46,17 +76,56 @@ def _check_url(url: str) -> str:
     return url
 
 
-def _progress(out: CheckOutcome, stream: Any = None) -> None:
-    stream = stream or sys.stdout
-    v = out.verdict.value
-    line = f"  {_paint(f'{v:<7}', v, stream)} {out.rule_id:<9} {out.name}"
-    if out.verdict not in (Verdict.PASS,) and out.reason:
-        line += f" — {out.reason[:160]}"
-    print(line, file=stream, flush=True)
+class Live:
+    """Live lines: one per finished check with an `[n/N]` counter, and status ticks of long checks
+    (ROB-01's fuzzing): rewritten in place on a terminal, at most one line every few seconds in a log."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream or sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.done, self.total = 0, 0
+        self.last_tick = 0.0
+        self.pending_cr = False
+
+    def _clear(self) -> None:
+        if self.pending_cr:
+            _print("\r\033[K", end="", file=self.stream, flush=True)
+            self.pending_cr = False
+
+    def check(self, out: CheckOutcome, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self._clear()
+        v = out.verdict.value
+        width = len(str(total))
+        line = f"  [{done:>{width}}/{total}] {_paint(f'{v:<7}', v, self.stream)} {out.rule_id:<9} {out.name}"
+        if out.verdict not in (Verdict.PASS,) and out.reason:
+            line += f" — {out.reason[:160]}"
+        _print(line, file=self.stream, flush=True)
+
+    def status(self, text: str) -> None:
+        import time
+
+        now = time.monotonic()
+        if not self.tty and now - self.last_tick < self.EVERY_S:
+            return
+        self.last_tick = now
+        line = f"  [{min(self.done + 1, self.total or 1)}/{self.total}] … {text}"
+        if self.tty:
+            _print(f"\r\033[K{line[:150]}", end="", file=self.stream, flush=True)
+            self.pending_cr = True
+        else:
+            _print(line, file=self.stream, flush=True)
+
+
+def _progress(out: CheckOutcome, done: int = 0, total: int = 0, stream: Any = None) -> None:
+    Live(stream).check(out, done, total)
 
 
 def print_summary(report: RunReport, stream: Any = None) -> None:
     stream = stream or sys.stdout
+    print = _print  # noqa: A001 - a closed pipe stops the output, never the run
     verdicts = ["PASS", "FAIL", "WARN", "INFO", "ERROR", "SKIP", "PENDING", "WAIVED"]
     by_cls: dict[str, dict[str, int]] = {}
     for r in report.rules:
@@ -86,8 +155,34 @@ def _load_profile(args: argparse.Namespace) -> Profile:
     return bundled().with_base_url(_check_url(args.url))
 
 
+def _check_report_dir(path: str) -> None:
+    from ._engine import ReportDirError, check_report_dir
+
+    try:
+        check_report_dir(path)
+    except ReportDirError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _verdict_line(report: RunReport) -> str:
+    code = report.exit_code()
+    if report.interrupted:
+        return f"exit code {code}: {report.interrupted['message']} ({report.interrupted['signal']}); the reports say so"
+    if code != 0:
+        return f"exit code {code}: a rule failed"
+    waived = [r.id for r in report.rules if r.verdict == Verdict.WAIVED and r.level.startswith("MUST")]
+    if waived:
+        return (f"exit code 0: every MUST of the declared classes passed, except {len(waived)} waived "
+                f"({', '.join(waived)})")
+    return "exit code 0: every MUST of the declared classes passed"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ._engine import run
+
+    maxfail = 1 if args.exitfirst else (args.maxfail or 0)
+    if maxfail < 0:
+        raise UsageError("--maxfail takes a number of FAILs (1 or more)")
 
     waivers = None
     if args.waivers:
@@ -97,31 +192,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             waivers = _waivers.load(args.waivers)
         except _waivers.WaiverError as exc:
             raise UsageError(str(exc)) from None
-    classes = _split(args.classes)
-    rules = _split(args.rules)
-    cat = _catalogue.load()
-    for c in classes or []:
-        if c not in cat.class_ids:
-            raise UsageError(f"unknown class {c!r} (known: {', '.join(cat.class_ids)})")
-    for r in rules or []:
-        if r not in cat:
-            raise UsageError(f"unknown rule {r!r} (see `batchspec rules`)")
+    from ._engine import SelectionError, check_selection
+
+    embedded = not args.url and not args.profile
+    profile = bundled() if embedded else _load_profile(args)
+    try:
+        # Checked before anything starts or any request is sent (SPEC §5: exit 2).
+        classes, rules = check_selection(profile, args.classes, args.rules)
+    except SelectionError as exc:
+        raise UsageError(str(exc)) from None
+    if args.report_dir:
+        _check_report_dir(args.report_dir)  # before the first request (SPEC §5: exit 2)
     server = None
     tmp = None
-    if not args.url and not args.profile:
+    if embedded:
         from reference_server import start_in_thread
 
         tmp = tempfile.TemporaryDirectory(prefix="batchspec-")
         server = start_in_thread(db_path=os.path.join(tmp.name, "reference.db"))
-        profile = bundled().with_base_url(server.base_url)
-        print(f"batchspec: started the embedded reference server at {server.base_url}", flush=True)
-    else:
-        profile = _load_profile(args)
+        profile = profile.with_base_url(server.base_url)
+        _print(f"batchspec: started the embedded reference server at {server.base_url}", flush=True)
+    live = None if args.quiet else Live(sys.stdout)
     try:
         shown = profile.base_url
         for secret in profile.secrets():
             shown = shown.replace(secret, "<redacted>")
-        print(f"batchspec: checking {shown} (profile: {profile.source})", flush=True)
+        _print(f"batchspec: checking {shown} (profile: {profile.source})", flush=True)
         report = run(
             profile,
             classes=classes,
@@ -130,27 +226,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             report_dir=args.report_dir,
             waivers=waivers,
             waivers_source=args.waivers,
-            progress=None if args.quiet else functools.partial(_progress, stream=sys.stdout),
+            progress=live.check if live else None,
+            status=live.status if live else None,
+            maxfail=maxfail,
         )
     finally:
         if server is not None:
             server.stop()
         if tmp is not None:
             tmp.cleanup()
-    if report.preflight and not report.preflight.get("ok", True):
-        print(f"batchspec: target unusable: {report.preflight.get('reason')}", file=sys.stderr)
+    if live:
+        live._clear()
+    if report.preflight and not report.preflight.get("ok", True) and not report.interrupted:
+        _print(f"batchspec: target unusable: {report.preflight.get('reason')}", file=sys.stderr)
         return EXIT_UNREACHABLE
     print_summary(report)
     if args.report_dir:
-        print(f"\nreports written to {args.report_dir}/ (junit.xml, report.json, report.md, report.html, summary.md)")
-    code = report.exit_code()
-    print(f"exit code {code}: " + ("every MUST of the declared classes passed" if code == 0 else "a rule failed"))
-    return code
+        _print(f"\nreports written to {args.report_dir}/ (junit.xml, report.json, report.md, report.html, summary.md)")
+    _print(_verdict_line(report))
+    if report.interrupted:
+        _print(f"batchspec: {report.interrupted['message']} ({report.interrupted['signal']})"
+               + (f"; reports written to {args.report_dir}/" if args.report_dir else ""), file=sys.stderr)
+    return report.exit_code()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from reference_server import serve
 
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    _print(f"batchspec: reference server at http://{host}:{args.port} (db: {args.db}, workers: {args.workers}); "
+           "Ctrl-C stops it", flush=True)
     serve(host=args.host, port=args.port, db_path=args.db, workers=args.workers)
     return EXIT_OK
 
@@ -165,16 +270,16 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if args.format == "json":
         import json
 
-        print(json.dumps([r.__dict__ | {"class": r.cls} for r in rules], indent=2))
+        _print(json.dumps([r.__dict__ | {"class": r.cls} for r in rules], indent=2))
         return EXIT_OK
     for r in rules:
         state = "  (pending)" if r.pending else ""
         if args.format == "md":
-            print(f"| {r.id} | {r.level} | {r.title} |")
+            _print(f"| {r.id} | {r.level} | {r.title} |")
         else:
-            print(f"{r.id:<9} {r.level:<8} {r.title}{state}")
+            _print(f"{r.id:<9} {r.level:<8} {r.title}{state}")
             if args.verbose:
-                print(f"{'':<18}{r.rationale}\n{'':<18}seed: {r.seed}")
+                _print(f"{'':<18}{r.rationale}\n{'':<18}seed: {r.seed}")
     return EXIT_OK
 
 
@@ -182,8 +287,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if path.exists() and not args.force:
         raise UsageError(f"{path} exists; use --force to overwrite")
-    path.write_text(bundled_text("starter"), encoding="utf-8")
-    print(f"wrote a starter profile to {path}; edit it, then: batchspec run --profile {path}")
+    # The starter's header says how to run it: with this file's name, not the default one.
+    text = bundled_text("starter").replace("batchspec run --profile batchspec.yaml", f"batchspec run --profile {path}", 1)
+    path.write_text(text, encoding="utf-8")
+    _print(f"wrote a starter profile to {path}; edit it, then: batchspec run --profile {path}")
     return EXIT_OK
 
 
@@ -194,7 +301,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from ._engine import tool_version
+
     p = argparse.ArgumentParser(prog="batchspec", description="Conformance test kit for batch HTTP APIs.")
+    p.add_argument("--version", action="version", version=f"batchspec {tool_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="check a target (default: the embedded reference server)")
@@ -206,13 +316,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--report-dir", default="reports", help="where reports go (default: reports)")
     r.add_argument("--waivers", help="YAML file of accepted deviations (rule, reason, expires)")
     r.add_argument("-q", "--quiet", action="store_true", help="no live progress")
+    r.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first FAIL (the rules not reached are SKIP)")
+    r.add_argument("--maxfail", type=int, metavar="N", help="stop after N FAILs")
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("serve", help="run the reference server until interrupted")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s = sub.add_parser("serve", help="run the reference server until interrupted",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on")
     s.add_argument("--db", default="batchspec-reference.db", help="SQLite database file")
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the database")
     s.set_defaults(func=cmd_serve)
 
     ru = sub.add_parser("rules", help="print the rule catalogue")
@@ -230,20 +343,31 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("old")
     d.add_argument("new")
     d.add_argument("--format", choices=["md", "text", "json"], default="md")
+    d.add_argument("--allow-lost-coverage", action="store_true",
+                   help="a MUST rule going from PASS to SKIP/PENDING/absent is not a regression")
     d.set_defaults(func=cmd_diff)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from ._engine import Terminated, _raise_terminated
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)  # SIGTERM ends a run like Ctrl-C: exit 143
+        # A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop a run cleanly.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args))
     except (UsageError, ProfileError) as exc:
-        print(f"batchspec: {exc}", file=sys.stderr)
+        _print(f"batchspec: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("batchspec: interrupted", file=sys.stderr)
-        return 130
+    except BrokenPipeError:  # `batchspec ... | head`: the reader has what it wanted
+        _silence(sys.stdout)
+        return EXIT_OK
+    except KeyboardInterrupt as exc:
+        _print("batchspec: interrupted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # the kit never shows a traceback; BATCHSPEC_DEBUG=1 does
         if os.environ.get("BATCHSPEC_DEBUG"):
             raise

@@ -1,28 +1,34 @@
 """The pytest plugin: options, the `rule` marker, fixtures, verdicts, preflight and reports.
 
+It is never autoloaded (no `pytest11` entry point): installing batchspec changes no other project's
+pytest sessions. The engine loads it by name for a conformance run (`-p conformance.plugin`), and plain
+pytest use names it too: `pytest -p conformance.plugin --pyargs conformance --target URL ...`.
 It is inert unless a run context exists: one injected by `conformance.run()` (the CLI) or one
-built from `--target`/`--profile` (plain `pytest --pyargs conformance ...`).
+built from `--target`/`--profile`.
 """
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from . import _catalogue
+from . import _catalogue, _live
 from ._client import SetupError, Target
-from ._engine import RunContext
+from ._engine import CTX, RunContext, SelectionError, Terminated, _raise_terminated, check_selection
 from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
-from .checks import ItemFactory, RuleViolation
+from .checks import ItemFactory, RuleViolation, observed_notes
 
-CTX = pytest.StashKey[RunContext]()
 EVIDENCE = pytest.StashKey[list]()
 FIGURES = pytest.StashKey[dict]()
 RECORDED = pytest.StashKey[bool]()
+PLAIN = pytest.StashKey[bool]()  # a run started by plain pytest (not by conformance.run)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,8 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--profile", action="store", default=None, help="Profile YAML (default: the bundled reference profile).")
     g.addoption("--batchspec-strict", dest="bs_strict", action="store_true", default=False, help="SHOULD rules that fail are FAIL, not WARN (the CLI's --strict).")
     g.addoption("--report-dir", action="store", default=None, help="Write junit.xml, report.json, report.md, report.html here.")
-    g.addoption("--class", dest="bs_classes", action="append", default=None, help="Only this rule class (repeatable).")
-    g.addoption("--rule", dest="bs_rules", action="append", default=None, help="Only this rule id (repeatable).")
+    g.addoption("--class", dest="bs_classes", action="append", default=None, help="Only this rule class (comma list, repeatable).")
+    g.addoption("--rule", dest="bs_rules", action="append", default=None, help="Only this rule id (comma list, repeatable).")
     g.addoption("--waivers", action="store", default=None, help="YAML file of accepted deviations.")
 
 
@@ -66,11 +72,26 @@ def pytest_configure(config: pytest.Config) -> None:
             waivers = _waivers.load(wpath)
         except _waivers.WaiverError as exc:
             raise pytest.UsageError(str(exc)) from None
+    try:
+        classes, rules = check_selection(profile, config.getoption("bs_classes"), config.getoption("bs_rules"))
+    except SelectionError as exc:
+        # Exit 2 with one line, as the CLI does (pytest's own UsageError would exit 4).
+        pytest.exit(f"batchspec: {exc}", returncode=2)
+    if config.getoption("--report-dir"):
+        from ._engine import ReportDirError, check_report_dir
+
+        try:
+            check_report_dir(config.getoption("--report-dir"))
+        except ReportDirError as exc:
+            pytest.exit(f"batchspec: {exc}", returncode=2)
+    config.stash[PLAIN] = True
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)  # reports are written on SIGTERM too (exit 143)
     config.stash[CTX] = RunContext(
         profile=profile,
         strict=config.getoption("bs_strict"),
-        classes=config.getoption("bs_classes"),
-        rules=config.getoption("bs_rules"),
+        classes=classes,
+        rules=rules,
         report_dir=config.getoption("--report-dir"),
         waivers=waivers,
         waivers_source=wpath,
@@ -98,6 +119,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
+    ctx.total_checks = len(keep)
+    ctx.planned = {}
+    for item in keep:
+        rid = rule_of(item) or ""
+        ctx.planned[rid] = ctx.planned.get(rid, 0) + 1
 
 
 def _preflight(ctx: RunContext) -> dict[str, Any]:
@@ -111,7 +137,8 @@ def _preflight(ctx: RunContext) -> dict[str, Any]:
         if not_ready:
             info["reason"] = not_ready
             return info
-        resp = target.batch(factory.valid(1), note="preflight: one small valid batch")
+        sent = factory.valid(1)
+        resp = target.batch(sent, note="preflight: one small valid batch")
     except httpx.ConnectError as exc:
         info.update(unreachable=True, reason=f"cannot connect to {base}: {exc or 'connection refused'}")
         return info
@@ -132,10 +159,33 @@ def _preflight(ctx: RunContext) -> dict[str, Any]:
         info["reason"] = f"one small valid batch got {status}; check endpoints.batch and items.valid"
     elif json_of(resp) is None:
         info["reason"] = "one small valid batch got a body that is not JSON"
+    elif status != 202 and (missing := _no_result(ctx.session.envelope, resp, sent)):
+        info["reason"] = missing
     else:
         info["ok"] = True
         info["reason"] = f"one small valid batch got {status} with JSON"
     return info
+
+
+def _no_result(envelope: Any, resp: httpx.Response, sent: list[dict[str, Any]]) -> str | None:
+    """SPEC §5: the profile's envelope must find a result for each item sent; else one line naming
+    the pointer that found nothing (a 202 is an async answer, judged by the ASYNC class)."""
+    if envelope.raw_results(resp) is None:
+        return (f"one small valid batch got {resp.status_code} JSON, but the profile's envelope finds no results "
+                f"there ({envelope.results_location}); check envelope.results")
+    found = envelope.result_map(resp, sent)
+    for item in sent:
+        item_id = item.get(envelope.id_field)
+        r = found.get(item_id)
+        if r is None:
+            where = "by position" if envelope.by_position else f"at {envelope.m.get('result_id')!r} (envelope.result_id)"
+            return (f"one small valid batch got {resp.status_code} JSON with results, but none for the item sent "
+                    f"(id {item_id!r}) {where}")
+        if r.ok is None:
+            return (f"the result of the item sent (id {item_id!r}) is neither ok nor error by the profile's envelope: "
+                    f"{r.status!r} at {envelope.m.get('result_status')!r} (envelope.result_status, ok_values, "
+                    "error_values)")
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -143,6 +193,8 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     ctx = _context(session.config)
     if ctx is None:
         return None
+    if ctx.status:
+        _live.install(ctx.status)
     pre = _preflight(ctx)
     ctx.preflight = {k: v for k, v in pre.items() if k != "evidence"}
     ctx.preflight["reason"] = ctx.session.redactor.text(ctx.preflight.get("reason", "")) or ""
@@ -225,6 +277,7 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         duration_s=rep.duration,
         evidence=list(item.stash.get(EVIDENCE, [])),
         figures=dict(item.stash.get(FIGURES, {})),
+        observed=observed_notes(item.nodeid),
     )
     if rep.passed:
         # A passing check may still say what it measured (PERF ratios): figures["summary"].
@@ -280,21 +333,52 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     item.stash[RECORDED] = True
     ctx.outcomes.append(out)
     if ctx.progress:
-        ctx.progress(out)
+        ctx.progress(out, len(ctx.outcomes), ctx.total_checks)
+    if out.verdict == Verdict.FAIL:
+        ctx.failures += 1
+        if ctx.maxfail and ctx.failures >= ctx.maxfail and not ctx.stopped:
+            ctx.stopped = ("stopped at the first FAIL (--exitfirst)" if ctx.maxfail == 1
+                           else f"stopped after {ctx.failures} FAILs (--maxfail {ctx.maxfail})")
+            item.session.shouldstop = ctx.stopped
+
+
+def pytest_keyboard_interrupt(excinfo: Any) -> None:
+    # Called on the session's config only; every context of this process is the same run.
+    if isinstance(excinfo.value, pytest.Session.Interrupted):
+        return  # -x / --maxfail stopping the session, not a signal
+    _INTERRUPTS.append("SIGTERM" if isinstance(excinfo.value, Terminated) else "SIGINT")
+
+
+_INTERRUPTS: list[str] = []
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ctx = _context(session.config)
     if ctx is None:
         return
+    _live.install(None)
+    if exitstatus == pytest.ExitCode.INTERRUPTED and _INTERRUPTS:
+        ctx.interrupted = _INTERRUPTS[-1]
+    _INTERRUPTS.clear()
+    # A second Ctrl-C must not cut the reports of an interrupted run in half.
+    masked = {}
+    if ctx.interrupted and threading.current_thread() is threading.main_thread():
+        masked = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         ctx.report = ctx.build_report()
         if ctx.report_dir:
             from .reports import write_all
 
             write_all(ctx.report, ctx.report_dir, ctx.profile.secrets())
+            from ._engine import BodyFiles
+
+            BodyFiles.prune(ctx.report_dir)
     finally:
         ctx.close()
+        for sig, handler in masked.items():
+            signal.signal(sig, handler)
     if ctx.report is not None:
         code = ctx.report.exit_code()
         session.exitstatus = {0: pytest.ExitCode.OK, 1: pytest.ExitCode.TESTS_FAILED}.get(code, code)
+        if ctx.interrupted and session.config.stash.get(PLAIN, False):
+            print(f"batchspec: {ctx.halted()} ({ctx.interrupted}); reports written", file=sys.stderr)

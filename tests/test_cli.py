@@ -98,7 +98,7 @@ def test_plain_pytest_runs_the_same_engine(tmp_path):
     from reference_server import start_in_thread
 
     with start_in_thread(db_path=str(tmp_path / "ref.db")) as server:
-        r = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "conformance", "-p", "no:xdist",
+        r = subprocess.run([sys.executable, "-m", "pytest", "-p", "conformance.plugin", "--pyargs", "conformance", "-p", "no:xdist",
                             "--target", server.base_url, "--class", "CORE", "--report-dir", str(tmp_path / "r"), "-q"],
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

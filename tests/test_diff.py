@@ -29,14 +29,37 @@ def _doc(**verdicts: str) -> dict:
     ("PENDING", "FAIL", "regressed"), ("PASS", "WAIVED", "regressed"),
     ("FAIL", "PASS", "improved"), ("ERROR", "FAIL", "improved"), ("WARN", "PASS", "improved"),
     ("WAIVED", "PASS", "improved"),
-    ("FAIL", "WAIVED", "changed"), ("WAIVED", "FAIL", "changed"), ("PASS", "SKIP", "changed"),
+    ("FAIL", "WAIVED", "changed"), ("WAIVED", "FAIL", "changed"), ("PASS", "SKIP", "lost_coverage"),
+    ("PASS", "PENDING", "lost_coverage"),
     ("FAIL", "SKIP", "changed"), ("PENDING", "PASS", "changed"), ("PASS", "INFO", "changed"),
 ])
 def test_transition_kinds(old, new, kind):
     d = compare(_doc(CORE_01=old), _doc(CORE_01=new))
     assert [r["id"] for r in d[kind]] == ["CORE-01"]
-    assert sum(len(d[k]) for k in ("regressed", "improved", "changed")) == 1
-    assert d["regression"] is (kind == "regressed")
+    assert sum(len(d[k]) for k in ("regressed", "improved", "changed", "lost_coverage")) == 1
+    assert d["regression"] is (kind in ("regressed", "lost_coverage"))
+
+
+def test_lost_must_coverage_is_a_regression_unless_allowed(tmp_path, capsys):
+    old, new = _doc(CORE_01="PASS", CORE_02="PASS"), _doc(CORE_01="PASS")  # CORE-02 left the report
+    new["rules"].append({**old["rules"][1], "verdict": "SKIP"})
+    assert [r["id"] for r in compare(old, new)["lost_coverage"]] == ["CORE-02"]
+    assert compare(old, new)["regression"] and not compare(old, new, allow_lost_coverage=True)["regression"]
+    gone = _doc(CORE_01="PASS")
+    assert [r["id"] for r in compare(old, gone)["lost_coverage"]] == ["CORE-02"]
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    (tmp_path / "b.json").write_text(json.dumps(new))
+    assert cli.main(["diff", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    assert "Lost coverage" in capsys.readouterr().out
+    assert cli.main(["diff", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--allow-lost-coverage"]) == 0
+    assert "allowed" in capsys.readouterr().out
+
+
+def test_a_should_going_from_pass_to_skip_is_only_a_change():
+    old, new = _doc(CORE_01="PASS"), _doc(CORE_01="SKIP")
+    old["rules"][0]["level"] = new["rules"][0]["level"] = "SHOULD"
+    d = compare(old, new)
+    assert [r["id"] for r in d["changed"]] == ["CORE-01"] and not d["regression"]
 
 
 def test_unchanged_and_added_removed_rules():

@@ -82,3 +82,21 @@ def test_results_are_paged_with_a_cursor(client):
             break
     assert seen == [o["id"] for o in ops]
     assert client.delete(url).status_code == 409
+
+
+@pytest.mark.parametrize("query", ["cursor=" + "9" * 32, "limit=" + "9" * 32, "cursor=-1", "cursor=x"])
+def test_out_of_range_paging_is_400_not_500(client, query):
+    """schemathesis found `cursor=<32 digits>` answered 500 (an integer SQLite cannot hold)."""
+    job = client.post("/imports/batch", json={"operations": [{"id": "p1", "amount": 1, "currency": "USD"}]}).json()
+    resp = client.get(f"{job['status_url']}?{query}")
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_cursor"
+
+
+def test_a_method_the_job_path_does_not_take_gets_405_naming_all_of_its_methods(client):
+    """schemathesis found OPTIONS answered 405 with `Allow: GET, HEAD` (DELETE left out)."""
+    job = client.post("/imports/batch", json={"operations": [{"id": "o1", "amount": 1, "currency": "USD"}]}).json()
+    resp = client.options(job["status_url"])
+    assert resp.status_code == 405
+    assert {m.strip() for m in resp.headers["allow"].split(",")} >= {"GET", "DELETE"}
+    assert client.delete(job["status_url"]).status_code in (200, 409)
+    assert client.get(job["status_url"]).status_code == 200

@@ -204,13 +204,17 @@ def render_html_dict(d: dict[str, Any]) -> str:
         f" · {_e(d.get('duration_s'))} s · batchspec {_e(d.get('tool', {}).get('version'))} · report schema "
         f"{_e(d['schema_version'])}{' · strict' if d.get('strict') else ''} · classes declared: "
         f"{_e(', '.join(d.get('classes_declared') or []))}</div></header><main>",
-        "<section id='summary'><h2>Summary</h2><div class='figure'>"
+        "<section id='summary'><h2>Summary</h2>"
+        + (f"<p class='interrupted'><span class='v ERROR'>INTERRUPTED</span> {_e(d['interrupted']['message'])} "
+           f"({_e(d['interrupted']['signal'])}): this report is incomplete; the rules not reached are SKIP.</p>"
+           if d.get("interrupted") else "")
+        + "<div class='figure'>"
         f"<div><div class='fig'>{pct}</div><div class='muted'>MUST compliance: {s.get('must_passed', 0)} of "
         f"{s.get('must_evaluated', 0)} evaluated MUST rules pass</div>"
         f"<span class='bar'><span style='width:{width:.0f}%'></span></span></div>",
         f"<div><span class='v exit{exit_code}'>exit code {exit_code}</span><div class='muted'>"
         + ("every MUST of the declared classes passed" if exit_code == 0 else "a rule failed" if exit_code == 1
-           else "the target could not be checked") + "</div></div>",
+           else "interrupted" if exit_code in (130, 143) else "the target could not be checked") + "</div></div>",
         "<div>" + " ".join(f"<a href='#rules' data-only='{v}' title='show only {v}'><span class='v {v}'>{v} "
                            f"{counts.get(v, 0)}</span></a>" for v in VERDICTS if counts.get(v)) + "</div></div>",
         "<h3>Per class</h3><table id='classes'><tr><th>class</th><th>MUST compliance</th>"

@@ -92,6 +92,7 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         "settings": report.settings,
         "preflight": report.preflight,
         "summary": summary_dict(report),
+        "interrupted": getattr(report, "interrupted", None),
         "notes": report.notes,
         "waivers": list(getattr(report, "waivers", []) or []),
         "rules": [rule_dict(r) for r in report.rules],

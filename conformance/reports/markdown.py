@@ -61,6 +61,11 @@ def render_summary(report: RunReport) -> str:
         f"**Target** `{report.target}` · **profile** `{report.profile}` · started {report.started_at}"
         f" · {report.duration_s:.1f}s · exit code {report.exit_code()}",
         "",
+    ]
+    if getattr(report, "interrupted", None):
+        lines += [f"**⚠ {report.interrupted['message']} ({report.interrupted['signal']}): this report is "
+                  "incomplete; the rules not reached are SKIP.**", ""]
+    lines += [
         _must_line(report),
         "",
         "| class | " + " | ".join(ORDER) + " |",

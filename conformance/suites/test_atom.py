@@ -12,12 +12,8 @@ from typing import Any
 import pytest
 
 from conformance.checks import (
-    expect, is_2xx, json_of, mixed_batch, pointer_get, response_json, setup_failed, setup_ok, short,
+    expect, is_2xx, json_of, mixed_batch, openapi, response_json, setup_failed, setup_ok, short,
 )
-
-# Batch-level status of a failed atomic batch (SPEC §2: `{"status": "failed", ...}`); a target may map it.
-DEFAULT_BATCH_STATUS = "/status"
-DEFAULT_FAILED_VALUES = ["failed"]
 
 
 def _require_atomic(profile) -> None:
@@ -38,7 +34,8 @@ def _conflicting_item(target, items) -> dict[str, Any]:
     return items.with_id(items.templates()[-1], existing[items.id_field])
 
 
-@pytest.mark.rule("ATOM-01")
+@pytest.mark.rule("ATOM-01", clause="an atomic batch with one invalid item applies none of its "
+                  "valid items (read endpoint)")
 def test_failing_item_means_nothing_applied(target, items, profile):
     """ATOM-01 MUST: if any item fails, no item is applied."""
     _require_atomic(profile)
@@ -52,7 +49,8 @@ def test_failing_item_means_nothing_applied(target, items, profile):
            expected="no item readable", seen=f"answered {resp.status_code}; readable: {applied}")
 
 
-@pytest.mark.rule("ATOM-01")
+@pytest.mark.rule("ATOM-01", clause="an atomic batch whose last item fails only when written (its "
+                  "id already exists) keeps none of the items written before it")
 def test_failure_at_write_time_rolls_back(target, items, profile):
     """ATOM-01 MUST: if any item fails, no item is applied."""
     _require_atomic(profile)
@@ -81,7 +79,8 @@ def _why_ok(r, inv, envelope) -> bool:
     return bool(inv.field) and inv.field in text
 
 
-@pytest.mark.rule("ATOM-02")
+@pytest.mark.rule("ATOM-02", clause="the failure response identifies each failing item, reports it "
+                  "failed, and says why (an error code or message)")
 def test_failure_names_each_failing_item_and_why(target, items, envelope, profile):
     """ATOM-02 MUST: the failure response identifies each failing item and why, not only a batch-level message."""
     _require_atomic(profile)
@@ -101,7 +100,8 @@ def test_failure_names_each_failing_item_and_why(target, items, envelope, profil
                expected=f"code {inv.code!r} (or a message naming {inv.field!r})", seen=short(r.error or r.raw))
 
 
-@pytest.mark.rule("ATOM-03")
+@pytest.mark.rule("ATOM-03", clause="a failed atomic batch gets a 4xx saying the batch failed, and "
+                  "every valid item is marked not applied")
 def test_failure_says_not_applied(target, items, envelope, profile):
     """ATOM-03 MUST: the failure response says the batch was not applied (`"status": "failed"`, a 4xx status), and marks the other items as not applied."""
     _require_atomic(profile)
@@ -110,9 +110,9 @@ def test_failure_says_not_applied(target, items, envelope, profile):
     expect(400 <= resp.status_code < 500, "a failed atomic batch did not get a 4xx",
            expected="4xx", seen=resp.status_code)
     doc = response_json(resp, "the atomic failure response")
-    pointer = envelope.m.get("batch_status", DEFAULT_BATCH_STATUS)
-    failed_values = envelope.m.get("failed_values", DEFAULT_FAILED_VALUES)
-    status = pointer_get(doc, pointer, None)
+    pointer = envelope.batch_status_pointer
+    failed_values = envelope.failed_values
+    status = envelope.batch_status(doc)
     expect(status in failed_values, "the failure response does not say the batch failed",
            expected=f"{pointer} in {failed_values}", seen=short(doc))
     by_id = envelope.result_map(doc, mixed.items)
@@ -126,7 +126,8 @@ def test_failure_says_not_applied(target, items, envelope, profile):
                expected=f"an error result (e.g. {not_applied!r})", seen=short(r.raw))
 
 
-@pytest.mark.rule("ATOM-04")
+@pytest.mark.rule("ATOM-04", clause="an all-valid atomic batch gets a 2xx, every item ok and "
+                  "readable")
 def test_all_valid_atomic_batch_applies_every_item(target, items, envelope, profile):
     """ATOM-04 MUST: an all-valid atomic batch applies every item (200, all ok)."""
     _require_atomic(profile)
@@ -145,7 +146,8 @@ def test_all_valid_atomic_batch_applies_every_item(target, items, envelope, prof
                expected="every item readable", seen=f"not readable: {missing}")
 
 
-@pytest.mark.rule("ATOM-04")
+@pytest.mark.rule("ATOM-04", clause="an all-valid atomic batch of exactly limits.atomic_max_items "
+                  "items gets a 2xx, all ok and readable")
 def test_atomic_batch_at_its_limit_is_applied(target, items, envelope, profile):
     """ATOM-04 MUST: an all-valid atomic batch applies every item (200, all ok)."""
     _require_atomic(profile)
@@ -180,7 +182,8 @@ def _selection(ep: dict[str, Any]) -> dict[str, Any]:
     return {k: ep.get(k) or None for k in _SELECTORS if k != "method"} | {"method": ep.get("method", "POST")}
 
 
-@pytest.mark.rule("ATOM-05")
+@pytest.mark.rule("ATOM-05", clause="the atomic mode has its own endpoint or flag (endpoints.atomic "
+                  "is not the plain batch endpoint)")
 def test_atomic_mode_is_explicit(profile):
     """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
     _require_atomic(profile)
@@ -191,7 +194,8 @@ def test_atomic_mode_is_explicit(profile):
            seen={"atomic": atomic, "batch": batch})
 
 
-@pytest.mark.rule("ATOM-05")
+@pytest.mark.rule("ATOM-05", clause="a mixed batch to the non-atomic endpoint applies its valid "
+                  "items (atomic is not the default)")
 def test_atomic_is_not_the_silent_default(target, items, profile):
     """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
     _require_atomic(profile)
@@ -207,71 +211,8 @@ def test_atomic_is_not_the_silent_default(target, items, profile):
            expected=f"{mixed.valid_ids} readable", seen=f"answered {resp.status_code}; readable: {applied}")
 
 
-def _openapi(target, profile) -> dict[str, Any] | None:
-    """The target's OpenAPI document (endpoints.openapi or openapi_file), or None when none is declared."""
-    if profile.has("openapi_file"):
-        import yaml
-
-        try:
-            with open(profile.get("openapi_file"), encoding="utf-8") as fh:
-                return yaml.safe_load(fh)
-        except (OSError, yaml.YAMLError) as exc:
-            setup_failed(f"openapi_file cannot be read: {exc}")
-    if not profile.has("endpoints.openapi"):
-        return None
-    resp = target.call("openapi", note="the OpenAPI document")
-    doc = json_of(resp)
-    if not is_2xx(resp) or not isinstance(doc, dict):
-        import yaml
-
-        try:
-            doc = yaml.safe_load(resp.text) if is_2xx(resp) else None
-        except yaml.YAMLError:
-            doc = None
-    if not isinstance(doc, dict):
-        setup_failed(f"endpoints.openapi answered {resp.status_code} without an OpenAPI document")
-    return doc
-
-
-def _deref(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
-    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#") and depth < 20:
-        node = pointer_get(doc, node["$ref"][1:], None)
-        depth += 1
-    return node
-
-
-def _schema_properties(doc: dict[str, Any], schema: Any, depth: int = 0) -> set[str]:
-    """Property names of a request schema, through local $refs and allOf/oneOf/anyOf."""
-    schema = _deref(doc, schema)
-    if not isinstance(schema, dict) or depth > 8:
-        return set()
-    names = set((schema.get("properties") or {}).keys())
-    for key in ("allOf", "oneOf", "anyOf"):
-        for sub in schema.get(key) or []:
-            names |= _schema_properties(doc, sub, depth + 1)
-    return names
-
-
 def _path_of(profile, name: str) -> str:
-    from urllib.parse import urlsplit
-
-    path = profile.get(f"endpoints.{name}.path")
-    return urlsplit(path).path if "://" in path else path
-
-
-def _operation(doc: dict[str, Any], path: str, method: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    paths = doc.get("paths") or {}
-    base = ""
-    servers = doc.get("servers") or []
-    if servers and isinstance(servers[0], dict):
-        from urllib.parse import urlsplit
-
-        base = urlsplit(str(servers[0].get("url", ""))).path.rstrip("/")
-    for candidate in (path, path.removeprefix(base) if base else path):
-        item = paths.get(candidate)
-        if isinstance(item, dict) and isinstance(item.get(method.lower()), dict):
-            return item, item[method.lower()]
-    return None
+    return profile.get(f"endpoints.{name}.path")
 
 
 def _mentions_atomic(node: Any) -> bool:
@@ -279,17 +220,19 @@ def _mentions_atomic(node: Any) -> bool:
                                           for k in node)
 
 
-@pytest.mark.rule("ATOM-05")
+@pytest.mark.rule("ATOM-05", clause="the OpenAPI document describes the atomic endpoint or flag")
 def test_atomic_mode_is_documented(target, profile):
     """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
     _require_atomic(profile)
-    doc = _openapi(target, profile)
-    if doc is None:
+    if not (profile.has("openapi_file") or profile.has("endpoints.openapi")):
         pytest.skip("no OpenAPI document declared (endpoints.openapi, openapi_file): the profile's "
                     "endpoints.atomic is the only documentation the kit can see")
+    doc, where = openapi.load(target, profile)
+    if doc is None:
+        setup_failed(f"the OpenAPI document could not be read: {where}")
     ep = profile.get("endpoints.atomic")
     method = ep.get("method", "POST")
-    found = _operation(doc, _path_of(profile, "atomic"), method)
+    found = openapi.find(doc, method, _path_of(profile, "atomic"))
     expect(found is not None, "the OpenAPI document does not describe the atomic endpoint",
            expected=f"{method} {_path_of(profile, 'atomic')} in paths", seen=sorted((doc.get("paths") or {}).keys()))
     path_item, op = found
@@ -299,15 +242,11 @@ def test_atomic_mode_is_documented(target, profile):
     batch_x = doc.get("x-batch")
     if isinstance(batch_x, dict) and any("atomic" in str(k).lower() for k in batch_x):
         where.append("x-batch")
-    body_schema = pointer_get(_deref(doc, op.get("requestBody")) or {}, "/content", {})
-    props: set[str] = set()
-    for media in (body_schema or {}).values():
-        if isinstance(media, dict):
-            props |= _schema_properties(doc, media.get("schema"))
+    props = openapi.request_property_names(doc, op)
     selectors = set((ep.get("body") or {}).keys())
     if selectors & props:
         where.append(f"request property {sorted(selectors & props)}")
-    params = {(_deref(doc, p) or {}).get("name", "").lower()
+    params = {(openapi.deref(doc, p) or {}).get("name", "").lower()
               for p in (op.get("parameters") or []) + (path_item.get("parameters") or [])}
     named = {k.lower() for k in list((ep.get("query") or {}).keys()) + list((ep.get("headers") or {}).keys())}
     if named and named <= params:

@@ -6,8 +6,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conformance._envelope import pointer_set
-from conformance.checks import Envelope, expect, json_of, mixed_batch, response_json, short
+from conformance.checks import Envelope, expect, pointer_set, json_of, mixed_batch, response_json, short
 
 
 def _is_2xx_not_207(status: int) -> bool:
@@ -23,7 +22,7 @@ def _all_invalid(items) -> list[dict[str, Any]]:
     return [b.item for b in items.invalid(max(3, len(items.profile.get("items.invalid") or [])))]
 
 
-@pytest.mark.rule("HTTP-01")
+@pytest.mark.rule("HTTP-01", clause="a batch with mixed outcomes gets a 2xx other than 207")
 def test_mixed_batch_gets_2xx(target, items):
     """HTTP-01 MUST: a batch with mixed outcomes returns a 2xx status (never 4xx, 5xx or 207)."""
     mixed = mixed_batch(items, 3, 2)
@@ -32,7 +31,8 @@ def test_mixed_batch_gets_2xx(target, items):
            expected="2xx other than 207", seen=f"{resp.status_code}: {short(resp.text, 300)}")
 
 
-@pytest.mark.rule("HTTP-02")
+@pytest.mark.rule("HTTP-02", clause="no batch response is 207: all-valid, mixed and all-invalid batches, a failed "
+                  "atomic batch, a refused (malformed) body, and an accepted async job")
 def test_no_batch_response_is_207(target, items, profile):
     """HTTP-02 MUST NOT: any batch response uses 207 Multi-Status."""
     batches = {"all valid": items.valid(3), "mixed": mixed_batch(items, 2, 2).items, "all invalid": _all_invalid(items)}
@@ -41,11 +41,19 @@ def test_no_batch_response_is_207(target, items, profile):
         seen[name] = target.batch(batch).status_code
     if profile.has("endpoints.atomic"):
         seen["atomic, one invalid item"] = target.atomic(mixed_batch(items, 2, 1).items).status_code
+    # Answers that are not a 200: a refusal (a body that is not JSON) and an accepted async job.
+    seen["malformed body (a refusal)"] = target.request(
+        target.endpoint("batch").get("method", "POST"), target.url_for("batch"), content=b'{"not json',
+        headers={"Content-Type": target.envelope.content_type}, note="a malformed body: refused, never 207").status_code
+    if profile.has("endpoints.async"):
+        seen["async job (accepted)"] = target.batch(mixed_batch(items, 2, 1).items, endpoint="async",
+                                                    note="an async job: 202, never 207").status_code
     bad = {k: v for k, v in seen.items() if v == 207}
     expect(not bad, "a batch response used 207 Multi-Status", expected="no 207", seen=seen)
 
 
-@pytest.mark.rule("HTTP-03")
+@pytest.mark.rule("HTTP-03", clause="a batch of invalid items only gets a 2xx with an error result "
+                  "for every item")
 def test_all_invalid_batch_gets_2xx_with_item_errors(target, items, envelope):
     """HTTP-03 MUST: a batch in which every item fails validation returns a 2xx with per-item errors (non-atomic endpoints)."""
     batch = _all_invalid(items)
@@ -61,7 +69,7 @@ def test_all_invalid_batch_gets_2xx_with_item_errors(target, items, envelope):
 
 
 def _items_pointer(envelope: Envelope) -> str:
-    return envelope.m["request_items"]
+    return envelope.request_items
 
 
 def _malformed_cases(envelope: Envelope, items) -> dict[str, bytes]:
@@ -77,7 +85,7 @@ def _malformed_cases(envelope: Envelope, items) -> dict[str, bytes]:
     if pointer:  # the envelope is an object: an array is a non-object body, and the items field can be wrong
         cases["an array body"] = json.dumps(items.valid(1)).encode()
         # The profile's fixed request fields (a queue URL) stay, so only the items are wrong.
-        fixed = envelope.m.get("request_fields") or {}
+        fixed = envelope.request_fields
         cases["no items field"] = json.dumps(fixed).encode()
         for label, value in (("a string", "items"), ("an object", {"0": items.valid(1)[0]}), ("a number", 3)):
             doc: dict[str, Any] = json.loads(json.dumps(fixed))
@@ -86,7 +94,9 @@ def _malformed_cases(envelope: Envelope, items) -> dict[str, bytes]:
     return cases
 
 
-@pytest.mark.rule("HTTP-04")
+@pytest.mark.rule("HTTP-04", clause="bodies that are not a batch (truncated JSON, trailing comma, "
+                  "scalars, null, a wrong items member) get exactly 400 with a "
+                  "JSON error")
 def test_unparseable_batches_get_400_json(target, items, envelope):
     """HTTP-04 MUST: malformed JSON, a non-object body, or a missing/non-array items field gets 400 with a JSON error body, never 5xx."""
     wrong = {}
@@ -130,7 +140,9 @@ def _duplicated(items) -> list[dict[str, Any]]:
     return [a, b]
 
 
-@pytest.mark.rule("HTTP-05")
+@pytest.mark.rule("HTTP-05", clause="the batch-level 4xx errors (malformed, empty, duplicates, "
+                  "wrong media type, over the limit) share one recognised body "
+                  "shape")
 def test_batch_level_errors_share_one_shape(target, items, envelope, profile):
     """HTTP-05 SHOULD: batch-level errors share one error body shape (code + message, or problem+json)."""
     shapes: dict[str, str] = {}
@@ -147,7 +159,7 @@ def test_batch_level_errors_share_one_shape(target, items, envelope, profile):
     expect(len(kinds) == 1, "batch-level errors use different body shapes", expected="one shape", seen=shapes)
 
 
-@pytest.mark.rule("HTTP-06")
+@pytest.mark.rule("HTTP-06", clause="a valid batch labelled text/plain or form-urlencoded gets 415")
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
 def test_non_json_content_type_gets_415(target, items, envelope, content_type):
     """HTTP-06 SHOULD: a non-JSON Content-Type gets 415."""
@@ -157,7 +169,8 @@ def test_non_json_content_type_gets_415(target, items, envelope, content_type):
            expected="415 Unsupported Media Type", seen=f"{resp.status_code}: {short(resp.text, 200)}")
 
 
-@pytest.mark.rule("HTTP-07")
+@pytest.mark.rule("HTTP-07", clause="a processed batch (all-valid, mixed, all-invalid) answered 2xx "
+                  "is answered exactly 200")
 def test_processed_batches_answer_200(target, items):
     """HTTP-07 SHOULD: every processed batch answers exactly 200, the standard for batches."""
     seen = {"all valid": target.batch(items.valid(2)).status_code,

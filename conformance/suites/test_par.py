@@ -5,8 +5,7 @@ from typing import Any
 
 import pytest
 
-from conformance import _openapi
-from conformance.checks import expect, json_of, response_json, setup_ok, short
+from conformance.checks import expect, openapi, json_of, response_json, setup_ok, short
 
 
 def _comparable(doc: Any, ignore: set[str]) -> Any:
@@ -15,7 +14,8 @@ def _comparable(doc: Any, ignore: set[str]) -> Any:
     return doc
 
 
-@pytest.mark.rule("PAR-01")
+@pytest.mark.rule("PAR-01", clause="an ok result's data equals the single endpoint's response for "
+                  "the same payload (server fields ignored)")
 def test_ok_data_matches_single_response(target, items, envelope, profile):
     """PAR-01 MUST: an ok result's `data` matches the single endpoint's response for the same item (server-generated fields aside)."""
     target.endpoint("single")
@@ -39,7 +39,8 @@ def test_ok_data_matches_single_response(target, items, envelope, profile):
            expected=f"equal, ignoring {sorted(ignore)}", seen=differ)
 
 
-@pytest.mark.rule("PAR-02")
+@pytest.mark.rule("PAR-02", clause="an invalid item gets the same error code from the single "
+                  "endpoint and in a batch")
 def test_invalid_item_same_code_single_and_batch(target, items, envelope, profile):
     """PAR-02 MUST: an invalid item gets the same error code in a batch as from the single endpoint."""
     target.endpoint("single")
@@ -61,34 +62,35 @@ def test_invalid_item_same_code_single_and_batch(target, items, envelope, profil
            expected="the same code", seen=differ)
 
 
-@pytest.mark.rule("PAR-03")
+@pytest.mark.rule("PAR-03", clause="the OpenAPI batch item schema is the single endpoint's request "
+                  "schema")
 def test_batch_item_schema_is_single_request_schema(target, envelope, profile):
     """PAR-03 SHOULD: the batch item schema is the single endpoint's request schema (OpenAPI)."""
     single_ep = target.endpoint("single")
-    doc, where = _openapi.load(target, profile)
+    doc, where = openapi.load(target, profile)
     if doc is None:
         pytest.skip(f"no OpenAPI document: {where}")
     batch_ep = profile.get("endpoints.batch")
-    single_op = _openapi.operation(doc, single_ep.get("method", "POST"), single_ep["path"])
-    batch_op = _openapi.operation(doc, batch_ep.get("method", "POST"), batch_ep["path"])
+    single_op = openapi.operation(doc, single_ep.get("method", "POST"), single_ep["path"])
+    batch_op = openapi.operation(doc, batch_ep.get("method", "POST"), batch_ep["path"])
     expect(single_op is not None and batch_op is not None,
            f"the OpenAPI document ({where}) does not describe both the single and the batch endpoint",
            expected=f"{single_ep['path']} and {batch_ep['path']}", seen=sorted((doc.get("paths") or {}).keys()))
-    single_schema = _openapi.request_schema(doc, single_op)
-    batch_schema = _openapi.request_schema(doc, batch_op)
+    single_schema = openapi.request_schema(doc, single_op)
+    batch_schema = openapi.request_schema(doc, batch_op)
     expect(single_schema is not None and batch_schema is not None,
            "a request schema is missing from the OpenAPI document", expected="JSON request bodies for both",
            seen={"single": single_schema is not None, "batch": batch_schema is not None})
-    pointer = envelope.m["request_items"]
-    arr = _openapi.at_pointer(doc, batch_schema, pointer) if pointer else _openapi.deref(doc, batch_schema)
-    item_schema = _openapi.array_items(doc, arr) if arr is not None else None
+    pointer = envelope.request_items
+    arr = openapi.at_pointer(doc, batch_schema, pointer) if pointer else openapi.deref(doc, batch_schema)
+    item_schema = openapi.array_items(doc, arr) if arr is not None else None
     expect(item_schema is not None, "the batch request schema has no item schema where the profile puts the items",
            expected=f"an array schema at {pointer or 'the top level'}", seen=short(batch_schema, 300))
     if _same_ref(single_schema, item_schema):
         return
     batch_only = {f for f in (profile.get("idempotency.item_field"), profile.get("dependencies.field")) if f}
-    a = _openapi.resolved(doc, single_schema)
-    b = _without(_openapi.resolved(doc, item_schema), batch_only)
+    a = openapi.resolved(doc, single_schema)
+    b = _without(openapi.resolved(doc, item_schema), batch_only)
     expect(a == b, "the batch item schema is not the single endpoint's request schema",
            expected=short(a, 400), seen=short(b, 400))
 

@@ -16,7 +16,7 @@ def _need_read(profile) -> None:
     profile.require("endpoints.read")
 
 
-@pytest.mark.rule("PART-01")
+@pytest.mark.rule("PART-01", clause="every valid item of a mixed batch is applied (read endpoint)")
 def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
     """PART-01 MUST: in a mixed batch every valid item is applied (visible through the read endpoint)."""
     _need_read(profile)
@@ -27,7 +27,8 @@ def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
            seen=f"not readable: {missing}")
 
 
-@pytest.mark.rule("PART-02")
+@pytest.mark.rule("PART-02", clause="no invalid item (fresh id) of a mixed batch is readable "
+                  "afterwards")
 def test_failed_items_are_not_readable(target, items, profile):
     """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
     _need_read(profile)
@@ -38,7 +39,8 @@ def test_failed_items_are_not_readable(target, items, profile):
            expected="no invalid item readable", seen=f"readable: {present}")
 
 
-@pytest.mark.rule("PART-02")
+@pytest.mark.rule("PART-02", clause="an item failing because its id exists leaves the stored "
+                  "resource unchanged (whole read document)")
 def test_failed_item_leaves_existing_resource_untouched(target, items, envelope, profile):
     """PART-02 MUST: every failed item has no effect (not readable, nothing half-written)."""
     _need_read(profile)
@@ -69,7 +71,8 @@ def _names_field(message: str | None, field: str) -> bool:
     return field.lower() in low or field.lower().replace("_", " ") in low
 
 
-@pytest.mark.rule("PART-03")
+@pytest.mark.rule("PART-03", clause="each invalid example gets its declared error code and a "
+                  "message naming its field")
 def test_item_error_names_code_and_field(target, items, envelope):
     """PART-03 MUST: a failed item's error says what is wrong with that item (code, and a message naming the field)."""
     n = len(items.profile.get("items.invalid") or [])
@@ -98,7 +101,8 @@ def _applied_marker(profile, resource: Any) -> Any:
     return resource
 
 
-@pytest.mark.rule("PART-04")
+@pytest.mark.rule("PART-04", clause="resubmitting only the failed items, corrected, succeeds and they read back; the "
+                  "earlier successes are unchanged")
 def test_resubmitting_corrected_failures(target, items, envelope, profile):
     """PART-04 MUST: resubmitting only the failed items, corrected, succeeds; items that succeeded before are not applied again."""
     _need_read(profile)
@@ -128,7 +132,44 @@ def test_resubmitting_corrected_failures(target, items, envelope, profile):
            expected="unchanged", seen=redone)
 
 
-@pytest.mark.rule("PART-05")
+@pytest.mark.rule("PART-04", clause="items that succeeded before are not applied again: the whole batch resubmitted "
+                  "with its failures corrected applies the corrected items and leaves every earlier success as it "
+                  "was (effect counter, else the whole resource, through the read endpoint)")
+def test_resubmitting_the_whole_batch_corrected_applies_nothing_twice(target, items, envelope, profile):
+    """PART-04 MUST: resubmitting only the failed items, corrected, succeeds; items that succeeded before are not applied again."""
+    _need_read(profile)
+    mixed = mixed_batch(items, 3, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    by_id = envelope.result_map(response_json(resp), mixed.items)
+    succeeded = [i for i in mixed.valid_ids if i in by_id and by_id[i].ok is True]
+    if not succeeded:
+        pytest.skip("no item of the mixed batch succeeded (CORE-03 reports that)")
+    before = {i: target.read_json(i) for i in succeeded}
+    tpls = items.templates()
+    # The client's natural retry: the same batch, the invalid items replaced by corrected ones (same ids).
+    whole = [it if it[items.id_field] not in mixed.invalid
+             else items.with_id(tpls[k % len(tpls)], it[items.id_field]) for k, it in enumerate(mixed.items)]
+    resp2 = target.batch(whole, note="the whole batch again, its failed items corrected, same ids")
+    expect(200 <= resp2.status_code < 300, "resubmitting the whole batch with its failures corrected was not accepted",
+           expected="2xx (earlier successes may be ok or errors; nothing applied twice)",
+           seen=f"{resp2.status_code}: {short(resp2.text, 300)}")
+    after = {i: target.read_json(i) for i in succeeded}
+    redone = {i: {"before": short(_applied_marker(profile, before[i]), 200),
+                  "after": short(_applied_marker(profile, after[i]), 200)}
+              for i in succeeded if _applied_marker(profile, before[i]) != _applied_marker(profile, after[i])}
+    expect(not redone, "an item that had succeeded was applied again when the whole batch was resubmitted",
+           expected="unchanged", seen=redone)
+    res2 = envelope.result_map(response_json(resp2), whole)
+    not_ok = {i: (short(res2[i].raw, 200) if i in res2 else "no result") for i in mixed.invalid
+              if i not in res2 or res2[i].ok is not True}
+    expect(not not_ok, "a corrected item failed when the whole batch was resubmitted",
+           expected="ok for every corrected item", seen=not_ok)
+    absent = [i for i in mixed.invalid if not target.exists(i)]
+    expect(not absent, "a corrected item reported ok is not readable", expected="readable", seen=absent)
+
+
+@pytest.mark.rule("PART-05", clause="each item's outcome and error code is the same alone as in a "
+                  "mixed batch")
 def test_item_result_independent_of_batch(target, items, envelope):
     """PART-05 SHOULD: an item's result does not depend on the other items in the batch (same result as submitted alone)."""
     mixed = mixed_batch(items, 3, 3)
@@ -155,22 +196,19 @@ def _outcome(r) -> str:
     return "ok" if r.ok else f"error {r.error_code!r}" if r.ok is False else f"status {r.status!r}"
 
 
-def retry_signal(result, headers: Any = None) -> bool | None:
-    """How the kit reads PART-06: a boolean `retryable` in the error object (or the result), or a transient
-    per-item status (429/503) with a Retry-After; None when the result says nothing either way."""
-    for holder in (result.error, result.raw):
-        if isinstance(holder, dict) and isinstance(holder.get("retryable"), bool):
-            return holder["retryable"]
-    raw = result.raw if isinstance(result.raw, dict) else {}
-    status = raw.get("status_code", raw.get("http_status", raw.get("status")))
-    hdrs = raw.get("headers") if isinstance(raw.get("headers"), dict) else {}
-    retry_after = raw.get("retry_after", raw.get("retry_after_seconds")) or {k.lower(): v for k, v in hdrs.items()}.get("retry-after")
-    if status in (429, 503) and retry_after is not None:
+def retry_signal(result) -> bool | None:
+    """How the kit reads PART-06: the error's retryable flag where the envelope maps it (default
+    /error/retryable; or error_sender_fault inverted), else a transient per-item status (429/503,
+    result_http_status) with a Retry-After (result_retry_after); None when the result says nothing."""
+    if result.retryable is not None:
+        return result.retryable
+    if result.http_status in (429, 503) and result.retry_after is not None:
         return True
     return None
 
 
-@pytest.mark.rule("PART-06")
+@pytest.mark.rule("PART-06", clause="every error result says whether a retry can succeed, and a "
+                  "validation error does not say it can")
 def test_error_results_say_whether_retry_can_succeed(target, items, envelope):
     """PART-06 SHOULD: an error result says whether retrying the item can succeed (`retryable`, or a transient code such as 429/503 with `Retry-After`), so clients retry only what can succeed."""
     mixed = mixed_batch(items, 1, 3)
@@ -181,7 +219,7 @@ def test_error_results_say_whether_retry_can_succeed(target, items, envelope):
         r = by_id.get(item_id)
         if r is None or r.ok is not False:
             continue  # CORE-03 reports it
-        signal = r.retryable if r.retryable is not None else retry_signal(r)
+        signal = retry_signal(r)
         if signal is None:
             silent[item_id] = short(r.error if r.error is not None else r.raw, 200)
         elif signal:

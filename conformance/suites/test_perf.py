@@ -32,7 +32,8 @@ def _spread(samples: list[float]) -> dict[str, float]:
             "max": round(max(samples), 3)}
 
 
-@pytest.mark.rule("PERF-01")
+@pytest.mark.rule("PERF-01", clause="a batch of N items is measurably cheaper than N single "
+                  "requests (interleaved rounds, ratio in the figures)")
 def test_batch_is_not_just_a_wrapper(target, items, envelope, profile, figures):
     """PERF-01 SHOULD: the batch endpoint is not "just a wrapper": per-item time in a batch of 100 is at most a fifth of one single-endpoint request, measured in the same run; the report gives the ratio."""
     profile.require("endpoints.single")

@@ -25,23 +25,32 @@ class Mutant:
     socket: bool = False  # needs a real socket (chunked bodies, dropped connections)
     variation: bool = False  # a LEGAL variation: no MUST may fail
     level: str | None = None  # the mutant breaks a weaker clause of its rule (checks marked `level`)
+    check: str | None = None  # the check (test function name) that must FAIL (or WARN) to count as caught: docs/coverage.md
+    warns: list[str] = field(default_factory=list)  # variations: SHOULD rules the variation may make WARN
+    # Rules whose checks cannot be set up against this mutant (it breaks a step they rely on, such as
+    # the 202's job id): SPEC §5 makes a setup failure an ERROR. At least one must be an ERROR.
+    errors: list[str] = field(default_factory=list)
 
 
 REGISTRY: list[Mutant] = []
 
 
 def mutant(rule: str, description: str, *, classes: list[str] | None = None, also: list[str] | None = None,
-           profile: dict[str, Any] | None = None, socket: bool = False, level: str | None = None) -> Callable:
+           profile: dict[str, Any] | None = None, socket: bool = False, level: str | None = None,
+           check: str | None = None, errors: list[str] | None = None) -> Callable:
     def deco(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         REGISTRY.append(Mutant(fn.__name__, rule.upper(), description, fn, classes or [], also or [],
-                               profile or {}, socket, level=level))
+                               profile or {}, socket, level=level, check=check, errors=errors or []))
         return fn
     return deco
 
 
-def variation(description: str, *, classes: list[str] | None = None, profile: dict[str, Any] | None = None) -> Callable:
+def variation(description: str, *, classes: list[str] | None = None, profile: dict[str, Any] | None = None,
+              warns: list[str] | None = None) -> Callable:
+    """A legal variation: no MUST may fail, and only the SHOULD rules in `warns` may WARN."""
     def deco(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        REGISTRY.append(Mutant(fn.__name__, "", description, fn, classes or [], [], profile or {}, False, True))
+        REGISTRY.append(Mutant(fn.__name__, "", description, fn, classes or [], [], profile or {}, False, True,
+                               warns=[w.upper() for w in warns or []]))
         return fn
     return deco
 

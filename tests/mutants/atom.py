@@ -44,7 +44,8 @@ def _rewrite(app: Any, on_request, on_response, path: str = PATH) -> Rewrite:
     return Rewrite(app, path=path, request=on_request, response=on_response)
 
 
-@mutant("ATOM-01", "atomic batch reported failed but the valid items were committed (no rollback)")
+@mutant("ATOM-01", "atomic batch reported failed but the valid items were committed (no rollback)",
+        check="test_failing_item_means_nothing_applied")
 def no_rollback(app):
     seen = _Remember()
 
@@ -63,7 +64,7 @@ def no_rollback(app):
 
 
 @mutant("ATOM-01", "validates every item up front, then writes without a transaction: a write-time "
-                   "conflict keeps the items written before it")
+                   "conflict keeps the items written before it", check="test_failure_at_write_time_rolls_back")
 def validation_only_rollback(app):
     from reference_server.validation import ItemValidator
 
@@ -86,7 +87,7 @@ def validation_only_rollback(app):
 
 
 @mutant("ATOM-01", "the atomic flag is ignored: a failing item leaves the valid ones applied, 200",
-        also=["ATOM-03"])
+        also=["ATOM-03"], check="test_failing_item_means_nothing_applied")
 def atomic_flag_ignored(app):
     def req(call: Call) -> None:
         doc = call.json()
@@ -96,7 +97,8 @@ def atomic_flag_ignored(app):
     return _rewrite(app, req, None)
 
 
-@mutant("ATOM-02", "atomic failure with only a batch-level message (the seed's anti-pattern)", also=["ATOM-03"])
+@mutant("ATOM-02", "atomic failure with only a batch-level message (the seed's anti-pattern)", also=["ATOM-03"],
+        check="test_failure_names_each_failing_item_and_why")
 def batch_level_message_only(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
@@ -107,7 +109,8 @@ def batch_level_message_only(app):
     return _rewrite(app, None, resp)
 
 
-@mutant("ATOM-02", "atomic failure marks every item not_applied, the failing ones too: no reason given")
+@mutant("ATOM-02", "atomic failure marks every item not_applied, the failing ones too: no reason given",
+        check="test_failure_names_each_failing_item_and_why")
 def every_item_not_applied(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
@@ -117,7 +120,8 @@ def every_item_not_applied(app):
     return _rewrite(app, None, resp)
 
 
-@mutant("ATOM-03", "atomic failure answered 200 (nothing applied, body unchanged)")
+@mutant("ATOM-03", "atomic failure answered 200 (nothing applied, body unchanged)",
+        check="test_failure_says_not_applied")
 def failure_answered_200(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
@@ -126,7 +130,8 @@ def failure_answered_200(app):
     return _rewrite(app, None, resp)
 
 
-@mutant("ATOM-03", "atomic failure without a batch-level status: 422 with per-item results only")
+@mutant("ATOM-03", "atomic failure without a batch-level status: 422 with per-item results only",
+        check="test_failure_says_not_applied")
 def failure_without_status(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
@@ -135,7 +140,8 @@ def failure_without_status(app):
     return _rewrite(app, None, resp)
 
 
-@mutant("ATOM-03", "the valid items of a failed atomic batch are reported ok with data although rolled back")
+@mutant("ATOM-03", "the valid items of a failed atomic batch are reported ok with data although rolled back",
+        check="test_failure_says_not_applied")
 def rolled_back_items_reported_ok(app):
     seen = _Remember()
 
@@ -181,7 +187,8 @@ def _with_sentinel(app, on_all_valid):
     return _rewrite(app, req, resp)
 
 
-@mutant("ATOM-04", "an all-valid atomic batch is answered 200 all ok but its transaction is never committed")
+@mutant("ATOM-04", "an all-valid atomic batch is answered 200 all ok but its transaction is never committed",
+        check="test_all_valid_atomic_batch_applies_every_item")
 def commit_lost(app):
     def all_valid(call: Call, results, items) -> None:
         ok = [{"id": i["id"], "status": "ok", "data": dict(i, version=1)} for i in items]
@@ -189,14 +196,16 @@ def commit_lost(app):
     return _with_sentinel(app, all_valid)
 
 
-@mutant("ATOM-04", "every atomic batch is rolled back: an all-valid one gets 422 with every item not_applied")
+@mutant("ATOM-04", "every atomic batch is rolled back: an all-valid one gets 422 with every item not_applied",
+        check="test_all_valid_atomic_batch_applies_every_item")
 def always_rolled_back(app):
     def all_valid(call: Call, results, items) -> None:
         call.set_response_json(_failure_shape(results), 422)
     return _with_sentinel(app, all_valid)
 
 
-@mutant("ATOM-04", "atomic batches are capped at 50 items although 100 are declared")
+@mutant("ATOM-04", "atomic batches are capped at 50 items although 100 are declared",
+        check="test_atomic_batch_at_its_limit_is_applied")
 def atomic_limit_below_declared(app):
     seen = _Remember()
 
@@ -214,7 +223,8 @@ def atomic_limit_below_declared(app):
     return _rewrite(app, req, resp)
 
 
-@mutant("ATOM-05", "the OpenAPI document does not document the atomic mode (no x-batch-atomic, no `atomic` field)")
+@mutant("ATOM-05", "the OpenAPI document does not document the atomic mode (no x-batch-atomic, no `atomic` field)",
+        check="test_atomic_mode_is_documented")
 def atomic_undocumented(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
@@ -224,7 +234,8 @@ def atomic_undocumented(app):
 
 
 @mutant("ATOM-05", "the batch endpoint is silently all-or-nothing: without the flag a failing item rolls "
-                   "back the rest (answered 200 with per-item results)", also=["CORE-03", "CORE-08"])
+                   "back the rest (answered 200 with per-item results)", also=["CORE-03", "CORE-08"],
+        check="test_atomic_is_not_the_silent_default")
 def atomic_by_default(app):
     seen = _Remember()
 

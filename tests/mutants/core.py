@@ -9,7 +9,8 @@ def _results(call: Call) -> tuple[dict, list]:
     return doc, (doc.get("results") if isinstance(doc, dict) else None) or []
 
 
-@mutant("CORE-01", "an all-valid batch of several items answers 207 Multi-Status")
+@mutant("CORE-01", "an all-valid batch of several items answers 207 Multi-Status",
+        check="test_valid_batch_gets_2xx_and_json")
 def multi_status_for_all_valid(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -18,7 +19,7 @@ def multi_status_for_all_valid(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-02", "the last item's result is missing")
+@mutant("CORE-02", "the last item's result is missing", check="test_one_result_per_item")
 def drops_last_result(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -28,7 +29,7 @@ def drops_last_result(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-02", "a result is duplicated")
+@mutant("CORE-02", "a result is duplicated", check="test_one_result_per_item")
 def duplicates_a_result(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -38,7 +39,7 @@ def duplicates_a_result(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-02", "results carry server-invented ids instead of the items' ids")
+@mutant("CORE-02", "results carry server-invented ids instead of the items' ids", check="test_one_result_per_item")
 def invents_ids(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -49,7 +50,8 @@ def invents_ids(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-03", "error results say status 'failed' instead of 'error'", also=["CORE-06"])
+@mutant("CORE-03", "error results say status 'failed' instead of 'error'", also=["CORE-06"],
+        check="test_result_status_and_payload")
 def unknown_status(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -61,7 +63,7 @@ def unknown_status(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-03", "ok results carry no data", also=["CORE-06"])
+@mutant("CORE-03", "ok results carry no data", also=["CORE-06"], check="test_result_status_and_payload")
 def ok_without_data(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -72,7 +74,8 @@ def ok_without_data(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-04", "item errors are bare strings (the seed's anti-pattern)")
+@mutant("CORE-04", "item errors are bare strings (the seed's anti-pattern)",
+        check="test_error_is_object_with_code_and_message")
 def string_errors(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -84,7 +87,7 @@ def string_errors(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-05", "results in reverse order (still correlated by id)")
+@mutant("CORE-05", "results in reverse order (still correlated by id)", check="test_results_in_request_order")
 def reversed_results(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -94,7 +97,7 @@ def reversed_results(app):
     return on_batch_response(fn)(app)
 
 
-@variation("results shuffled but correlated by id: only CORE-05 (a SHOULD) may flag it")
+@variation("results shuffled but correlated by id: only CORE-05 (a SHOULD) may flag it", warns=["CORE-05"])
 def shuffled_results(app):
     import random
 
@@ -118,7 +121,7 @@ def problem_json_errors(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-06", "the JSON response is labelled text/html")
+@mutant("CORE-06", "the JSON response is labelled text/html", check="test_response_validates_and_is_json")
 def html_content_type(app):
     def fn(call: Call) -> None:
         if call.status == 200:
@@ -126,7 +129,8 @@ def html_content_type(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-06", "result ids are numbers, not the items' strings (schema violation)", also=["CORE-02"])
+@mutant("CORE-06", "result ids are numbers, not the items' strings (schema violation)", also=["CORE-02"],
+        check="test_response_validates_and_is_json")
 def numeric_result_ids(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -137,7 +141,8 @@ def numeric_result_ids(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-07", "duplicate ids are accepted: the later item overwrites the earlier one")
+@mutant("CORE-07", "duplicate ids are accepted: the later item overwrites the earlier one",
+        check="test_duplicate_ids_rejected_before_applying")
 def accepts_duplicates(app):
     def fn(call: Call) -> None:
         doc = call.json()
@@ -153,7 +158,7 @@ def accepts_duplicates(app):
     return Rewrite(app, request=fn)
 
 
-@mutant("CORE-08", "summary counts every item as succeeded")
+@mutant("CORE-08", "summary counts every item as succeeded", check="test_summary_fields_agree")
 def lying_summary(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -165,6 +170,83 @@ def lying_summary(app):
 
 
 @mutant("CORE-09", "results in reverse order for a target declared position-correlated",
-        profile={"envelope": {"correlation": "position"}}, also=["CORE-02"])
+        profile={"envelope": {"correlation": "position"}},
+        check="test_position_correlated_results_keep_length_and_order")
 def position_reversed(app):
     return reversed_results(app)
+
+
+def _duplicated(ops: list) -> list:
+    seen: set = set()
+    dups = []
+    for op in ops:
+        item_id = op.get("id") if isinstance(op, dict) else None
+        if item_id in seen and item_id not in dups:
+            dups.append(item_id)
+        seen.add(item_id)
+    return dups
+
+
+@mutant("CORE-07", "duplicate ids are refused with a 400 that does not say which id is duplicated",
+        check="test_duplicate_ids_rejected_before_applying")
+def duplicate_4xx_names_no_id(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if 400 <= call.status < 500 and isinstance(doc, dict) and doc.get("error") == "duplicate_id":
+            call.set_response_json({"error": "duplicate_id", "message": "the batch has duplicate item ids"})
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-07", "duplicate ids are refused with a 400 naming the id, but the batch's other items were applied",
+        check="test_duplicate_ids_rejected_before_applying")
+def duplicate_rejected_but_others_applied(app):
+    from ._base import Rewrite
+
+    def request(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        dups = _duplicated(ops) if isinstance(ops, list) else []
+        if dups:
+            call.dups = dups  # type: ignore[attr-defined]
+            doc["operations"] = [op for op in ops if not (isinstance(op, dict) and op.get("id") in dups)]
+            call.set_json(doc)
+
+    def response(call: Call) -> None:
+        dups = getattr(call, "dups", None)
+        if dups:
+            call.set_response_json({"error": "duplicate_id", "message": f"duplicate item ids in one batch: {dups!r}",
+                                    "ids": dups}, status=400)
+    return Rewrite(app, request=request, response=response)
+
+
+@mutant("CORE-08", "the summary's `errors` flag says false although items failed",
+        profile={"envelope": {"summary": {"errors_flag": "/summary/errors"}}}, check="test_summary_fields_agree")
+def errors_flag_false(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and isinstance(doc.get("summary"), dict):
+            doc["summary"]["errors"] = False
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-08", "the summary's `errors` flag says true although every item succeeded",
+        profile={"envelope": {"summary": {"errors_flag": "/summary/errors"}}}, check="test_summary_fields_agree")
+def errors_flag_always_true(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and isinstance(doc.get("summary"), dict):
+            doc["summary"]["errors"] = True
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@variation("the summary carries a correct `errors` flag, declared in the profile",
+           profile={"envelope": {"summary": {"errors_flag": "/summary/errors"}}})
+def errors_flag_correct(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and isinstance(doc.get("summary"), dict):
+            doc["summary"]["errors"] = any(r.get("status") == "error" for r in res)
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)

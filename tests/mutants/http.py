@@ -13,7 +13,9 @@ def _outcomes(call: Call) -> set:
     return {r.get("status") for r in _results(call) if isinstance(r, dict)}
 
 
-@mutant("HTTP-01", "a batch with any failed item answers 422 (results still in the body)")
+@mutant("HTTP-01", "a batch with any failed item answers 422 (results still in the body)",
+        check="test_mixed_batch_gets_2xx",
+        errors=["CORE-02", "CORE-03", "CORE-04", "CORE-05", "CORE-06", "CORE-08"])
 def mixed_batch_422(app):
     def fn(call: Call) -> None:
         if call.status == 200 and _outcomes(call) == {"ok", "error"}:
@@ -21,7 +23,8 @@ def mixed_batch_422(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-01", "a batch with mixed outcomes answers 207 Multi-Status", also=["HTTP-02"])
+@mutant("HTTP-01", "a batch with mixed outcomes answers 207 Multi-Status", also=["HTTP-02"],
+        check="test_mixed_batch_gets_2xx")
 def mixed_batch_207(app):
     def fn(call: Call) -> None:
         if call.status == 200 and _outcomes(call) == {"ok", "error"}:
@@ -29,7 +32,8 @@ def mixed_batch_207(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-02", "a failed atomic batch answers 207 Multi-Status with its per-item results")
+@mutant("HTTP-02", "a failed atomic batch answers 207 Multi-Status with its per-item results",
+        check="test_no_batch_response_is_207")
 def atomic_failure_207(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -38,7 +42,8 @@ def atomic_failure_207(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-03", "a batch whose items all fail validation answers 422 instead of 200")
+@mutant("HTTP-03", "a batch whose items all fail validation answers 422 instead of 200",
+        check="test_all_invalid_batch_gets_2xx_with_item_errors")
 def all_invalid_422(app):
     def fn(call: Call) -> None:
         if call.status == 200 and _outcomes(call) == {"error"}:
@@ -46,7 +51,8 @@ def all_invalid_422(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-04", "malformed JSON crashes the parser: 500 internal error")
+@mutant("HTTP-04", "malformed JSON crashes the parser: 500 internal error",
+        check="test_unparseable_batches_get_400_json")
 def malformed_json_500(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -55,7 +61,8 @@ def malformed_json_500(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-04", "an 'operations' member that is not an array crashes the server (500)")
+@mutant("HTTP-04", "an 'operations' member that is not an array crashes the server (500)",
+        check="test_unparseable_batches_get_400_json")
 def non_array_items_500(app):
     def fn(call: Call) -> None:
         req = call.json()
@@ -64,7 +71,8 @@ def non_array_items_500(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-04", "a body with no 'operations' member is taken as a no-op: 200 with no results")
+@mutant("HTTP-04", "a body with no 'operations' member is taken as a no-op: 200 with no results",
+        check="test_unparseable_batches_get_400_json")
 def missing_items_is_noop(app):
     def fn(call: Call) -> None:
         req = call.json()
@@ -73,7 +81,8 @@ def missing_items_is_noop(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-04", "a non-object JSON body gets the framework's HTML 400 page")
+@mutant("HTTP-04", "a non-object JSON body gets the framework's HTML 400 page",
+        check="test_unparseable_batches_get_400_json")
 def non_object_html_400(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -84,7 +93,8 @@ def non_object_html_400(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-05", "malformed JSON gets problem+json while every other batch-level error is {error, message}")
+@mutant("HTTP-05", "malformed JSON gets problem+json while every other batch-level error is {error, message}",
+        check="test_batch_level_errors_share_one_shape")
 def mixed_error_shapes(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -95,7 +105,8 @@ def mixed_error_shapes(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-05", "duplicate ids are reported as {error: {code, message}}, other errors as {error: code, message}")
+@mutant("HTTP-05", "duplicate ids are reported as {error: {code, message}}, other errors as {error: code, message}",
+        check="test_batch_level_errors_share_one_shape")
 def nested_error_for_duplicates(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -104,7 +115,8 @@ def nested_error_for_duplicates(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-06", "any Content-Type is parsed as JSON: a text/plain batch is processed")
+@mutant("HTTP-06", "any Content-Type is parsed as JSON: a text/plain batch is processed",
+        check="test_non_json_content_type_gets_415")
 def ignores_content_type(app):
     async def wrapped(scope, receive, send):
         if scope["type"] == "http":
@@ -115,7 +127,7 @@ def ignores_content_type(app):
     return wrapped
 
 
-@mutant("HTTP-06", "a non-JSON Content-Type gets 400 instead of 415")
+@mutant("HTTP-06", "a non-JSON Content-Type gets 400 instead of 415", check="test_non_json_content_type_gets_415")
 def wrong_media_type_400(app):
     def fn(call: Call) -> None:
         if call.status == 415:
@@ -123,7 +135,8 @@ def wrong_media_type_400(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-07", "a batch whose items were all created answers 201 Created")
+@mutant("HTTP-07", "a batch whose items were all created answers 201 Created",
+        check="test_processed_batches_answer_200")
 def all_created_201(app):
     def fn(call: Call) -> None:
         if call.status == 200 and _outcomes(call) == {"ok"}:
@@ -131,9 +144,30 @@ def all_created_201(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("HTTP-07", "a processed batch with failed items answers 202 Accepted")
+@mutant("HTTP-07", "a processed batch with failed items answers 202 Accepted",
+        check="test_processed_batches_answer_200")
 def partial_202(app):
     def fn(call: Call) -> None:
         if call.status == 200 and "error" in _outcomes(call):
             call.status = 202
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-02", "an accepted async job is answered 207 Multi-Status instead of 202", also=["ASYNC-01"],
+        check="test_no_batch_response_is_207")
+def async_accepted_207(app):
+    from ._base import Rewrite
+
+    def fn(call: Call) -> None:
+        if call.status == 202:
+            call.status = 207
+    return Rewrite(app, method="POST", path="/imports/batch", response=fn)
+
+
+@mutant("HTTP-02", "a refused body (not JSON) is answered 207 Multi-Status with the error", also=["HTTP-04"],
+        check="test_no_batch_response_is_207")
+def refusal_207(app):
+    def fn(call: Call) -> None:
+        if call.status == 400 and call.json() is None:
+            call.status = 207
     return on_batch_response(fn)(app)

@@ -32,7 +32,7 @@ def _ok_ids(body: bytes) -> list[str]:
 
 
 @mutant("IDEM-01", "a repeated key and body runs the batch again instead of replaying the stored response",
-        also=["IDEM-03", "IDEM-05"])
+        also=["IDEM-03", "IDEM-05"], check="test_same_key_same_body_replays_and_applies_nothing")
 def replay_reprocesses(app):
     store = _store(app)
     begin = store.begin
@@ -52,7 +52,8 @@ def replay_reprocesses(app):
 
 
 @mutant("IDEM-01", "an upserting store: the replay path writes the batch's orders again (version bumped) and then "
-                   "returns the stored body unchanged", also=["IDEM-03"])
+                   "returns the stored body unchanged", also=["IDEM-03"],
+        check="test_same_key_same_body_replays_and_applies_nothing")
 def replay_reapplies_writes(app):
     store = _store(app)
     begin = store.begin
@@ -70,14 +71,16 @@ def replay_reapplies_writes(app):
     return app
 
 
-@mutant("IDEM-02", "the request fingerprint is never compared: a reused key replays the first response for any body")
+@mutant("IDEM-02", "the request fingerprint is never compared: a reused key replays the first response for any body",
+        check="test_same_key_other_body_is_refused")
 def fingerprint_not_compared(app):
     store = _store(app)
     store.fingerprint = lambda method, path, doc: "same-for-every-body"
     return app
 
 
-@mutant("IDEM-02", "the fingerprint covers only the item ids, so a changed payload under the same ids is replayed")
+@mutant("IDEM-02", "the fingerprint covers only the item ids, so a changed payload under the same ids is replayed",
+        check="test_same_key_other_body_is_refused")
 def fingerprint_of_ids_only(app):
     store = _store(app)
 
@@ -90,8 +93,12 @@ def fingerprint_of_ids_only(app):
 
 
 @mutant("IDEM-03", "check-then-act: the key is looked up but not claimed before the batch runs, so concurrent "
-                   "duplicates all run")
+                   "duplicates all run", check="test_concurrent_requests_with_one_key_apply_once")
 def in_flight_not_claimed(app):
+    return _not_claimed(app, 0.2)
+
+
+def _not_claimed(app, pause: float):
     store = _store(app)
     begin = store.begin
 
@@ -99,7 +106,7 @@ def in_flight_not_claimed(app):
         got = begin(client, key, fp)
         if isinstance(got, Claim):
             store.release(got)  # the look-up reserved nothing
-            time.sleep(0.2)  # the window a slower store leaves between looking and writing
+            time.sleep(pause)  # the window a slower store leaves between looking and writing
         return got
 
     def upsert(conn: Any, claim: Claim, out: Stored) -> None:
@@ -114,14 +121,24 @@ def in_flight_not_claimed(app):
     return app
 
 
-@mutant("IDEM-04", "replays carry no Idempotent-Replayed header")
+@mutant("IDEM-04", "the first (fresh) response is marked Idempotent-Replayed: true as well", also=["IDEM-05"],
+        check="test_replay_is_marked")
+def fresh_response_marked_replayed(app):
+    def fn(call: Call) -> None:
+        if call.header("idempotency-key") and 200 <= call.status < 300:
+            call.set_response_header("Idempotent-Replayed", "true")
+    return on_batch_response(fn)(app)
+
+
+@mutant("IDEM-04", "replays carry no Idempotent-Replayed header", check="test_replay_is_marked")
 def replay_unmarked(app):
     def fn(call: Call) -> None:
         call.set_response_header("Idempotent-Replayed", None)
     return on_batch_response(fn)(app)
 
 
-@mutant("IDEM-05", "batch keys are global: one client's key collides with another client's")
+@mutant("IDEM-05", "batch keys are global: one client's key collides with another client's",
+        check="test_keys_are_scoped_to_the_credential")
 def keys_shared_across_clients(app):
     store = _store(app)
     begin = store.begin
@@ -130,7 +147,8 @@ def keys_shared_across_clients(app):
 
 
 @mutant("IDEM-05", "batch keys are looked up by key and body across clients: the same body under the same key "
-                   "replays another client's response", also=["IDEM-02"])
+                   "replays another client's response", also=["IDEM-02"],
+        check="test_keys_are_scoped_to_the_credential")
 def keys_shared_per_body(app):
     store = _store(app)
     begin = store.begin
@@ -138,7 +156,8 @@ def keys_shared_per_body(app):
     return app
 
 
-@mutant("IDEM-06", "item keys are accepted but ignored: a retried item is applied again", also=["IDEM-07", "IDEM-11"])
+@mutant("IDEM-06", "item keys are accepted but ignored: a retried item is applied again", also=["IDEM-07", "IDEM-11"],
+        check="test_item_keys_retry_only_failed_items")
 def item_keys_ignored(app):
     store = _store(app)
 
@@ -150,7 +169,8 @@ def item_keys_ignored(app):
     return app
 
 
-@mutant("IDEM-06", "failed item keys are remembered too, so a retry replays the failure instead of re-attempting")
+@mutant("IDEM-06", "failed item keys are remembered too, so a retry replays the failure instead of re-attempting",
+        check="test_item_keys_retry_only_failed_items")
 def item_failures_remembered(app):
     store = _store(app)
     apply_once = store.apply_items_once
@@ -167,14 +187,16 @@ def item_failures_remembered(app):
     return app
 
 
-@mutant("IDEM-07", "the item fingerprint is never compared: a reused item key replays its stored result")
+@mutant("IDEM-07", "the item fingerprint is never compared: a reused item key replays its stored result",
+        check="test_item_key_reused_with_other_payload")
 def item_fingerprint_not_compared(app):
     _store(app).item_fingerprint = lambda item: "same-for-every-item"
     return app
 
 
 @mutant("IDEM-08", "the key is recorded only once the response was delivered: a client that hung up leaves the "
-                   "batch applied and the key forgotten", socket=True)
+                   "batch applied and the key forgotten", socket=True,
+        check="test_retry_after_dropped_connection_applies_once")
 def key_lost_on_disconnect(app):
     store = _store(app)
 
@@ -205,13 +227,15 @@ def key_lost_on_disconnect(app):
     return wrapped
 
 
-@mutant("IDEM-09", "keys expire after half a second although the profile documents 24 hours")
+@mutant("IDEM-09", "keys expire after half a second although the profile documents 24 hours",
+        check="test_key_honoured_within_retention")
 def keys_forgotten_early(app):
     _store(app).retention = 0.5
     return app
 
 
-@mutant("IDEM-10", "malformed keys accepted: an empty key counts as no key, a long key is cut to 255 characters")
+@mutant("IDEM-10", "malformed keys accepted: an empty key counts as no key, a long key is cut to 255 characters",
+        check="test_malformed_or_missing_key_gets_400")
 def malformed_keys_accepted(app):
     async def wrapped(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -230,12 +254,13 @@ def malformed_keys_accepted(app):
 
 
 @mutant("IDEM-10", "the profile says a key is required, but the endpoint takes batches without one",
-        profile={"idempotency": {"required": True}})
+        profile={"idempotency": {"required": True}}, check="test_malformed_or_missing_key_gets_400")
 def required_key_not_enforced(app):
     return app
 
 
-@mutant("IDEM-11", "the same item key on two items of one batch: both are applied")
+@mutant("IDEM-11", "the same item key on two items of one batch: both are applied",
+        check="test_item_key_twice_in_one_batch")
 def duplicate_item_keys_applied(app):
     store = _store(app)
     name = store.item_field

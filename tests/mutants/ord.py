@@ -152,30 +152,32 @@ def dependency_layer_correct(app):
 
 
 @mutant("ORD-02", "depends_on is checked but not used for ordering: items run in request order, so a "
-                  "dependent listed first fails as if its dependency had failed")
+                  "dependent listed first fails as if its dependency had failed",
+        check="test_dependent_runs_after_its_dependency")
 def dependencies_in_request_order(app):
     return DependencyLayer(app, order="request")
 
 
 @mutant("ORD-03", "a dependent item is applied although its dependency failed (order honoured, failure "
-                  "not propagated)")
+                  "not propagated)", check="test_failed_dependency_fails_dependents")
 def failure_not_propagated(app):
     return DependencyLayer(app, propagate=False)
 
 
 # A short request timeout keeps the kit's own test fast; the hang is caught the same way at any timeout.
 @mutant("ORD-04", "a dependency cycle makes the server wait forever for dependencies that never complete",
-        profile={"target": {"timeout": 2}})
+        profile={"target": {"timeout": 2}}, check="test_cycle_gets_clear_error")
 def cycle_hangs(app):
     return DependencyLayer(app, cycle="hang")
 
 
-@mutant("ORD-04", "a dependency cycle crashes the resolver: 500")
+@mutant("ORD-04", "a dependency cycle crashes the resolver: 500", check="test_cycle_gets_clear_error")
 def cycle_crashes(app):
     return DependencyLayer(app, cycle="crash")
 
 
-@mutant("ORD-04", "depends_on entries naming no item of the batch are silently dropped: the item is applied")
+@mutant("ORD-04", "depends_on entries naming no item of the batch are silently dropped: the item is applied",
+        check="test_unknown_dependency_gets_clear_error")
 def unknown_dependency_dropped(app):
     def req(call: Call) -> None:
         doc = call.json()
@@ -190,7 +192,8 @@ def unknown_dependency_dropped(app):
     return Rewrite(app, path=PATH, request=req)
 
 
-@mutant("ORD-03", "dependency_failed does not say which dependency failed")
+@mutant("ORD-03", "dependency_failed does not say which dependency failed",
+        check="test_failed_dependency_fails_dependents")
 def dependency_failed_unnamed(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
@@ -212,7 +215,7 @@ def _independent(call: Call) -> bool:
 
 
 @mutant("ORD-01", "independent items run in parallel; ok results' data are listed in completion order "
-                  "under the request's ids")
+                  "under the request's ids", check="test_independent_items_correlated_by_id")
 def ok_data_in_completion_order(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
@@ -227,7 +230,8 @@ def ok_data_in_completion_order(app):
 
 
 @mutant("ORD-01", "independent items run in parallel; results come back in completion order but are "
-                  "labelled with the request's ids by position", also=["CORE-03"])
+                  "labelled with the request's ids by position", also=["CORE-03"],
+        check="test_independent_items_correlated_by_id")
 def results_labelled_by_position(app):
     def resp(call: Call) -> None:
         doc = call.response_json()
@@ -245,7 +249,8 @@ def results_labelled_by_position(app):
     return Rewrite(app, path=PATH, response=resp)
 
 
-@variation("independent items run in parallel, results in completion order, correlated by id", classes=["ORD"])
+@variation("independent items run in parallel, results in completion order, correlated by id", classes=["ORD"],
+           warns=["CORE-05"])
 def completion_order_correlated(app):
     def resp(call: Call) -> None:
         doc = call.response_json()

@@ -14,7 +14,8 @@ def _openapi(fn):
     return on_batch_response(fn, path="/openapi.json", method="GET")
 
 
-@mutant("PAR-01", "the single endpoint wraps the created order in {\"order\": ...}; batch data is the bare order")
+@mutant("PAR-01", "the single endpoint wraps the created order in {\"order\": ...}; batch data is the bare order",
+        check="test_ok_data_matches_single_response")
 def single_wraps_resource(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -23,7 +24,8 @@ def single_wraps_resource(app):
     return _single_response(fn)(app)
 
 
-@mutant("PAR-01", "batch ok results carry a trimmed order (no note) while the single endpoint returns all of it")
+@mutant("PAR-01", "batch ok results carry a trimmed order (no note) while the single endpoint returns all of it",
+        check="test_ok_data_matches_single_response")
 def batch_data_trimmed(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -37,7 +39,8 @@ def batch_data_trimmed(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PAR-01", "the single endpoint renders amounts as strings (\"12.5\")")
+@mutant("PAR-01", "the single endpoint renders amounts as strings (\"12.5\")",
+        check="test_ok_data_matches_single_response")
 def single_amount_as_string(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -47,7 +50,8 @@ def single_amount_as_string(app):
     return _single_response(fn)(app)
 
 
-@mutant("PAR-02", "the single endpoint reports every invalid order as 'validation_failed'")
+@mutant("PAR-02", "the single endpoint reports every invalid order as 'validation_failed'",
+        check="test_invalid_item_same_code_single_and_batch")
 def single_generic_code(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -57,7 +61,8 @@ def single_generic_code(app):
     return _single_response(fn)(app)
 
 
-@mutant("PAR-02", "the single endpoint accepts a negative amount (only the batch validates it)")
+@mutant("PAR-02", "the single endpoint accepts a negative amount (only the batch validates it)",
+        check="test_invalid_item_same_code_single_and_batch")
 def single_skips_amount_check(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -75,7 +80,8 @@ def _schemas(call: Call) -> tuple[Any, dict | None]:
         return doc, None
 
 
-@mutant("PAR-03", "the OpenAPI batch item schema drops amount's exclusiveMinimum (a hand-copied schema that drifted)")
+@mutant("PAR-03", "the OpenAPI batch item schema drops amount's exclusiveMinimum (a hand-copied schema that drifted)",
+        check="test_batch_item_schema_is_single_request_schema")
 def openapi_item_schema_drifted(app):
     def fn(call: Call) -> None:
         doc, schemas = _schemas(call)
@@ -86,7 +92,8 @@ def openapi_item_schema_drifted(app):
     return _openapi(fn)(app)
 
 
-@mutant("PAR-03", "the OpenAPI batch item schema allows a field the single request does not ('priority')")
+@mutant("PAR-03", "the OpenAPI batch item schema allows a field the single request does not ('priority')",
+        check="test_batch_item_schema_is_single_request_schema")
 def openapi_item_extra_field(app):
     def fn(call: Call) -> None:
         doc, schemas = _schemas(call)

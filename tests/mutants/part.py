@@ -33,7 +33,8 @@ def _is_validation(code: Any) -> bool:
     return isinstance(code, str) and code.startswith(VALIDATION)
 
 
-@mutant("PART-01", "when any item fails, the transaction is rolled back but the valid items still say ok")
+@mutant("PART-01", "when any item fails, the transaction is rolled back but the valid items still say ok",
+        check="test_valid_items_of_mixed_batch_are_applied")
 def rolls_back_mixed_batch(app):
     store = _db(app)
 
@@ -46,7 +47,8 @@ def rolls_back_mixed_batch(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PART-01", "valid items that come after the first invalid item are reported ok but never written")
+@mutant("PART-01", "valid items that come after the first invalid item are reported ok but never written",
+        check="test_valid_items_of_mixed_batch_are_applied")
 def stops_writing_after_first_error(app):
     store = _db(app)
 
@@ -61,7 +63,7 @@ def stops_writing_after_first_error(app):
 
 
 @mutant("PART-02", "an item with an invalid value is inserted before validation rejects it (half-written row)",
-        also=["PART-04"])
+        also=["PART-04"], check="test_failed_items_are_not_readable")
 def half_writes_invalid_items(app):
     store = _db(app)
 
@@ -78,7 +80,8 @@ def half_writes_invalid_items(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PART-02", "an item whose id already exists overwrites the stored order before failing with already_exists")
+@mutant("PART-02", "an item whose id already exists overwrites the stored order before failing with already_exists",
+        check="test_failed_item_leaves_existing_resource_untouched")
 def conflict_overwrites(app):
     store = _db(app)
 
@@ -92,7 +95,8 @@ def conflict_overwrites(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PART-03", "every invalid item gets the generic code 'validation_error'")
+@mutant("PART-03", "every invalid item gets the generic code 'validation_error'",
+        check="test_item_error_names_code_and_field")
 def generic_item_code(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -107,7 +111,8 @@ def generic_item_code(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PART-03", "item error messages say only 'invalid item', naming no field")
+@mutant("PART-03", "item error messages say only 'invalid item', naming no field",
+        check="test_item_error_names_code_and_field")
 def vague_item_message(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -124,7 +129,8 @@ def vague_item_message(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PART-04", "the id of a failed item stays reserved: resubmitting it corrected gets already_exists")
+@mutant("PART-04", "the id of a failed item stays reserved: resubmitting it corrected gets already_exists",
+        check="test_resubmitting_corrected_failures")
 def failed_ids_reserved(app):
     store = _db(app)
     reserved: set[tuple[str, str]] = set()
@@ -150,7 +156,7 @@ def failed_ids_reserved(app):
 
 
 @mutant("PART-04", "a batch holding ids that failed last time is taken as a retry: the previous batch's "
-        "succeeded items are applied again")
+        "succeeded items are applied again", check="test_resubmitting_corrected_failures")
 def retry_reapplies_previous_batch(app):
     store = _db(app)
     last: dict[str, tuple[set[str], list[str]]] = {}
@@ -169,7 +175,8 @@ def retry_reapplies_previous_batch(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PART-05", "a one-item batch takes a legacy path that reports validation errors as 'invalid_request'")
+@mutant("PART-05", "a one-item batch takes a legacy path that reports validation errors as 'invalid_request'",
+        check="test_item_result_independent_of_batch")
 def single_item_batch_generic_code(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -180,7 +187,7 @@ def single_item_batch_generic_code(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PART-06", "item errors carry no retryable flag")
+@mutant("PART-06", "item errors carry no retryable flag", check="test_error_results_say_whether_retry_can_succeed")
 def no_retryable_flag(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -192,7 +199,8 @@ def no_retryable_flag(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("PART-06", "every item error says retryable: true, validation errors included")
+@mutant("PART-06", "every item error says retryable: true, validation errors included",
+        check="test_error_results_say_whether_retry_can_succeed")
 def everything_retryable(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -203,3 +211,24 @@ def everything_retryable(app):
             call.set_response_json(doc)
     return on_batch_response(fn)(app)
 
+
+
+@mutant("PART-04", "an upserting store: an id that already exists is applied again (version bumped) and answered ok",
+        check="test_resubmitting_the_whole_batch_corrected_applies_nothing_twice")
+def existing_ids_reapplied(app):
+    store = _db(app)
+
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        client = _client(call)
+        changed = False
+        for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
+            if r.get("status") == "error" and (r.get("error") or {}).get("code") == "already_exists":
+                store.connection().execute("UPDATE orders SET version = version + 1 WHERE client = ? AND id = ?",
+                                           (client, r.get("id")))
+                r.pop("error", None)
+                r.update({"status": "ok", "data": {"id": r.get("id")}})
+                changed = True
+        if changed:
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)

@@ -20,7 +20,7 @@ def _server_error(call: Call, message: str) -> None:
 
 
 @mutant("ROB-02", "a lenient JSON parser accepts NaN/Infinity, then serialising the answer crashes: 500",
-        profile=_FEW)
+        profile=_FEW, check="test_hostile_inputs_rejected_cleanly")
 def nan_crashes(app):
     def fn(call: Call) -> None:
         if _NON_JSON_NUMBER.search(call.body):
@@ -28,7 +28,8 @@ def nan_crashes(app):
     return Rewrite(app, response=fn)
 
 
-@mutant("ROB-02", "a recursive parser spins on deeply nested bodies: no answer", profile={**_HANG, **_FEW})
+@mutant("ROB-02", "a recursive parser spins on deeply nested bodies: no answer", profile={**_HANG, **_FEW},
+        check="test_hostile_inputs_rejected_cleanly")
 def deep_nesting_hangs(app):
     async def fn(call: Call) -> None:
         if _DEEP.search(call.body):
@@ -36,7 +37,8 @@ def deep_nesting_hangs(app):
     return Rewrite(app, request=fn)
 
 
-@mutant("ROB-02", "a non-ASCII id is stored through a latin-1 column: read back, it is mojibake", profile=_FEW)
+@mutant("ROB-02", "a non-ASCII id is stored through a latin-1 column: read back, it is mojibake", profile=_FEW,
+        check="test_hostile_inputs_rejected_cleanly")
 def non_ascii_ids_garbled(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -50,7 +52,8 @@ def non_ascii_ids_garbled(app):
                    response=fn)
 
 
-@mutant("ROB-01", "unknown top-level members of a batch body raise a KeyError: 500", profile=_FUZZ)
+@mutant("ROB-01", "unknown top-level members of a batch body raise a KeyError: 500", profile=_FUZZ,
+        check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
 def extra_members_crash(app):
     def fn(call: Call) -> None:
         doc = call.json()
@@ -60,7 +63,7 @@ def extra_members_crash(app):
 
 
 @mutant("ROB-01", "a malformed envelope is answered 406, a status the OpenAPI document does not declare",
-        profile=_FUZZ)
+        profile=_FUZZ, check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
 def undocumented_error_shape(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -70,7 +73,7 @@ def undocumented_error_shape(app):
 
 
 @mutant("ROB-01", "an item whose depends_on names an id outside the batch sends the planner into an endless loop",
-        profile={**_HANG, **_FUZZ})
+        profile={**_HANG, **_FUZZ}, check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
 def unknown_dependency_hangs(app):
     async def fn(call: Call) -> None:
         doc = call.json()
@@ -114,6 +117,26 @@ class _PoisonedAfterDisconnect:
 
 
 @mutant("ROB-03", "a client that disconnects mid-body leaks the worker's open transaction: every later write gets 500",
-        socket=True, profile=_FEW)
+        socket=True, profile=_FEW, check="test_normal_batch_succeeds_after_hostile_run")
 def poisoned_after_disconnect(app):
     return _PoisonedAfterDisconnect(app)
+
+
+@mutant("ROB-01", "a job read with a 32-digit cursor overflows the database integer: 500", profile=_FEW,
+        check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
+def huge_cursor_crashes(app):
+    def fn(call: Call) -> None:
+        for part in call.query.split("&"):
+            name, _, value = part.partition("=")
+            if name in ("cursor", "limit") and len(value.lstrip("-+")) > 18:
+                _server_error(call, "OverflowError: Python int too large to convert to SQLite INTEGER")
+    return Rewrite(app, method="GET", path=lambda p: p.startswith("/imports/batch/"), response=fn)
+
+
+@mutant("ROB-01", "a method a job path does not take gets 405 with an Allow that leaves out DELETE",
+        profile=_FEW, check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
+def allow_leaves_out_delete(app):
+    def fn(call: Call) -> None:
+        if call.status == 405:
+            call.set_response_header("allow", "GET, HEAD")
+    return Rewrite(app, method=None, path=lambda p: p.startswith("/imports/batch/"), response=fn)

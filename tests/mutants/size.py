@@ -26,12 +26,14 @@ def _ops(call: Call) -> list | None:
     return ops if isinstance(ops, list) else None
 
 
-@mutant("SIZE-01", "the item limit is not enforced: an over-limit batch is processed")
+@mutant("SIZE-01", "the item limit is not enforced: an over-limit batch is processed",
+        check="test_over_max_items_rejected")
 def item_limit_not_enforced(app):
     return _relimit(app, max_items=10**6)
 
 
-@mutant("SIZE-01", "an over-limit batch is refused with the code 'too_many_items'")
+@mutant("SIZE-01", "an over-limit batch is refused with the code 'too_many_items'",
+        check="test_over_max_items_rejected")
 def wrong_too_large_code(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -41,7 +43,8 @@ def wrong_too_large_code(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("SIZE-01", "the batch_too_large message names neither the limit nor the count")
+@mutant("SIZE-01", "the batch_too_large message names neither the limit nor the count",
+        check="test_over_max_items_rejected")
 def vague_too_large_message(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -50,7 +53,8 @@ def vague_too_large_message(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("SIZE-01", "the first max_items items are applied, then the batch is refused as too large")
+@mutant("SIZE-01", "the first max_items items are applied, then the batch is refused as too large",
+        check="test_over_max_items_rejected")
 def applies_up_to_the_limit(app):
     limit = _service(app).settings.max_items
     over: dict[str, int] = {}
@@ -72,7 +76,8 @@ def applies_up_to_the_limit(app):
     return Rewrite(app, request=req, response=resp)
 
 
-@mutant("SIZE-02", "off by one: a batch of exactly max_items is refused as too large")
+@mutant("SIZE-02", "off by one: a batch of exactly max_items is refused as too large",
+        check="test_exactly_max_items_processed")
 def exact_limit_refused(app):
     limit = _service(app).settings.max_items
 
@@ -84,7 +89,8 @@ def exact_limit_refused(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("SIZE-02", "off by one in the loop: the last item of a full batch is silently dropped")
+@mutant("SIZE-02", "off by one in the loop: the last item of a full batch is silently dropped",
+        check="test_exactly_max_items_processed")
 def full_batch_drops_last(app):
     limit = _service(app).settings.max_items
 
@@ -97,12 +103,13 @@ def full_batch_drops_last(app):
     return Rewrite(app, request=fn)
 
 
-@mutant("SIZE-03", "the byte limit is not enforced: an over-limit body is parsed and processed")
+@mutant("SIZE-03", "the byte limit is not enforced: an over-limit body is parsed and processed",
+        check="test_over_max_bytes_gets_413_in_process")
 def byte_limit_not_enforced(app):
     return _relimit(app, max_bytes=10**9)
 
 
-@mutant("SIZE-03", "an over-limit body gets 413 with an empty body")
+@mutant("SIZE-03", "an over-limit body gets 413 with an empty body", check="test_over_max_bytes_gets_413_in_process")
 def bare_413(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -130,14 +137,16 @@ def _read_all(refuse_after: bool):
     return body
 
 
-@mutant("SIZE-03", "only Content-Length is checked: a chunked body of any size is read and processed", socket=True)
+@mutant("SIZE-03", "only Content-Length is checked: a chunked body of any size is read and processed", socket=True,
+        check="test_over_max_bytes_refused_while_streaming")
 def chunked_limit_not_enforced(app):
     svc = _service(app)
     svc.body = types.MethodType(_read_all(refuse_after=False), svc)
     return app
 
 
-@mutant("SIZE-03", "the whole body is buffered before its size is checked: 413 only after the last byte", socket=True)
+@mutant("SIZE-03", "the whole body is buffered before its size is checked: 413 only after the last byte", socket=True,
+        check="test_over_max_bytes_refused_while_streaming")
 def refuses_after_reading_everything(app):
     svc = _service(app)
     svc.body = types.MethodType(_read_all(refuse_after=True), svc)
@@ -152,7 +161,8 @@ def _openapi_items(call: Call) -> tuple[Any, dict | None]:
         return doc, None
 
 
-@mutant("SIZE-04", "the OpenAPI document states maxItems 5000 while the server refuses over 1000")
+@mutant("SIZE-04", "the OpenAPI document states maxItems 5000 while the server refuses over 1000",
+        check="test_limits_discoverable")
 def openapi_wrong_max_items(app):
     def fn(call: Call) -> None:
         doc, ops = _openapi_items(call)
@@ -163,7 +173,7 @@ def openapi_wrong_max_items(app):
 
 
 @mutant("SIZE-04", "no maxItems in the OpenAPI document and no numbers in the batch_too_large message",
-        also=["SIZE-01"])
+        also=["SIZE-01"], check="test_limits_discoverable")
 def limit_undiscoverable(app):
     def doc_fn(call: Call) -> None:
         doc, ops = _openapi_items(call)
@@ -173,7 +183,7 @@ def limit_undiscoverable(app):
     return on_batch_response(doc_fn, path="/openapi.json", method="GET")(vague_too_large_message(app))
 
 
-@mutant("SIZE-05", "an empty batch crashes the server (500)")
+@mutant("SIZE-05", "an empty batch crashes the server (500)", check="test_empty_batch_clear_answer")
 def empty_batch_500(app):
     def fn(call: Call) -> None:
         if _ops(call) == []:
@@ -181,7 +191,8 @@ def empty_batch_500(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("SIZE-05", "an empty batch gets 400 with the generic code 'invalid_body'")
+@mutant("SIZE-05", "an empty batch gets 400 with the generic code 'invalid_body'",
+        check="test_empty_batch_clear_answer")
 def empty_batch_generic_400(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -207,3 +218,9 @@ def empty_batch_200(app):
         if isinstance(doc, dict) and doc.get("error") == "batch_empty":
             call.set_response_json({"results": [], "summary": {"total": 0, "succeeded": 0, "failed": 0}}, 200)
     return on_batch_response(fn)(app)
+
+
+@mutant("SIZE-04", "the OpenAPI document states the right maxItems, but the over-limit error does not name the limit",
+        also=["SIZE-01"], check="test_limits_discoverable")
+def limit_only_in_openapi(app):
+    return vague_too_large_message(app)
