@@ -156,6 +156,10 @@ def _validate(case: Any, resp: httpx.Response, checks: list[Any], *, lenient: bo
 NOISE = "AcceptedNegativeData"  # schemathesis' negative_data_rejection failure ("Schema-violating request accepted")
 
 
+# Every operation and mode sends at least this many cases, whatever the time budget says: without a
+# floor, what ROB-01 observes (and which defects it finds) would depend on the machine's load.
+MIN_EXAMPLES = 5
+
 _STEER = "batchspec-steer"  # the placeholder value of an optional header in body-only negative cases: never sent
 
 
@@ -167,11 +171,11 @@ class _Enough(Exception):
 
 def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
          run: FuzzRun, redact: Any, budget_s: float | None = None, lenient: bool = False,
-         path_values: dict[str, Any] | None = None) -> None:
+         path_values: dict[str, Any] | None = None, min_examples: int = MIN_EXAMPLES) -> None:
     """Generate up to `max_examples` cases of `operation` in one mode and send each through the Target.
 
-    `budget_s` bounds the wall time of this operation and mode (cases past it are neither generated
-    nor sent);
+    `budget_s` bounds the wall time of this operation and mode once `min_examples` cases were sent
+    (cases past it are neither generated nor sent);
     `lenient`: a batch endpoint, where a 2xx to a body with invalid items is the spec's rule (per-item
     errors), so schemathesis' "schema-violating request accepted" is noise there, counted apart;
     `path_values` replace generated path parameters (a real job id, so reads reach a resource).
@@ -185,19 +189,20 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
     optional = [p.name for p in operation.headers if not p.is_required] if operation.body else []
     if mode_name != "negative" or not optional:
         _fuzz_mode(target, path, operation, mode_name, max_examples=max_examples, seed=seed, run=run,
-                   redact=redact, budget_s=budget_s, lenient=lenient, path_values=path_values)
+                   redact=redact, budget_s=budget_s, lenient=lenient, path_values=path_values,
+                   min_examples=min_examples)
         return
     half = max(1, max_examples // 2)
     for sub, steer, examples, sub_seed in (("negative", None, max_examples - half, seed),
                                            ("negative-body", optional, half, seed + 1)):
         _fuzz_mode(target, path, operation, sub, max_examples=max(1, examples), seed=sub_seed, run=run,
                    redact=redact, budget_s=None if budget_s is None else budget_s / 2, lenient=lenient,
-                   path_values=path_values, steer=steer)
+                   path_values=path_values, min_examples=(min_examples + 1) // 2, steer=steer)
 
 
 def _fuzz_mode(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
                run: FuzzRun, redact: Any, budget_s: float | None, lenient: bool,
-               path_values: dict[str, Any] | None, steer: list[str] | None = None) -> None:
+               path_values: dict[str, Any] | None, min_examples: int, steer: list[str] | None = None) -> None:
     import time
 
     from hypothesis import HealthCheck, Phase, given, settings
@@ -207,6 +212,7 @@ def _fuzz_mode(target: Any, path: str, operation: Any, mode_name: str, *, max_ex
     mode = GenerationMode.POSITIVE if mode_name == "positive" else GenerationMode.NEGATIVE
     label = f"{operation.method.upper()} {operation.path}"
     end = None if budget_s is None else time.monotonic() + budget_s
+    sent = [0]
     # Explicit values keep schemathesis from breaking these headers; _send leaves them out.
     explicit = {"headers": {name: _STEER for name in steer}} if steer else {}
 
@@ -217,9 +223,10 @@ def _fuzz_mode(target: Any, path: str, operation: Any, mode_name: str, *, max_ex
     def one(case: Any) -> None:
         if run.stopped:
             raise _Enough
-        if end is not None and time.monotonic() > end:
+        if end is not None and sent[0] >= min_examples and time.monotonic() > end:
             run.over_budget.add(f"{mode_name} {label}")
             raise _Enough
+        sent[0] += 1
         if path_values and mode_name == "positive":
             case.path_parameters = {**(case.path_parameters or {}),
                                     **{k: v for k, v in path_values.items() if k in (case.path_parameters or {})}}
