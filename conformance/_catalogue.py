@@ -18,6 +18,8 @@ class Rule:
     rationale: str
     seed: str
     pending: bool = False
+    # SPEC 4b: when a SKIP counts as met for a level: {"when": {...conditions}, "because": "..."}, or None.
+    not_applicable: dict[str, Any] | None = None
 
     @property
     def requirement(self) -> str:
@@ -33,9 +35,21 @@ class RuleClass:
 
 
 @dataclass(frozen=True)
+class Level:
+    """A conformance level (SPEC 4b): `classes` are all the classes it needs, its own and those below."""
+
+    level: int
+    name: str
+    adds: tuple[str, ...]
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Catalogue:
     rules: tuple[Rule, ...]
     classes: tuple[RuleClass, ...]
+    levels: tuple[Level, ...] = ()
+    version: str = ""
 
     def get(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -72,6 +86,7 @@ def load() -> Catalogue:
             rationale=r.get("rationale", ""),
             seed=r.get("seed", ""),
             pending=bool(r.get("pending", False)),
+            not_applicable=r.get("not_applicable"),
         )
         for r in data["rules"]
     )
@@ -79,7 +94,12 @@ def load() -> Catalogue:
         RuleClass(c["id"], c.get("name", c["id"]), c.get("description", ""), bool(c.get("always_on")))
         for c in data["classes"]
     )
-    return Catalogue(rules, classes)
+    levels: list[Level] = []
+    below: tuple[str, ...] = ()
+    for lv in sorted(data.get("levels") or [], key=lambda x: x["level"]):
+        below = below + tuple(lv["classes"])
+        levels.append(Level(int(lv["level"]), lv["name"], tuple(lv["classes"]), below))
+    return Catalogue(rules, classes, tuple(levels), str(data.get("version", "")))
 
 
 def violation_verdict(level: str, strict: bool) -> str:

@@ -22,7 +22,7 @@ from ._client import Session
 from ._model import CheckOutcome, RuleResult, RunReport, Verdict, worst
 from ._profile import Profile
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
 # Where a pytest session keeps its RunContext. It lives here, not in the plugin, so the engine never
 # imports the plugin (the plugin imports the engine; pytest loads the plugin by name, `-p`).
 CTX: pytest.StashKey["RunContext"] = pytest.StashKey()
@@ -73,7 +73,7 @@ class BodyFiles:
 
         named: set[str] = set()
         for f in Path(report_dir).iterdir():
-            if f.is_file() and f.suffix in (".json", ".md", ".html", ".xml"):
+            if f.is_file() and f.suffix in (".json", ".md", ".html", ".xml", ".har"):  # .har: its _curl lines
                 text = f.read_text(encoding="utf-8", errors="replace")
                 named.update(re.findall(r"bodies/([0-9a-f]{20}\.body)", text))
         for p in d.iterdir():
@@ -99,6 +99,8 @@ class RunContext:
     progress: Callable[[CheckOutcome, int, int], None] | None = None
     status: Callable[[str], None] | None = None
     maxfail: int = 0  # stop after this many FAIL verdicts (--exitfirst is 1); 0 runs everything
+    evidence: str = "summary"  # "all": report.json keeps the exchanges of passing checks too
+    baseline: str | None = None  # an earlier report.json that report.html compares with
     run_id: str = ""
     outcomes: list[CheckOutcome] = field(default_factory=list)
     checked_rules: set[str] = field(default_factory=set)
@@ -186,13 +188,16 @@ class RunContext:
                     reason = f"{len(outs)} check(s) passed"
                 if self.halted() and len(outs) < self.planned.get(rule.id, 0):
                     reason += f" (only {len(outs)} of {self.planned[rule.id]} checks ran: {self.halted()})"
-            results.append(
-                RuleResult(
-                    id=rule.id, cls=rule.cls, level=rule.level, title=rule.title,
-                    rationale=rule.rationale, seed=rule.seed, verdict=verdict, reason=reason,
-                    checks=sorted(outs, key=lambda o: o.nodeid),
-                )
+            result = RuleResult(
+                id=rule.id, cls=rule.cls, level=rule.level, title=rule.title,
+                rationale=rule.rationale, seed=rule.seed, verdict=verdict, reason=reason,
+                checks=sorted(outs, key=lambda o: o.nodeid),
             )
+            # PASS outranks SKIP in `worst`: a skipped check or an unobserved state must not vanish (issue 14).
+            if verdict == Verdict.PASS and result.partial:
+                done = f"{len(outs)} check(s) passed"
+                result.reason = result.qualifier() + ("" if reason == done else f"; {reason}")
+            results.append(result)
         finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         target = self.profile.base_url
         report = RunReport(
@@ -215,6 +220,8 @@ class RunContext:
                 "selected_classes": self.classes or [],
                 "selected_rules": self.rules or [],
                 "in_process": self.transport is not None,
+                "evidence": self.evidence,
+                **({"baseline": self.baseline} if self.baseline else {}),
             },
         )
         if self.interrupted:
@@ -228,6 +235,11 @@ class RunContext:
             from . import _waivers
 
             _waivers.apply(report, self.waivers, source=self.waivers_source)
+        from . import _levels
+
+        report.catalogue = {"version": cat.version}
+        facts = {"correlation": self.session.envelope.m.get("correlation") or "id"}
+        report.conformance = _levels.assess(cat, report.rules, report.classes_declared, facts)
         return report
 
 
@@ -352,6 +364,8 @@ def run(
     progress: Callable[[CheckOutcome, int, int], None] | None = None,
     status: Callable[[str], None] | None = None,
     maxfail: int = 0,
+    evidence: str = "summary",
+    baseline: str | None = None,
 ) -> RunReport:
     """Run the suites against the profile's target and return the report (written if report_dir).
 
@@ -364,6 +378,7 @@ def run(
         profile=profile, transport=transport, strict=strict, classes=classes, rules=rules,
         report_dir=str(report_dir) if report_dir else None, waivers=waivers,
         waivers_source=waivers_source, progress=progress, status=status, maxfail=maxfail,
+        evidence=evidence, baseline=baseline,
     )
     out = io.StringIO()
     # SIGTERM ends the run like SIGINT does: the reports are written and say so (exit 143).

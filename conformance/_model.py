@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,8 @@ class Exchange:
     error: str | None = None
     curl: str = ""
     note: str | None = None
+    # When the exchange was recorded (epoch seconds, just after the response): HAR's startedDateTime.
+    recorded_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,10 +95,11 @@ class CheckOutcome:
     figures: dict[str, Any] = field(default_factory=dict)
     observed: list[str] = field(default_factory=list)
     """What the check did not observe (conformance.checks.observed): a PASS holds for the rest only."""
+    # Measured series for charts (checks.series): [{"name", "x", "y", "unit", "kind", "points": [[x, y], ...]}].
+    series: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "observed": self.observed,
             "name": self.name,
             "nodeid": self.nodeid,
             "verdict": self.verdict.value,
@@ -104,6 +108,8 @@ class CheckOutcome:
             "seen": self.seen,
             "duration_s": round(self.duration_s, 4),
             "figures": self.figures,
+            "observed": list(self.observed),
+            "series": list(self.series),
         }
 
 
@@ -130,6 +136,41 @@ class RuleResult:
         return out
 
     @property
+    def skipped_checks(self) -> list[CheckOutcome]:
+        """Checks that were skipped while the rule still got a verdict from the others (issue 14)."""
+        if self.verdict in (Verdict.SKIP, Verdict.PENDING) or not self.checks:
+            return []
+        return [c for c in self.checks if c.verdict == Verdict.SKIP]
+
+    @property
+    def not_observed(self) -> list[str]:
+        """What the rule's checks said they could not observe (checks.observed), deduplicated."""
+        return list(dict.fromkeys(n for c in self.checks for n in c.observed))
+
+    @property
+    def partial(self) -> bool:
+        """True when the verdict rests on less than every check observing its decisive state."""
+        return bool(self.skipped_checks or self.not_observed)
+
+    def qualifier(self) -> str:
+        """What a bare verdict hides: "2 of 3 checks; 1 skipped: the target upserts; not observed: ..."."""
+        parts = []
+        skipped = self.skipped_checks
+        if skipped:
+            ran = len(self.checks) - len(skipped)
+            why = "; ".join(dict.fromkeys(c.reason or c.name for c in skipped))
+            parts.append(f"{ran} of {len(self.checks)} checks; {len(skipped)} skipped: {why}")
+        notes = self.not_observed
+        if notes:
+            parts.append("not observed: " + "; ".join(notes))
+        return "; ".join(parts)
+
+    def label(self) -> str:
+        """The verdict as every format shows it: "PASS (2 of 3 checks; 1 skipped: ...)"."""
+        q = self.qualifier()
+        return f"{self.verdict.value} ({q})" if q else self.verdict.value
+
+    @property
     def deciding_check(self) -> CheckOutcome | None:
         for c in self.checks:
             if c.verdict == self.verdict:
@@ -153,6 +194,9 @@ class RunReport:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     waivers: list[dict[str, Any]] = field(default_factory=list)  # every waiver with its status (_waivers.apply)
+    # SPEC 4b: the highest level reached and what blocks the next (_levels.assess).
+    conformance: dict[str, Any] = field(default_factory=dict)
+    catalogue: dict[str, Any] = field(default_factory=dict)  # {"version": ...} of the catalogue judged against
     # A run ended by SIGINT/SIGTERM: {"signal", "checks_run", "checks_total", "message"}; None if it finished.
     interrupted: dict[str, Any] | None = None
 

@@ -47,6 +47,8 @@ __all__ = [
     "is_2xx",
     "canonical_results",
     "observed",
+    "series",
+    "series_of",
     "observed_notes",
     "RawOutcome",
     "retry_after_seconds",
@@ -113,6 +115,26 @@ def expect(condition: Any, message: str, *, expected: Any = None, seen: Any = No
     """The rule holds only if `condition` is true; otherwise the check's rule is violated."""
     if not condition:
         raise RuleViolation(message, expected, seen)
+
+
+# Measured series for report.html's charts, keyed like `observed` by the running check.
+_SERIES: dict[str, list[dict[str, Any]]] = {}
+
+
+def series(name: str, points: list[tuple[Any, float]] | list[list[Any]], *, x: str, y: str,
+           unit: str = "", kind: str = "line") -> None:
+    """Attach a measured series to this check's outcome; report.html draws it as an inline SVG chart
+    made by the kit. `points` are (x, y) pairs; `kind` is "line" (over time) or "bar" (x is a label)."""
+    pts = [[p[0] if isinstance(p[0], str) else round(float(p[0]), 4), round(float(p[1]), 4)] for p in points]
+    with _observed_lock:
+        _SERIES.setdefault(_current_check(), []).append(
+            {"name": name, "x": x, "y": y, "unit": unit, "kind": kind, "points": pts})
+
+
+def series_of(nodeid: str) -> list[dict[str, Any]]:
+    """The series `series` recorded for the check `nodeid` (taken: a second call returns [])."""
+    with _observed_lock:
+        return _SERIES.pop(nodeid, [])
 
 
 def setup_failed(message: str) -> NoReturn:

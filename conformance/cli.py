@@ -142,6 +142,15 @@ def print_summary(report: RunReport, stream: Any = None) -> None:
         for r in flagged:
             v = r.verdict.value
             print(f"{_paint(f'{v:<7}', v, stream)} {r.id} {r.level}: {r.title}\n          {r.reason[:300]}", file=stream)
+    partial = [r for r in report.rules if r.verdict == Verdict.PASS and r.partial]
+    if partial:
+        print("", file=stream)
+        for r in partial:
+            print(f"{_paint('PASS*  ', 'PASS', stream)} {r.id} {r.label()[5:][:300]}", file=stream)
+    if report.conformance:
+        from ._levels import headline
+
+        print(f"\nconformance: {headline(report.conformance)}", file=stream)
     for note in report.notes:
         print(f"note: {note}", file=stream)
 
@@ -201,6 +210,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         classes, rules = check_selection(profile, args.classes, args.rules)
     except SelectionError as exc:
         raise UsageError(str(exc)) from None
+    fail_under = None
+    if args.fail_under is not None:
+        from ._levels import parse_level
+
+        try:
+            fail_under = parse_level(args.fail_under, _catalogue.load())
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.baseline:
+        from .reports.html import load_baseline
+
+        try:
+            load_baseline(args.baseline)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.report_dir:
         _check_report_dir(args.report_dir)  # before the first request (SPEC §5: exit 2)
     server = None
@@ -229,6 +253,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=live.check if live else None,
             status=live.status if live else None,
             maxfail=maxfail,
+            evidence=args.evidence,
+            baseline=args.baseline,
         )
     finally:
         if server is not None:
@@ -242,7 +268,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     print_summary(report)
     if args.report_dir:
-        _print(f"\nreports written to {args.report_dir}/ (junit.xml, report.json, report.md, report.html, summary.md)")
+        _print(f"\nreports written to {args.report_dir}/ (junit.xml, report.json, report.md, report.html, summary.md, "
+               "badge.svg, exchanges.har)")
+    if fail_under is not None and not report.interrupted:
+        # The gate is the level (like coverage's --fail-under): rules above it do not fail the run.
+        reached = int((report.conformance or {}).get("reached", 0))
+        code = EXIT_OK if reached >= fail_under else EXIT_FAIL
+        _print(f"exit code {code}: conformance level {reached} reached, {fail_under} required")
+        return code
     _print(_verdict_line(report))
     if report.interrupted:
         _print(f"batchspec: {report.interrupted['message']} ({report.interrupted['signal']})"
@@ -287,6 +320,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if path.exists() and not args.force:
         raise UsageError(f"{path} exists; use --force to overwrite")
+    if args.from_openapi:
+        from . import _draft
+
+        try:
+            text = _draft.draft_profile_text(args.from_openapi, str(path))
+        except _draft.DraftError as exc:
+            raise UsageError(str(exc)) from None
+        from ._profile import loads
+
+        loads(text, str(path))  # a draft the kit itself cannot load is a bug of the drafter, never the user's
+        path.write_text(text, encoding="utf-8")
+        todo = text.count("# TODO")
+        _print(f"wrote a profile drafted from {args.from_openapi} to {path}: every `guess:` comment says where a value "
+               f"came from{f', {todo} TODO(s) left' if todo else ''}; check it, then: batchspec run --profile {path}")
+        return EXIT_OK
     # The starter's header says how to run it: with this file's name, not the default one.
     text = bundled_text("starter").replace("batchspec run --profile batchspec.yaml", f"batchspec run --profile {path}", 1)
     path.write_text(text, encoding="utf-8")
@@ -298,6 +346,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from ._diff import diff_command
 
     return diff_command(args)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from ._matrix import MatrixError, write_matrix
+
+    try:
+        written = write_matrix(args.reports, args.output, names=args.name, allow_mixed=args.allow_mixed)
+    except MatrixError as exc:
+        raise UsageError(str(exc)) from None
+    print("wrote " + ", ".join(str(p) for p in written))
+    return EXIT_OK
 
 
 def parser() -> argparse.ArgumentParser:
@@ -318,6 +377,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no live progress")
     r.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first FAIL (the rules not reached are SKIP)")
     r.add_argument("--maxfail", type=int, metavar="N", help="stop after N FAILs")
+    r.add_argument("--fail-under", metavar="LEVEL", help="exit 1 unless this conformance level (1-4 or its name) "
+                   "is reached; rules above it do not fail the run")
+    r.add_argument("--evidence", choices=["summary", "all"], default="summary",
+                   help="report.json keeps passing checks' exchanges too with 'all' (default: counts only)")
+    r.add_argument("--baseline", metavar="OLD.json", help="an earlier report.json: report.html shows what changed")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="run the reference server until interrupted",
@@ -336,7 +400,9 @@ def parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("init", help="write a commented starter profile")
     i.add_argument("path", nargs="?", default="batchspec.yaml")
-    i.add_argument("--force", action="store_true")
+    i.add_argument("--force", action="store_true", help="overwrite an existing file")
+    i.add_argument("--from-openapi", metavar="FILE_OR_URL",
+                   help="draft the profile from the target's OpenAPI document (guesses are commented; x-batch states the rest)")
     i.set_defaults(func=cmd_init)
 
     d = sub.add_parser("diff", help="compare two report.json files (exit 1 on a regression)")
@@ -346,6 +412,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--allow-lost-coverage", action="store_true",
                    help="a MUST rule going from PASS to SKIP/PENDING/absent is not a regression")
     d.set_defaults(func=cmd_diff)
+
+    m = sub.add_parser("matrix", help="a compatibility matrix of several report.json files (HTML + Markdown)")
+    m.add_argument("reports", nargs="+", metavar="REPORT.json")
+    m.add_argument("-o", "--output", default="matrix", metavar="DIR", help="where matrix.html and matrix.md go")
+    m.add_argument("--name", action="append", help="column name per report, in order (default: the target)")
+    m.add_argument("--allow-mixed", action="store_true",
+                   help="accept reports of different catalogue versions and show the difference")
+    m.set_defaults(func=cmd_matrix)
     return p
 
 

@@ -23,12 +23,19 @@ from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
-from .checks import ItemFactory, RuleViolation, observed_notes
+from .checks import ItemFactory, RuleViolation, observed_notes, series_of
 
 EVIDENCE = pytest.StashKey[list]()
 FIGURES = pytest.StashKey[dict]()
 RECORDED = pytest.StashKey[bool]()
 PLAIN = pytest.StashKey[bool]()  # a run started by plain pytest (not by conformance.run)
+PREV_TERM = pytest.StashKey[Any]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    prev = config.stash.get(PREV_TERM, None)
+    if prev is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, prev)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,7 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
             pytest.exit(f"batchspec: {exc}", returncode=2)
     config.stash[PLAIN] = True
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)  # reports are written on SIGTERM too (exit 143)
+        # Reports are written on SIGTERM too (exit 143); the previous handler comes back at unconfigure.
+        config.stash[PREV_TERM] = signal.signal(signal.SIGTERM, _raise_terminated)
     config.stash[CTX] = RunContext(
         profile=profile,
         strict=config.getoption("bs_strict"),
@@ -278,6 +286,7 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
         evidence=list(item.stash.get(EVIDENCE, [])),
         figures=dict(item.stash.get(FIGURES, {})),
         observed=observed_notes(item.nodeid),
+        series=series_of(item.nodeid),
     )
     if rep.passed:
         # A passing check may still say what it measured (PERF ratios): figures["summary"].

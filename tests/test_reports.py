@@ -164,7 +164,11 @@ def test_html_renders_in_chromium(reports):
         assert b.eval("[...document.querySelectorAll('details.rule')].filter(d => d.offsetParent).length") == 0
         b.click("#reset")
         (ROOT / "build").mkdir(exist_ok=True)
+        b.eval("scrollTo(0, 0)")  # the first screen: what a reviewer sees on opening the page
         b.screenshot(ROOT / "build" / "report-html.png")
+        # A failing run's headline figure is red; the level is shown beside it.
+        assert b.eval("getComputedStyle(document.getElementById('headline')).color") == "rgb(198, 40, 40)"
+        assert b.eval("document.getElementById('level').innerText").startswith("Level 0/4")
         # A link straight to a rule by its id opens it.
         b.open(reports / "report.html", fragment="CORE-08")
         assert b.eval("document.getElementById('CORE-08').open") is True

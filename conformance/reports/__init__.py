@@ -5,12 +5,14 @@ from pathlib import Path
 from typing import Iterable
 
 from .._model import RunReport
+from .badge import render_badge
+from .har import render_har
 from .html import render_html
 from .json_report import report_dict, render_json
 from .junit import render_junit
 from .markdown import render_markdown, render_short
 
-__all__ = ["write_all", "report_dict", "render_json", "render_junit", "render_markdown", "render_short", "render_html"]
+__all__ = ["write_all", "render_badge", "render_har", "report_dict", "render_json", "render_junit", "render_markdown", "render_short", "render_html"]
 
 FILES = {
     "junit.xml": render_junit,
@@ -18,6 +20,8 @@ FILES = {
     "report.md": render_markdown,
     "report.html": render_html,
     "summary.md": render_short,
+    "badge.svg": render_badge,
+    "exchanges.har": render_har,
 }
 
 

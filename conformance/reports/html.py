@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 from .._model import RunReport
+from ._svg import chart
 from .json_report import report_dict
 
 VERDICTS = ("PASS", "FAIL", "WARN", "INFO", "ERROR", "SKIP", "PENDING", "WAIVED")
@@ -58,6 +60,14 @@ pre{background:#f0f2f5;padding:6px 8px;margin:4px 0;overflow:auto;white-space:pr
 .waiver{background:#efebe9;border:1px solid #bcaaa4;padding:4px 8px;margin:6px 0}
 ul.findings{padding-left:20px;margin:6px 0}ul.findings li{margin:2px 0}
 .hidden{display:none}
+.partial{color:#8d6e00;font-size:12px}.more{color:#1565c0;cursor:help}
+.fig.good{color:#2e7d32}.fig.bad{color:#c62828}.fig.warn{color:#e65100}.fig.none{color:#5b6878}
+.fig.L0{color:#c62828}.fig.L1{color:#ef6c00}.fig.L2{color:#9e9d24}.fig.L3{color:#2e7d32}.fig.L4{color:#1b5e20}
+button.copy{font-size:11px;padding:0 8px;margin-left:8px}.charts{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0}
+svg.chart{background:#fff;border:1px solid #e4e7ec;max-width:100%;height:auto}
+.measures{display:flex;flex-wrap:wrap;gap:16px}.measure{background:#fff;border:1px solid #dde1e7;padding:6px 8px}
+code{background:#eef1f5;border-radius:3px;padding:0 3px;font-size:12px}header code{background:none}.lvok td{background:#f1f8f1}.lvno td{background:#fff}
+ul.blockers{margin:0;padding-left:18px}
 """
 
 _JS = """
@@ -67,18 +77,21 @@ _JS = """
   var cls = document.getElementById('cls');
   var rules = Array.prototype.slice.call(document.querySelectorAll('details.rule'));
   var shown = document.getElementById('shown');
+  var q = document.getElementById('q');
+  var texts = rules.map(function(el){return el.textContent.toLowerCase();});
   function apply(){
     var want = boxes.filter(function(b){return b.checked;}).map(function(b){return b.dataset.verdict;});
-    var c = cls.value, n = 0;
-    rules.forEach(function(el){
-      var show = want.indexOf(el.dataset.verdict) >= 0 && (!c || el.dataset.cls === c);
+    var c = cls.value, n = 0, words = q.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    rules.forEach(function(el, i){
+      var show = want.indexOf(el.dataset.verdict) >= 0 && (!c || el.dataset.cls === c) &&
+        words.every(function(w){return texts[i].indexOf(w) >= 0;});
       el.classList.toggle('hidden', !show); if (show) n++;
     });
     shown.textContent = n + ' of ' + rules.length + ' rules shown';
   }
   function only(verdict, klass){
     boxes.forEach(function(b){b.checked = !verdict || b.dataset.verdict === verdict;});
-    cls.value = klass || ''; apply();
+    cls.value = klass || ''; q.value = ''; apply();
     document.getElementById('rules').scrollIntoView();
   }
   function openHash(){
@@ -90,6 +103,24 @@ _JS = """
   }
   boxes.forEach(function(b){b.addEventListener('change', apply);});
   cls.addEventListener('change', apply);
+  q.addEventListener('input', apply);
+  function copied(btn, ok){ btn.textContent = ok ? 'copied' : 'select + Ctrl+C';
+    setTimeout(function(){btn.textContent = 'copy';}, 1500); }
+  document.querySelectorAll('button.copy').forEach(function(btn){
+    btn.addEventListener('click', function(e){
+      e.preventDefault(); e.stopPropagation();
+      var pre = btn.parentNode.nextElementSibling, text = pre ? pre.textContent : '';
+      function fallback(){
+        var ta = document.createElement('textarea'); ta.value = text; ta.setAttribute('readonly', '');
+        ta.style.position = 'fixed'; ta.style.opacity = '0'; document.body.appendChild(ta); ta.select();
+        var ok = false; try { ok = document.execCommand('copy'); } catch (err) { ok = false; }
+        document.body.removeChild(ta); btn.dataset.copied = text; copied(btn, ok);
+      }
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function(){btn.dataset.copied = text; copied(btn, true);}, fallback);
+      } else { fallback(); }
+    });
+  });
   document.querySelectorAll('[data-only]').forEach(function(a){
     a.addEventListener('click', function(e){e.preventDefault(); only(a.dataset.only, a.dataset.cls);});
   });
@@ -104,6 +135,42 @@ _JS = """
 
 def _e(x: object) -> str:
     return html.escape("" if x is None else str(x), quote=True)
+
+
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+def _md(x: object) -> str:
+    """Escaped text with markdown code spans (`x`) rendered as code, as the catalogue writes titles."""
+    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", _e(x))
+
+
+def _words(text: str, limit: int) -> tuple[str, bool]:
+    """At most `limit` characters, cut at a word boundary (never mid-word); True if cut."""
+    if len(text) <= limit:
+        return text, False
+    cut = text[:limit]
+    if text[limit:limit + 1] not in (" ", ""):
+        cut = cut.rsplit(" ", 1)[0] if " " in cut else cut
+    return cut.rstrip(" ,;:"), True
+
+
+def _short(text: str, limit: int) -> str:
+    """A reason shortened for a summary line; the full text is in the expanded rule."""
+    cut, was_cut = _words(text or "", limit)
+    return _md(cut) + (" <span class='more' title='the full text is in the expanded rule'>…</span>" if was_cut else "")
+
+
+def _moving(sr: dict[str, Any]) -> bool:
+    """A series worth a picture on top: bars, or a line with more than one reading."""
+    return sr.get("kind") == "bar" or len({p[0] for p in sr.get("points") or []}) > 1
+
+
+def _charts(r: dict[str, Any], only_moving: bool = False) -> str:
+    svgs = [chart(sr) for c in r.get("checks") or [] for sr in c.get("series") or []
+            if not only_moving or _moving(sr)]
+    svgs = [x for x in svgs if x]
+    return f"<div class='charts'>{''.join(svgs)}</div>" if svgs else ""
 
 
 def _pretty(body: str | None) -> str:
@@ -140,18 +207,61 @@ def _exchange(i: int, ex: dict[str, Any]) -> str:
             f"<b>{_e(status)}</b>{took}{note}"
             f"<div class='grid'><div><h4>Request</h4><pre>{_e(req_text)}</pre></div>"
             f"<div><h4>Response</h4><pre>{_e(resp_text)}</pre></div></div>"
-            f"<h4>Replay with curl</h4><pre class='curl'>{_e(ex.get('curl'))}</pre></div>")
+            f"<h4>Replay with curl <button type='button' class='copy' title='copy the curl command'>copy</button>"
+            f"</h4><pre class='curl'>{_e(ex.get('curl'))}</pre></div>")
+
+
+def _qualifier(r: dict[str, Any]) -> str:
+    """What a bare verdict hides (skipped checks, unobserved states), right beside it."""
+    label = r.get("label") or r["verdict"]
+    q = label[len(r["verdict"]):].strip()
+    return f" <span class='partial'>{_e(q)}</span>" if q else ""
+
+
+def _beyond_label(r: dict[str, Any]) -> str:
+    """The reason without what the label beside it already says (a partial PASS's reason starts with it)."""
+    q = (r.get("label") or "")[len(r["verdict"]):].strip()[1:-1]
+    reason = r.get("reason") or ""
+    return reason[len(q):].lstrip("; ") if q and reason.startswith(q) else reason
+
+
+def _levels(conf: dict[str, Any]) -> str:
+    if not conf:
+        return ""
+    from .._levels import headline
+
+    rows = []
+    for lv in conf.get("levels", []):
+        b = lv["blockers"]
+        items = "".join(
+            (f"<li><a href='#{_e(x['rule'])}'>{_e(x['rule'])}</a> <span class='v {_e(x['verdict'])}'>{_e(x['verdict'])}</span>"
+             f" <span class='reason'>{_md(x['reason'])}</span></li>") if x.get("rule")
+            else f"<li><b>{_e(x['reason'])}</b></li>"
+            for x in b)
+        rows.append(f"<tr class='{'lvok' if lv['reached'] else 'lvno'}'><td class='n'>{lv['level']}</td><td>{_e(lv['name'])}</td>"
+                    f"<td>{_e(', '.join(lv['adds']))}</td><td>{'✔ reached' if lv['reached'] else '✘ not reached'}</td>"
+                    f"<td>{'<ul class=blockers>' + items + '</ul>' if items else '·'}</td></tr>")
+    return (f"<h3 id='levels'>Conformance level</h3><p id='level-headline'>{_e(headline(conf))}</p>"
+            "<table id='level-table'><tr><th>level</th><th>name</th><th>adds classes</th><th>state</th>"
+            "<th>blocked by</th></tr>" + "".join(rows) + "</table>")
 
 
 def _rule(r: dict[str, Any], open_: bool) -> str:
     v = r["verdict"]
     out = [f"<details class='rule' id='{_e(r['id'])}' data-verdict='{v}' data-cls='{_e(r['class'])}'"
            f"{' open' if open_ else ''}><summary><span class='v {v}'>{v}</span> <b>{_e(r['id'])}</b> "
-           f"<span class='muted'>{_e(r['level'])}</span> <span class='title'>{_e(r['title'])}</span>"
-           f"<div class='reason'>{_e(r['reason'][:220])}{'…' if len(r['reason']) > 220 else ''}</div></summary>"]
-    out.append(f"<p><b>Rule:</b> {_e(r['id'])} {_e(r['level'])}: {_e(r['title'])}</p>"
+           f"<span class='muted'>{_e(r['level'])}</span> <span class='title'>{_md(r['title'])}</span>"
+           f"{_qualifier(r)}<div class='reason'>{_short(_beyond_label(r), 220)}</div></summary>"]
+    out.append(f"<p><b>Rule:</b> {_e(r['id'])} {_e(r['level'])}: {_md(r['title'])}</p>"
                f"<p class='muted'><b>Why:</b> {_e(r.get('rationale'))}<br><b>Seed section:</b> {_e(r.get('seed'))}</p>"
-               f"<p><b>Verdict:</b> <span class='v {v}'>{v}</span> {_e(r['reason'])}</p>")
+               f"<p><b>Verdict:</b> <span class='v {v}'>{v}</span> {_md(r['reason'])}</p>")
+    out.append(_charts(r))
+    es = r.get("evidence_summary")
+    if es and not r.get("evidence") and es.get("exchanges"):
+        out.append(f"<p class='muted'>{es['exchanges']} exchange(s): "
+                   + ", ".join(f"{_e(k)} ×{n}" for k, n in es.get("requests", {}).items())
+                   + " · statuses " + ", ".join(f"{_e(k)} ×{n}" for k, n in es.get("statuses", {}).items())
+                   + " (kept in exchanges.har; in report.json with <code>--evidence all</code>)</p>")
     w = r.get("waiver")
     if w:
         out.append(f"<div class='waiver'><b>Waiver ({_e(w.get('status'))})</b>: {_e(w.get('reason'))} · expires "
@@ -160,7 +270,8 @@ def _rule(r: dict[str, Any], open_: bool) -> str:
     if r.get("checks"):
         out.append("<table><tr><th>check</th><th>verdict</th><th>reason</th></tr>" + "".join(
             f"<tr><td><code>{_e(c['name'])}</code></td><td><span class='v {c['verdict']}'>{c['verdict']}</span></td>"
-            f"<td>{_e(c.get('reason'))}</td></tr>" for c in r["checks"]) + "</table>")
+            f"<td>{_md(c.get('reason'))}{''.join('<div class=partial>not observed: ' + _e(n) + '</div>' for n in c.get('observed') or [])}"
+            f"</td></tr>" for c in r["checks"]) + "</table>")
     if v in FLAGGED or v == "INFO":
         by_check: dict[str, list[dict[str, Any]]] = {}
         for ex in r.get("evidence") or []:
@@ -186,6 +297,82 @@ def _rule(r: dict[str, Any], open_: bool) -> str:
     return "".join(out)
 
 
+def load_baseline(path: str) -> dict[str, Any]:
+    """An earlier report.json to compare with; ValueError with one clear line if it is not one."""
+    from .._diff import DiffInputError, load_report
+
+    try:
+        return load_report(path)
+    except DiffInputError as exc:
+        raise ValueError(f"--baseline {exc}") from None
+
+
+def _baseline(d: dict[str, Any]) -> str:
+    path = (d.get("settings") or {}).get("baseline")
+    if not path:
+        return ""
+    try:
+        old = load_baseline(path)
+    except ValueError as exc:
+        return f"<h3 id='changes'>Changes since the baseline</h3><p class='muted'>{_e(exc)}</p>"
+    from .._diff import compare
+
+    c = compare(old, d)
+    ol, nl = (old.get("conformance") or {}).get("reached"), (d.get("conformance") or {}).get("reached")
+    head = (f"<p>Baseline <code>{_e(path)}</code> ({_e(old.get('started_at'))}): "
+            f"{len(c['regressed'])} regressed, {len(c['improved'])} improved, {len(c['changed'])} otherwise changed"
+            + (f"; level {_e(ol if ol is not None else 'n/a')} → {_e(nl)}" if ol != nl else f"; level unchanged ({_e(nl)})")
+            + "</p>")
+    rows = "".join(
+        f"<tr class='{kind}'><td>{kind}</td><td><a href='#{_e(x['id'])}'>{_e(x['id'])}</a></td>"
+        f"<td><span class='v {_e(x['old'])}'>{_e(x['old'] or '—')}</span> → <span class='v {_e(x['new'])}'>"
+        f"{_e(x['new'] or '—')}</span></td><td class='reason'>{_e(x['reason'])}</td></tr>"
+        for kind in ("regressed", "improved", "changed") for x in c[kind])
+    notes = "".join(f"<p class='muted'>{_e(n)}</p>" for n in c["notes"])
+    table = (f"<table id='changes-table'><tr><th>change</th><th>rule</th><th>verdict</th><th>reason</th></tr>{rows}</table>"
+             if rows else "<p class='muted'>No rule changed its verdict.</p>")
+    return f"<h3 id='changes'>Changes since the baseline</h3>{head}{notes}{table}"
+
+
+def _partial_note(d: dict[str, Any]) -> str:
+    part = [r for r in d["rules"] if r["verdict"] == "PASS" and r.get("partial")]
+    if not part:
+        return ""
+    return (f"<div class='partial' id='partial-note'>{len(part)} PASS rule{'s' if len(part) != 1 else ''} rest on "
+            "fewer checks or states than the rule covers: " + ", ".join(
+                f"<a href='#{_e(r['id'])}' title='{_e(r.get('label'))}'>{_e(r['id'])}</a>" for r in part) + "</div>")
+
+
+def _tone(d: dict[str, Any]) -> str:
+    """The headline's colour: red when the run fails, amber when only SHOULDs are flagged, green otherwise."""
+    s = d["summary"]
+    if s.get("exit_code", 0) != 0:
+        return "bad"
+    if s["counts"].get("WARN") or s["counts"].get("WAIVED") or s.get("must_passed", 0) < s.get("must_evaluated", 0):
+        return "warn"
+    return "good" if s.get("must_evaluated") else "none"
+
+
+def _measurements(d: dict[str, Any]) -> str:
+    items = []
+    for r in d["rules"]:
+        svgs = _charts(r, only_moving=True)  # single readings are in the rule's own section
+        if svgs:
+            items.append(f"<div class='measure'><a href='#{_e(r['id'])}'>{_e(r['id'])}</a> "
+                         f"<span class='v {r['verdict']}'>{r['verdict']}</span>{svgs}</div>")
+    return ("<h3 id='measurements'>Measurements</h3><div class='measures'>" + "".join(items) + "</div>") if items else ""
+
+
+def _level_name(conf: dict[str, Any]) -> str:
+    return str(conf.get("name")) if conf.get("reached") else "no level reached"
+
+
+def _level_short(conf: dict[str, Any]) -> str:
+    if not conf:
+        return "level n/a"
+    return f"Level {conf.get('reached', 0)}/{conf.get('of', 4)}"
+
+
 def render_html_dict(d: dict[str, Any]) -> str:
     s = d["summary"]
     counts = s["counts"]
@@ -209,14 +396,17 @@ def render_html_dict(d: dict[str, Any]) -> str:
            f"({_e(d['interrupted']['signal'])}): this report is incomplete; the rules not reached are SKIP.</p>"
            if d.get("interrupted") else "")
         + "<div class='figure'>"
-        f"<div><div class='fig'>{pct}</div><div class='muted'>MUST compliance: {s.get('must_passed', 0)} of "
+        f"<div><div class='fig {_tone(d)}' id='headline'>{pct}</div><div class='muted'>MUST compliance: {s.get('must_passed', 0)} of "
         f"{s.get('must_evaluated', 0)} evaluated MUST rules pass</div>"
         f"<span class='bar'><span style='width:{width:.0f}%'></span></span></div>",
+        f"<div id='level'><div class='fig lvl L{(d.get('conformance') or {}).get('reached', 0)}'>{_e(_level_short(d.get('conformance') or {}))}</div><div class='muted'>"
+        f"{_e(_level_name(d.get('conformance') or {}))} · conformance level (SPEC 4b)</div></div>",
         f"<div><span class='v exit{exit_code}'>exit code {exit_code}</span><div class='muted'>"
         + ("every MUST of the declared classes passed" if exit_code == 0 else "a rule failed" if exit_code == 1
            else "interrupted" if exit_code in (130, 143) else "the target could not be checked") + "</div></div>",
         "<div>" + " ".join(f"<a href='#rules' data-only='{v}' title='show only {v}'><span class='v {v}'>{v} "
-                           f"{counts.get(v, 0)}</span></a>" for v in VERDICTS if counts.get(v)) + "</div></div>",
+                           f"{counts.get(v, 0)}</span></a>" for v in VERDICTS if counts.get(v)) + _partial_note(d)
+        + "</div></div>",
         "<h3>Per class</h3><table id='classes'><tr><th>class</th><th>MUST compliance</th>"
         + "".join(f"<th>{v}</th>" for v in VERDICTS) + "</tr>",
     ]
@@ -231,6 +421,9 @@ def render_html_dict(d: dict[str, Any]) -> str:
         p.append(f"<tr><td><a href='#rules' data-only='' data-cls='{_e(cls)}'>{_e(cls)}</a></td><td>{fig}</td>{cells}</tr>")
     p.append("<tr><th>all</th><th></th>" + "".join(f"<th class='n'>{counts.get(v, 0)}</th>" for v in VERDICTS)
              + "</tr></table>")
+    p.append(_levels(d.get("conformance") or {}))
+    p.append(_baseline(d))
+    p.append(_measurements(d))
     pre = d.get("preflight") or {}
     if pre and not pre.get("ok", True):
         p.append(f"<h3>Preflight failed</h3><p><span class='v ERROR'>ERROR</span> {_e(pre.get('reason'))}</p>")
@@ -240,7 +433,7 @@ def render_html_dict(d: dict[str, Any]) -> str:
     if flagged:
         p.append("<ul class='findings'>" + "".join(
             f"<li><span class='v {r['verdict']}'>{r['verdict']}</span> <a href='#{_e(r['id'])}'>{_e(r['id'])}</a> "
-            f"{_e(r['level'])}: {_e(r['title'])} <span class='reason'>— {_e(r['reason'][:160])}</span></li>"
+            f"{_e(r['level'])}: {_md(r['title'])} <span class='reason'>— {_short(r['reason'], 160)}</span></li>"
             for r in flagged) + "</ul>")
     else:
         p.append("<p class='muted'>No FAIL, ERROR, WARN or WAIVED rule.</p>")
@@ -256,6 +449,7 @@ def render_html_dict(d: dict[str, Any]) -> str:
         p.append(f"<label><input type='checkbox' data-verdict='{v}' checked> {v}</label>")
     p.append("<label>class <select id='cls'><option value=''>all</option>"
              + "".join(f"<option value='{_e(c)}'>{_e(c)}</option>" for c in classes) + "</select></label>"
+             "<label>search <input type='search' id='q' placeholder='id, title, reason, URL…' size='28'></label>"
              "<button type='button' id='reset'>show all</button><button type='button' id='expand'>expand</button>"
              "<button type='button' id='collapse'>collapse</button><span id='shown' class='muted'></span></div>")
     open_flagged = len(flagged) <= OPEN_FINDINGS_UP_TO

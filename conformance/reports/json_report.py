@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._model import RuleResult, RunReport, Verdict
 
@@ -17,9 +19,35 @@ def deciding_checks(r: RuleResult) -> list:
     return [c for c in r.checks if c.verdict == decided] or r.checks
 
 
-def _evidence(r: RuleResult) -> tuple[list[dict[str, Any]], int]:
+# Verdicts whose evidence is summarised unless --evidence all: nothing to audit in a PASS beyond what was
+# sent and what came back, and a full run's PASS evidence made report.json ~900 KB. exchanges.har has it all.
+SUMMARISED = (Verdict.PASS,)
+
+
+def _route(url: str) -> str:
+    """/orders/bs-2611...-7-1-ce8a -> /orders/{id}: item and job ids would make every request its own row."""
+    segs = (urlsplit(url).path or "/").split("/")
+    return "/".join("{id}" if any(ch.isdigit() for ch in seg) and (len(seg) >= 8 or "-" in seg) else seg
+                    for seg in segs) or "/"
+
+
+def evidence_summary(r: RuleResult) -> dict[str, Any]:
+    """What the rule's checks exchanged, without the exchanges: counts by request and by status."""
+    exs = [ex for c in r.checks for ex in c.evidence]
+    reqs: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for ex in exs:
+        reqs[f"{ex.method} {_route(ex.url)}"] += 1
+        statuses[str(ex.status) if ex.status is not None else "no response"] += 1
+    return {"exchanges": len(exs), "requests": dict(reqs.most_common()), "statuses": dict(sorted(statuses.items())),
+            "elapsed_ms": round(sum(ex.elapsed_ms or 0 for ex in exs), 1)}
+
+
+def _evidence(r: RuleResult, mode: str = "summary") -> tuple[list[dict[str, Any]], int]:
     if r.verdict in NOT_EVALUATED:
         return [], 0
+    if mode != "all" and r.verdict in SUMMARISED:
+        return [], sum(len(c.evidence) for c in r.checks)
     out: list[dict[str, Any]] = []
     for c in deciding_checks(r):
         for ex in c.evidence:
@@ -37,9 +65,9 @@ def deciding(r: RuleResult):
     return None
 
 
-def rule_dict(r: RuleResult) -> dict[str, Any]:
+def rule_dict(r: RuleResult, evidence_mode: str = "summary") -> dict[str, Any]:
     d = deciding(r)
-    evidence, omitted = _evidence(r)
+    evidence, omitted = _evidence(r, evidence_mode)
     return {
         "id": r.id,
         "class": r.cls,
@@ -48,12 +76,18 @@ def rule_dict(r: RuleResult) -> dict[str, Any]:
         "rationale": r.rationale,
         "seed": r.seed,
         "verdict": r.verdict.value,
+        "label": r.label(),
+        "partial": r.partial,
+        "checks_run": len(r.checks) - len(r.skipped_checks),
+        "checks_skipped": [{"name": c.name, "reason": c.reason} for c in r.skipped_checks],
+        "not_observed": r.not_observed,
         "reason": r.reason,
         "expected": None if d is None or d.expected is None else str(d.expected),
         "seen": None if d is None or d.seen is None else str(d.seen),
         "checks": [c.to_dict() | {"requirement": c.requirement} for c in r.checks],
         "evidence": evidence,
         "evidence_omitted": omitted,
+        "evidence_summary": evidence_summary(r) if r.checks else None,
         "waiver": r.waiver,
     }
 
@@ -75,6 +109,11 @@ def summary_dict(report: RunReport) -> dict[str, Any]:
         "must_passed": sum(1 for r in must if r.verdict == Verdict.PASS),
         "by_class": by_class,
         "exit_code": report.exit_code(),
+        # PASS outranks SKIP: rules that passed although some of their checks were skipped or did not
+        # observe their decisive state (issue 14).
+        "passed_partially": sum(1 for r in report.rules if r.verdict == Verdict.PASS and r.partial),
+        "passed_with_skipped_checks": sum(1 for r in report.rules if r.verdict == Verdict.PASS and r.skipped_checks),
+        "level": (report.conformance or {}).get("reached", 0),
     }
 
 
@@ -95,7 +134,9 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         "interrupted": getattr(report, "interrupted", None),
         "notes": report.notes,
         "waivers": list(getattr(report, "waivers", []) or []),
-        "rules": [rule_dict(r) for r in report.rules],
+        "catalogue": report.catalogue or {"version": ""},
+        "conformance": report.conformance or {},
+        "rules": [rule_dict(r, (report.settings or {}).get("evidence", "summary")) for r in report.rules],
     }
 
 

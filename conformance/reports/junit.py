@@ -11,6 +11,13 @@ import xml.etree.ElementTree as ET
 from .._model import RuleResult, RunReport, Verdict
 from .json_report import deciding, deciding_checks
 
+
+def _msg(text: str, limit: int = 500) -> str:
+    """A message attribute cut at a word boundary (the full text is in the element's body)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " …"
+
 # XML 1.0 cannot carry most control characters, not even escaped; hostile-input evidence has them.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -38,6 +45,10 @@ def _evidence_text(rule: RuleResult) -> str:
 
 def render_junit(report: RunReport) -> str:
     root = ET.Element("testsuites", name="batchspec", tests=str(len(report.rules)))
+    from .._levels import headline
+
+    level = str((report.conformance or {}).get("reached", 0))
+    conformance = _x(headline(report.conformance)) if report.conformance else ""
     classes: dict[str, list[RuleResult]] = {}
     for r in report.rules:
         classes.setdefault(r.cls, []).append(r)
@@ -46,6 +57,11 @@ def render_junit(report: RunReport) -> str:
     for cls, rules in classes.items():
         suite = ET.SubElement(root, "testsuite", name=f"batchspec.{cls}", tests=str(len(rules)),
                               timestamp=_x(report.started_at))
+        if conformance:
+            # The JUnit schema allows properties per testsuite (first child), not on testsuites.
+            props = ET.SubElement(suite, "properties")
+            ET.SubElement(props, "property", name="batchspec.level", value=level)
+            ET.SubElement(props, "property", name="batchspec.conformance", value=conformance)
         f = e = s = 0
         suite_time = 0.0
         for r in rules:
@@ -55,18 +71,22 @@ def render_junit(report: RunReport) -> str:
                                  time=f"{secs:.3f}")
             if r.verdict == Verdict.FAIL:
                 f += 1
-                el = ET.SubElement(case, "failure", message=_x(r.reason[:500]), type=f"{r.level} violated")
+                el = ET.SubElement(case, "failure", message=_x(_msg(r.reason)), type=f"{r.level} violated")
                 el.text = _evidence_text(r)
             elif r.verdict == Verdict.ERROR:
                 e += 1
-                el = ET.SubElement(case, "error", message=_x(r.reason[:500]), type="ERROR")
+                el = ET.SubElement(case, "error", message=_x(_msg(r.reason)), type="ERROR")
                 el.text = _evidence_text(r)
             elif r.verdict in (Verdict.SKIP, Verdict.PENDING, Verdict.WAIVED):
                 s += 1
-                ET.SubElement(case, "skipped", message=_x(f"{r.verdict.value}: {r.reason}"[:500]))
+                ET.SubElement(case, "skipped", message=_x(_msg(f"{r.verdict.value}: {r.reason}")))
             elif r.verdict in (Verdict.WARN, Verdict.INFO):
                 out = ET.SubElement(case, "system-out")
                 out.text = _evidence_text(r)
+            elif r.verdict == Verdict.PASS and r.partial:
+                # A skipped check or an unobserved state must not vanish inside a green testcase.
+                out = ET.SubElement(case, "system-out")
+                out.text = _x(f"{r.id}: {r.label()}")
         suite.set("failures", str(f))
         suite.set("errors", str(e))
         suite.set("skipped", str(s))

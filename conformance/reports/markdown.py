@@ -5,6 +5,7 @@ expected vs seen, a hint, and each exchange of the deciding checks with a curl r
 """
 from __future__ import annotations
 
+from .._levels import headline
 from .._model import RuleResult, RunReport, Verdict
 from .json_report import deciding, deciding_checks, summary_dict
 
@@ -24,6 +25,14 @@ HINTS = {
     "ROB": "Validate strictly and answer hostile input with a 4xx, never a 5xx or a hang.",
     "PERF": "Process a batch in one transaction with prepared statements, not a loop of single requests.",
 }
+
+
+def _words(text: str, limit: int) -> str:
+    """Cut at a word boundary, never mid-word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + " …"
 
 
 def _cell(text: object) -> str:
@@ -55,11 +64,31 @@ def _must_line(report: RunReport) -> str:
     return f"**MUST compliance: {pct}** ({ok} of {ev} evaluated MUST rules pass)"
 
 
+def extra_reason(r: RuleResult) -> str:
+    """The reason without the qualifier the label already shows (a partial PASS starts with it)."""
+    q = r.qualifier()
+    if q and r.reason.startswith(q):
+        return r.reason[len(q):].lstrip("; ")
+    return r.reason
+
+
+def _level_line(report: RunReport) -> str:
+    return f"**Conformance:** {headline(report.conformance)}" if report.conformance else ""
+
+
+def _partial_line(report: RunReport) -> str:
+    n = sum(1 for r in report.rules if r.verdict == Verdict.PASS and r.partial)
+    return (f"**{n} rule(s) passed partially** (a check skipped or a decisive state not observed): "
+            + ", ".join(r.id for r in report.rules if r.verdict == Verdict.PASS and r.partial)) if n else ""
+
+
 def render_summary(report: RunReport) -> str:
     counts = report.counts()
     lines = [
         f"**Target** `{report.target}` · **profile** `{report.profile}` · started {report.started_at}"
         f" · {report.duration_s:.1f}s · exit code {report.exit_code()}",
+        "",
+        _level_line(report),
         "",
     ]
     if getattr(report, "interrupted", None):
@@ -68,6 +97,7 @@ def render_summary(report: RunReport) -> str:
     lines += [
         _must_line(report),
         "",
+        *([_partial_line(report), ""] if _partial_line(report) else []),
         "| class | " + " | ".join(ORDER) + " |",
         "|---|" + "---:|" * len(ORDER),
     ]
@@ -91,6 +121,35 @@ def _waiver_lines(report: RunReport) -> list[str]:
     return out + [""]
 
 
+def _levels_lines(report: RunReport) -> list[str]:
+    conf = report.conformance
+    if not conf:
+        return []
+    out = ["## Conformance level", "", headline(conf), "",
+           "| level | name | classes | reached | blocked by |", "|---:|---|---|---|---|"]
+    for lv in conf.get("levels", []):
+        b = lv["blockers"]
+        blocked = "; ".join(f"{x['rule']} {x['verdict']}: {_cell(_words(x['reason'], 120))}" if x.get("rule")
+                            else _cell(x["reason"]) for x in b[:10]) + (f"; … {len(b) - 10} more" if len(b) > 10 else "")
+        out.append(f"| {lv['level']} | {lv['name']} | {', '.join(lv['adds'])} | {'yes' if lv['reached'] else 'no'} | "
+                   f"{blocked or '·'} |")
+    na = list({x["rule"]: x for lv in conf.get("levels", []) for x in lv.get("not_applicable", [])}.values())
+    if na:
+        out += ["", "Skips that count for a level (the rule does not apply to this kind of target): "
+                + "; ".join(f"{x['rule']} ({x['because']})" for x in na)]
+    return out + [""]
+
+
+def _partial_lines(report: RunReport) -> list[str]:
+    part = [r for r in report.rules if r.verdict == Verdict.PASS and r.partial]
+    if not part:
+        return []
+    out = ["## Passed partially", "", "A rule's verdict is the worst of its checks and PASS outranks SKIP; these "
+           "passes rest on fewer checks or states than the rule covers.", "", "| rule | verdict |", "|---|---|"]
+    out += [f"| {r.id} | {_cell(r.label())} |" for r in part]
+    return out + [""]
+
+
 def render_short(report: RunReport) -> str:
     """summary.md: the table and one line per finding, for $GITHUB_STEP_SUMMARY or a PR comment."""
     out = ["## batchspec", "", render_summary(report), ""]
@@ -100,8 +159,11 @@ def render_short(report: RunReport) -> str:
     if flagged:
         out += ["| verdict | rule | level | title | reason |", "|---|---|---|---|---|"]
         for r in flagged:
-            out.append(f"| {r.verdict.value} | {r.id} | {r.level} | {_cell(r.title)} | {_cell(r.reason[:200])} |")
+            out.append(f"| {r.verdict.value} | {r.id} | {r.level} | {_cell(r.title)} | {_cell(_words(r.reason, 200))} |")
         out.append("")
+    part = [r for r in report.rules if r.verdict == Verdict.PASS and r.partial]
+    if part:
+        out += ["Passed partially:", ""] + [f"- {r.id}: {_cell(r.label())}" for r in part] + [""]
     out += [f"- {n}" for n in report.notes]
     out.append("")
     out.append("Evidence, exchanges and curl replays: `report.html` / `report.md` in the run's artifacts.")
@@ -147,9 +209,11 @@ def render_markdown(report: RunReport) -> str:
     if report.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     out += _waiver_lines(report)
+    out += _levels_lines(report)
+    out += _partial_lines(report)
     out += ["## Rules", "", "| rule | level | verdict | title | reason |", "|---|---|---|---|---|"]
     for r in report.rules:
-        out.append(f"| {r.id} | {r.level} | {r.verdict.value} | {_cell(r.title)} | {_cell(r.reason[:200])} |")
+        out.append(f"| {r.id} | {r.level} | {_cell(r.label())} | {_cell(r.title)} | {_cell(_words(extra_reason(r), 200))} |")
     flagged = [r for r in report.rules if r.verdict in FLAGGED]
     if flagged:
         out += ["", "## Findings", ""]

@@ -17,7 +17,8 @@ import pytest
 
 from conformance.checks import (
     COUNTS, STATUSES, TERMINAL, CallbackReceiver, Jobs, loopback_host, Snapshot, by_id, fingerprint, retry_after_seconds,
-    expect, is_json_content_type, json_of, mixed_batch, observed, pointer_get, response_json, setup_failed, short,
+    expect, is_json_content_type, json_of, mixed_batch, observed, pointer_get, response_json, series, setup_failed,
+    short,
 )
 
 RANK = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
@@ -272,6 +273,10 @@ def _monotonic(jobs, mixed, batch, acc, snaps: list[Snapshot]) -> None:
     last = snaps[-1]
     if not (last.ok and last.status is not None and last.terminal):
         setup_failed(f"the job did not end readably within {jobs.deadline_s:g}s ({last.progress()}; ASYNC-04 reports it)")
+    # A picture of each attempt for report.html: items with a final result at each of the kit's polls.
+    series(f"job of {len(batch)} items: items with a result, by the kit's polls",
+           [(s.at - snaps[0].at, sum(1 for r in s.results if r.ok is not None)) for s in snaps],
+           x="seconds since the first poll", y="items finished")
     for k in (1, 2):  # the end must stay the end: read it again, a poll interval apart
         time.sleep(jobs.interval)
         again = jobs.read(url, note=f"read {k} after the job ended")

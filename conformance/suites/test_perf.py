@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conformance.checks import Target, expect, response_json, setup_failed, setup_ok
+from conformance.checks import Target, expect, response_json, series, setup_failed, setup_ok
 
 MAX_RATIO = 0.2  # the rule: per-item time in a batch at most a fifth of one single request
 DEFAULT_BATCH_SIZE = 100
@@ -106,6 +106,9 @@ def test_batch_is_not_just_a_wrapper(target, items, envelope, profile, figures):
         "per_item_speedup": round(single / per_item, 1) if per_item > 0 else None,
         "summary": summary,
     })
+    series(f"cost of one item: single request vs inside a batch of {size} (medians)",
+           [("one single request", single), (f"one item in a batch of {size}", per_item)], x="", y="ms", unit="ms",
+           kind="bar")
     expect(ratio <= MAX_RATIO, "the batch endpoint looks like \"just a wrapper\": an item in a batch costs "
            f"more than a fifth of a single request ({summary})",
            expected=f"batch per-item time / single request time <= {MAX_RATIO:g}", seen=f"{ratio:.3f}")
