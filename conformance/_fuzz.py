@@ -92,7 +92,8 @@ def batch_operations(schema: Any, profile: Any) -> tuple[list[tuple[str, Any]], 
 
 def _send(target: Any, path: str, case: Any) -> httpx.Response:
     kw = case.as_transport_kwargs(base_url="http://fuzz.invalid")  # only the parts are used, never the URL
-    headers = {k: str(v) for k, v in (kw.get("headers") or {}).items() if k.lower() not in _HOP_HEADERS}
+    headers = {k: str(v) for k, v in (kw.get("headers") or {}).items()
+               if k.lower() not in _HOP_HEADERS and v != _STEER}
     content: bytes | None = None
     if "json" in kw:
         try:
@@ -144,6 +145,8 @@ def _validate(case: Any, resp: httpx.Response, checks: list[Any], *, lenient: bo
             title = getattr(p, "title", type(p).__name__)
             message = (getattr(p, "message", "") or str(p)).strip().splitlines()
             text = f"{title}: {message[0] if message else ''}"[:300]
+            if type(p).__name__ == NOISE and 400 <= resp.status_code < 500:
+                continue  # invalid data refused with a 4xx schemathesis does not list (413 for a too-large batch)
             if lenient and type(p).__name__ == NOISE and 200 <= resp.status_code < 300:
                 if noise is not None:  # a batch endpoint's 2xx with per-item errors: the spec's rule
                     noise.append(text)
@@ -156,15 +159,53 @@ def _validate(case: Any, resp: httpx.Response, checks: list[Any], *, lenient: bo
 NOISE = "AcceptedNegativeData"  # schemathesis' negative_data_rejection failure ("Schema-violating request accepted")
 
 
+# Every operation and mode sends at least this many cases, whatever the time budget says: without a
+# floor, what ROB-01 observes (and which defects it finds) would depend on the machine's load.
+MIN_EXAMPLES = 5
+
+_STEER = "batchspec-steer"  # the placeholder value of an optional header in body-only negative cases: never sent
+
+
+class _Enough(Exception):
+    """Raised from inside a generated case to end hypothesis's run (budget spent, or the run stopped):
+    returning instead would let hypothesis go on generating cases nobody sends, the costly part
+    (schemathesis takes 20-40 ms a case on a quiet machine, far more than a fast target's answer)."""
+
+
 def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
          run: FuzzRun, redact: Any, budget_s: float | None = None, lenient: bool = False,
-         path_values: dict[str, Any] | None = None) -> None:
+         path_values: dict[str, Any] | None = None, min_examples: int = MIN_EXAMPLES) -> None:
     """Generate up to `max_examples` cases of `operation` in one mode and send each through the Target.
 
-    `budget_s` bounds the wall time of this operation and mode (cases past it are not sent);
+    `budget_s` bounds the wall time of this operation and mode once `min_examples` cases were sent
+    (cases past it are neither generated nor sent);
     `lenient`: a batch endpoint, where a 2xx to a body with invalid items is the spec's rule (per-item
     errors), so schemathesis' "schema-violating request accepted" is noise there, counted apart;
-    `path_values` replace generated path parameters (a real job id, so reads reach a resource)."""
+    `path_values` replace generated path parameters (a real job id, so reads reach a resource).
+
+    The negative mode of an operation with a body and optional headers is split in two halves
+    (examples and budget halved): schemathesis's own cases (any mix of broken headers and body), and
+    body-only cases that leave the optional headers out (``negative-body``). A negative case that
+    breaks an optional header (an invalid ``Idempotency-Key``: about half of them on a batch
+    operation) is refused before its body is read; the body-only half puts every case on the path
+    where a body is parsed and processed."""
+    optional = [p.name for p in operation.headers if not p.is_required] if operation.body else []
+    if mode_name != "negative" or not optional:
+        _fuzz_mode(target, path, operation, mode_name, max_examples=max_examples, seed=seed, run=run,
+                   redact=redact, budget_s=budget_s, lenient=lenient, path_values=path_values,
+                   min_examples=min_examples)
+        return
+    half = max(1, max_examples // 2)
+    for sub, steer, examples, sub_seed in (("negative", None, max_examples - half, seed),
+                                           ("negative-body", optional, half, seed + 1)):
+        _fuzz_mode(target, path, operation, sub, max_examples=max(1, examples), seed=sub_seed, run=run,
+                   redact=redact, budget_s=None if budget_s is None else budget_s / 2, lenient=lenient,
+                   path_values=path_values, min_examples=(min_examples + 1) // 2, steer=steer)
+
+
+def _fuzz_mode(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
+               run: FuzzRun, redact: Any, budget_s: float | None, lenient: bool,
+               path_values: dict[str, Any] | None, min_examples: int, steer: list[str] | None = None) -> None:
     import time
 
     from hypothesis import HealthCheck, Phase, given, settings
@@ -174,17 +215,21 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
     mode = GenerationMode.POSITIVE if mode_name == "positive" else GenerationMode.NEGATIVE
     label = f"{operation.method.upper()} {operation.path}"
     end = None if budget_s is None else time.monotonic() + budget_s
+    sent = [0]
+    # Explicit values keep schemathesis from breaking these headers; _send leaves them out.
+    explicit = {"headers": {name: _STEER for name in steer}} if steer else {}
 
     @hseed(seed)
     @settings(max_examples=max_examples, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck), derandomize=False)
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=operation.as_strategy(generation_mode=mode, **explicit))
     def one(case: Any) -> None:
         if run.stopped:
-            return
-        if end is not None and time.monotonic() > end:
+            raise _Enough
+        if end is not None and sent[0] >= min_examples and time.monotonic() > end:
             run.over_budget.add(f"{mode_name} {label}")
-            return
+            raise _Enough
+        sent[0] += 1
         if path_values and mode_name == "positive":
             case.path_parameters = {**(case.path_parameters or {}),
                                     **{k: v for k, v in path_values.items() if k in (case.path_parameters or {})}}
@@ -204,7 +249,7 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
             cls = f"{resp.status_code // 100}xx"
             run.by_status[cls] = run.by_status.get(cls, 0) + 1
             noise: list[str] = []
-            problem = _judge(case, resp, negative=mode_name == "negative", lenient=lenient, noise=noise)
+            problem = _judge(case, resp, negative=mode.is_negative, lenient=lenient, noise=noise)
             if noise:
                 run.noise[label] = run.noise.get(label, 0) + 1
         if problem:
@@ -218,6 +263,8 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
         one()
     except Unsatisfiable:  # e.g. no way to violate an unconstrained string path parameter: nothing to send
         run.not_generated.add(f"{mode_name} {label}")
+    except _Enough:
+        pass
 
 
 UNDECLARED = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -112,6 +112,12 @@ class Service:
         return status, body
 
 
+def _fingerprint(service: Service, key: str | None, path: str, doc: Any) -> str:
+    """The request's fingerprint, computed only when a batch key will store it: without a key the
+    canonical serialisation of a 1,000-item body would be work nobody reads."""
+    return "" if key is None else service.idempotency.fingerprint("POST", path, doc)
+
+
 def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
@@ -138,7 +144,7 @@ async def create_order(request: Request) -> Response:
 
     def work() -> Stored:
         # The single endpoint honours the batch key header too (same store, same semantics).
-        return service.idempotency.once(client, key, service.idempotency.fingerprint("POST", path, doc), respond)
+        return service.idempotency.once(client, key, _fingerprint(service, key, path, doc), respond)
 
     return (await to_thread.run_sync(work)).response()
 
@@ -163,7 +169,7 @@ async def batch_orders(request: Request) -> Response:
     def work() -> Stored:
         batch = parse_batch(body, service.settings)
         # Refused batches (malformed, too large) raise before the key is claimed: nothing is stored.
-        return service.idempotency.once(client, key, service.idempotency.fingerprint("POST", path, batch.raw),
+        return service.idempotency.once(client, key, _fingerprint(service, key, path, batch.raw),
                                         lambda conn: service.batch_response(conn, client, batch))
 
     return (await to_thread.run_sync(work)).response()
