@@ -50,7 +50,7 @@ def _classes(m) -> list[str]:
     classes = set(m.classes) | {"CORE"}
     if m.rule:
         classes.add(cat.get(m.rule).cls)
-    for rid in m.also:
+    for rid in m.also + m.may_also:
         classes.add(cat.get(rid).cls)
     for rid in m.errors:
         classes.add(cat.get(rid).cls)
@@ -78,7 +78,8 @@ def test_mutant_is_caught(m, tmp_path):
     report = runner(app, classes=_classes(m), overrides=_overrides(m))
     by_id = {r.id: r for r in report.rules}
     other = sorted(r.id for r in report.rules
-                   if r.verdict == Verdict.FAIL and r.level.startswith("MUST") and r.id != m.rule and r.id not in m.also)
+                   if r.verdict == Verdict.FAIL and r.level.startswith("MUST") and r.id != m.rule and r.id not in m.also
+                   and r.id not in m.may_also)
     errors = sorted(f"{r.id} ({r.reason[:120]})" for r in report.rules
                     if r.verdict == Verdict.ERROR and r.id not in m.errors)
     stale = sorted(rid for rid in m.also if by_id.get(rid) is None or by_id[rid].verdict != Verdict.FAIL)

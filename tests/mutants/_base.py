@@ -30,6 +30,10 @@ class Mutant:
     # Rules whose checks cannot be set up against this mutant (it breaks a step they rely on, such as
     # the 202's job id): SPEC §5 makes a setup failure an ERROR. At least one must be an ERROR.
     errors: list[str] = field(default_factory=list)
+    # Rules the mutant breaks only when a check happens to observe it (a result that vanishes at
+    # completion breaks ASYNC-05's monotonicity only if a poll saw it finished before): a FAIL there
+    # is true, its absence is not a stale exemption. Keep this list for such timing-bound cases.
+    may_also: list[str] = field(default_factory=list)
 
 
 REGISTRY: list[Mutant] = []
@@ -37,10 +41,12 @@ REGISTRY: list[Mutant] = []
 
 def mutant(rule: str, description: str, *, classes: list[str] | None = None, also: list[str] | None = None,
            profile: dict[str, Any] | None = None, socket: bool = False, level: str | None = None,
-           check: str | None = None, errors: list[str] | None = None) -> Callable:
+           check: str | None = None, errors: list[str] | None = None,
+           may_also: list[str] | None = None) -> Callable:
     def deco(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         REGISTRY.append(Mutant(fn.__name__, rule.upper(), description, fn, classes or [], also or [],
-                               profile or {}, socket, level=level, check=check, errors=errors or []))
+                               profile or {}, socket, level=level, check=check, errors=errors or [],
+                               may_also=may_also or []))
         return fn
     return deco
 

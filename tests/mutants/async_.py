@@ -143,7 +143,7 @@ def job_ok_without_data(app):
 
 # -- ASYNC-04 ----------------------------------------------------------------------------------------
 
-@mutant("ASYNC-04", "a finished job loses its last item's result", also=["ASYNC-02"],
+@mutant("ASYNC-04", "a finished job loses its last item's result", also=["ASYNC-02"], may_also=["ASYNC-05"],
         check="test_job_ends_with_one_result_per_item")
 def loses_a_result(app):
     def fn(call: Call) -> None:
