@@ -25,7 +25,12 @@ def test_a_job_too_small_to_be_seen_running_is_a_pass_that_says_so(reference_app
     for rule in ("ASYNC-03", "ASYNC-06"):
         (check,) = _checks(report, rule)
         assert check.verdict == Verdict.PASS
-        assert any("in-progress behaviour not observed" in n for n in check.observed), check.observed
+        if any("in-progress behaviour not observed" in n for n in check.observed):
+            continue
+        # A loaded machine can still catch a 5-item job before its end; then the PASS must rest on a
+        # poll that really saw a non-terminal state (the note is owed only when no such poll exists).
+        bodies = " ".join(json.dumps(e.to_dict()) for e in check.evidence)
+        assert "running" in bodies or "queued" in bodies, (rule, check.observed)
 
 
 def test_idem_03_provokes_in_flight_duplicates_on_the_reference_server(reference_app):
