@@ -238,7 +238,8 @@ class RunContext:
         from . import _levels
 
         report.catalogue = {"version": cat.version}
-        facts = {"correlation": self.session.envelope.m.get("correlation") or "id"}
+        facts = {"correlation": self.session.envelope.m.get("correlation") or "id",
+                 "item_ids": "absent" if self.session.envelope.id_field is None else "present"}
         report.conformance = _levels.assess(cat, report.rules, report.classes_declared, facts)
         return report
 

@@ -28,14 +28,6 @@ APIS = {
     "kinesis-moto": "Amazon Kinesis `PutRecords` (moto)",
     "couchdb-pouchdb": "CouchDB `_bulk_docs` (pouchdb-server)",
 }
-# SPEC §4b: a level is reached when its classes are declared and every MUST of them PASSes; a SKIP
-# counts only where the rule does not apply to this kind of target.
-LEVELS = [("Level 1 \"Batch basics\"", ["CORE", "HTTP", "SIZE"]),
-          ("Level 2 \"Safe retries\"", ["CORE", "HTTP", "SIZE", "PART", "IDEM"]),
-          ("Level 3 \"Large and transactional\"", ["CORE", "HTTP", "SIZE", "PART", "IDEM", "ASYNC", "ATOM", "ORD", "PAR"]),
-          ("Level 4 \"Fleet-ready\"", ["CORE", "HTTP", "SIZE", "PART", "IDEM", "ASYNC", "ATOM", "ORD", "PAR", "ROB",
-                                       "FLEET"])]
-NOT_APPLICABLE = {"CORE-09": "by id", "CORE-07": "items carry no id", "CORE-08": "no summary fields"}
 SHORT = {"PASS": "PASS", "FAIL": "**FAIL**", "WARN": "WARN", "SKIP": "skip", "ERROR": "**ERROR**", "INFO": "INFO",
          "PENDING": "pending", "WAIVED": "waived"}
 
@@ -63,23 +55,33 @@ def record(report_dir: Path) -> Path:
 
 
 def _level(summary: dict[str, Any]) -> tuple[str, list[str]]:
-    reached, blockers = "none", []
-    for name, classes in LEVELS:
-        missing = [c for c in classes if c not in summary["classes"]]
-        bad = []
-        for rid, r in summary["rules"].items():
-            if r["class"] not in classes or not str(r["level"]).startswith("MUST"):
-                continue
-            if r["verdict"] == "PASS":
-                continue
-            if r["verdict"] == "SKIP" and rid in NOT_APPLICABLE and NOT_APPLICABLE[rid] in r["reason"]:
-                continue
-            bad.append(f"{rid} {r['verdict']}")
-        if missing or bad:
-            blockers = ([f"class {c} not declared" for c in missing] + sorted(bad))
-            return reached, [f"{name}: " + ", ".join(blockers)]
-        reached = name
-    return reached, []
+    """The level reached and what blocks the next, by the catalogue's own levels (SPEC §4b, one
+    table: conformance/_levels.py), from the stored verdicts and the profile's correlation."""
+    from conformance import _catalogue, _levels
+    from conformance._model import RuleResult, Verdict
+    from conformance._profile import load
+
+    cat = _catalogue.load()
+    profile = ROOT / "conformance" / "profiles" / f"{summary['profile']}.yaml"
+    data = load(profile) if profile.exists() else None
+    correlation = (data.get("envelope.correlation") if data else None) or "id"
+    has_ids = data is None or (data.data.get("items") or {}).get("id_field", "id") is not None
+    rules = []
+    for rid, r in summary["rules"].items():
+        rule = cat.get(rid)
+        if rule is None:
+            continue
+        rules.append(RuleResult(id=rid, cls=rule.cls, level=rule.level, title=rule.title, rationale=rule.rationale,
+                                seed=rule.seed, verdict=Verdict(r["verdict"]), reason=r.get("reason", "")))
+    conf = _levels.assess(cat, rules, summary["classes"], {"correlation": correlation,
+                                                                 "item_ids": "present" if has_ids else "absent"})
+    reached = f"Level {conf['reached']} \"{conf['name']}\"" if conf["reached"] else "none"
+    nxt = conf["next"]
+    if not nxt:
+        return reached, []
+    names = [f"{b['rule']} {b['verdict']}" if b.get("rule") else f"class {b['class']} not declared"
+             for b in nxt["blockers"]]
+    return reached, [f"Level {nxt['level']} \"{nxt['name']}\": " + ", ".join(names)]
 
 
 def render(summaries: list[dict[str, Any]]) -> str:
@@ -97,7 +99,7 @@ def render(summaries: list[dict[str, Any]]) -> str:
         "Each column is a real batch operation served locally, described by a profile written from the",
         "service's public documentation (conformance/profiles/); docs/any-target.md says why each verdict is",
         "what it is. A level is reached when its classes are declared and every MUST of them PASSes",
-        "(SPEC §4b). `skip` always has a reason in the report (a read endpoint the API does not have, a",
+        "(SPEC §4b, computed from the catalogue's levels as in every report). `skip` always has a reason in the report (a read endpoint the API does not have, a",
         "limit it does not state, entries without ids).",
         "",
         "| API | classes | level reached | what blocks the next level |",

@@ -43,8 +43,9 @@ def _results(overrides: dict[str, RuleResult | Verdict] | None = None) -> list[R
     return out
 
 
-def _assess(overrides=None, declared=ALL, correlation="id"):
-    return _levels.assess(_catalogue.load(), _results(overrides), declared, {"correlation": correlation})
+def _assess(overrides=None, declared=ALL, correlation="id", item_ids="present"):
+    return _levels.assess(_catalogue.load(), _results(overrides), declared,
+                          {"correlation": correlation, "item_ids": item_ids})
 
 
 def test_levels_are_data_in_the_catalogue_and_validate():
@@ -109,6 +110,15 @@ def test_a_skip_counts_only_where_the_rule_does_not_apply_to_the_target():
     # ... and blocks a position-correlated one, where the rule applies and was not judged.
     conf = _assess({"CORE-09": Verdict.SKIP}, correlation="position")
     assert conf["reached"] == 0 and conf["next"]["blockers"][0]["rule"] == "CORE-09"
+
+
+def test_core07_skip_counts_only_for_items_without_ids():
+    # Entries without ids (events, messages) have no id to duplicate: CORE-07 does not apply ...
+    conf = _assess({"CORE-07": Verdict.SKIP}, correlation="position", item_ids="absent")
+    assert conf["reached"] == 4, conf["next"]
+    # ... but where items carry ids, a skipped CORE-07 is a rule not judged, and blocks level 1.
+    conf = _assess({"CORE-07": Verdict.SKIP}, correlation="position", item_ids="present")
+    assert conf["reached"] == 0 and conf["next"]["blockers"][0]["rule"] == "CORE-07"
 
 
 def test_parse_level_by_number_or_name():
