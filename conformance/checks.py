@@ -33,6 +33,7 @@ __all__ = [
     "SetupError",
     "expect",
     "setup_failed",
+    "key_header",
     "setup_ok",
     "ItemFactory",
     "InvalidItem",
@@ -139,6 +140,17 @@ def series_of(nodeid: str) -> list[dict[str, Any]]:
     """The series `series` recorded for the check `nodeid` (taken: a second call returns [])."""
     with _observed_lock:
         return _SERIES.pop(nodeid, [])
+
+
+def key_header(profile: Profile) -> str:
+    """The batch-level idempotency key header the profile declares; the calling check SKIPs
+    without one (IDEM, ASYNC-08 and FLEET send keys the same way)."""
+    name = profile.get("idempotency.header")
+    if not name:
+        import pytest
+
+        pytest.skip("profile declares no idempotency.header (batch-level key)")
+    return str(name)
 
 
 def setup_failed(message: str) -> NoReturn:

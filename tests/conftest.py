@@ -57,6 +57,30 @@ def run_kit_socket(app: Any, *, classes: list[str] | None = None, rules: list[st
         server.stop()
 
 
+JOB_TERMINAL = ("completed", "failed", "cancelled")
+
+
+def finish_job(client: Any, url: str, timeout: float, interval: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Poll a reference job until it is terminal (or `timeout` passes), then read every result page:
+    (last job state, every result). The restart and fleet takeover tests judge both."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(url, params={"limit": 0}).json()
+        if job["status"] in JOB_TERMINAL or time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    results: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = client.get(url, params={"cursor": cursor} if cursor else None).json()
+        results.extend(page["results"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return job, results
+
+
 def verdicts(report: RunReport) -> dict[str, Verdict]:
     return {r.id: r.verdict for r in report.rules}
 

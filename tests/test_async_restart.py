@@ -24,10 +24,11 @@ import httpx
 import orjson
 import pytest
 
+from conftest import JOB_TERMINAL as TERMINAL, finish_job
+
 ROOT = Path(__file__).resolve().parent.parent
 ITEMS = 2500
 BAD = 7  # the index of the one invalid item
-TERMINAL = ("completed", "failed", "cancelled")
 
 # A broken server for the negative control: on start it re-queues interrupted jobs from scratch.
 RESTART_FROM_SCRATCH = """
@@ -113,20 +114,7 @@ def _finish(db: str, url: str, code: str | None = None) -> tuple[dict[str, Any],
     proc, base = _start(db, code)
     try:
         with httpx.Client(base_url=base, timeout=10) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                job = client.get(url, params={"limit": 0}).json()
-                if job["status"] in TERMINAL or time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-            results: list[dict[str, Any]] = []
-            cursor = None
-            while True:
-                page = client.get(url, params={"cursor": cursor} if cursor else None).json()
-                results.extend(page["results"])
-                cursor = page.get("next_cursor")
-                if not cursor:
-                    break
+            job, results = finish_job(client, url, timeout=30, interval=0.02)
         ids = [r["id"] for r in results]
 
         def read_all(part: list[str]) -> dict[str, Any]:

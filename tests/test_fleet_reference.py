@@ -20,6 +20,7 @@ import httpx
 import orjson
 import pytest
 
+from conftest import finish_job
 from test_async_restart import BAD, ITEMS, TERMINAL, _job_items, _start, _stop, _verdict
 
 JSON = {"Content-Type": "application/json"}
@@ -229,21 +230,7 @@ def _kill_mid_job(fleet: Fleet) -> tuple[str, list[dict[str, Any]], int]:
 
 def _finish_on(base: str, url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     with httpx.Client(base_url=base, timeout=10) as client:
-        deadline = time.monotonic() + 60
-        while True:
-            job = client.get(url, params={"limit": 0}).json()
-            if job["status"] in TERMINAL or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        results: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            page = client.get(url, params={"cursor": cursor} if cursor else None).json()
-            results.extend(page["results"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-    return job, results
+        return finish_job(client, url, timeout=60, interval=0.05)
 
 
 def _survivor_verdict(fleet: Fleet, url: str, items: list[dict[str, Any]]) -> list[str]:

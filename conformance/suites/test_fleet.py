@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conformance.checks import Jobs, expect, is_2xx, json_of, observed, pointer_get, setup_failed, setup_ok, short
+from conformance.checks import Jobs, expect, is_2xx, json_of, key_header, observed, pointer_get, setup_failed, setup_ok, short
 
 READ_WAIT_S = 0.3  # how long a cancelled job is watched for further progress on every instance
 
@@ -31,13 +31,6 @@ def fleet(target, profile) -> list[Any]:
     if len(urls) < 2:
         pytest.skip("profile lists no target.instances (other base URLs of the same service)")
     return [target.on(url) for url in urls]
-
-
-def _key_header(profile) -> str:
-    name = profile.get("idempotency.header")
-    if not name:
-        pytest.skip("profile declares no idempotency.header (batch-level key)")
-    return str(name)
 
 
 def _new_key(items) -> str:
@@ -108,7 +101,7 @@ def test_applied_items_are_readable_on_every_instance(fleet, items, envelope, pr
                                      "applied once, same answer, marked where the target marks replays")
 def test_keyed_retry_on_another_instance_is_a_replay(fleet, items, envelope, profile):
     """FLEET-02 MUST: a batch retried with the same idempotency key on another instance is a replay: applied once, same answer (the marker of IDEM-04 where the target has one)."""
-    header = _key_header(profile)
+    header = key_header(profile)
     marker = str(profile.get("idempotency.replayed_header") or "Idempotent-Replayed")
     key = _new_key(items)
     batch = items.valid(3)
@@ -148,7 +141,7 @@ def test_keyed_retry_on_another_instance_is_a_replay(fleet, items, envelope, pro
                                      "once; the others replay it or get 409")
 def test_concurrent_duplicates_over_instances_apply_once(fleet, items, envelope, profile):
     """FLEET-03 MUST: the same keyed batch sent concurrently to different instances is applied once; the others replay it or get 409."""
-    header = _key_header(profile)
+    header = key_header(profile)
     key = _new_key(items)
     batch = items.valid(3)
     ids = _ids(items, batch)

@@ -7,7 +7,6 @@ resource is compared before and after the retry.
 """
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance.checks import expect, is_2xx, observed, pointer_get, response_json, setup_failed, setup_ok, short
+from conformance.checks import expect, is_2xx, key_header, observed, pointer_get, response_json, setup_failed, setup_ok, short
 
 MAX_KEY = 255
 CONCURRENT = 8
@@ -28,13 +27,6 @@ RETENTION_WAIT_S = 1.0
 
 
 # -- what the profile declares -------------------------------------------------
-
-def key_header(profile) -> str:
-    name = profile.get("idempotency.header")
-    if not name:
-        pytest.skip("profile declares no idempotency.header (batch-level key)")
-    return str(name)
-
 
 def item_field(profile) -> str:
     name = profile.get("idempotency.item_field")
