@@ -135,15 +135,22 @@ class Rewrite:
             await self.app(scope, receive, send)
             return
         body = b""
-        while True:
+        more = True
+        while more:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 return
             body += msg.get("body", b"")
-            if not msg.get("more_body"):
+            more = bool(msg.get("more_body"))
+            if len(body) > PASS_THROUGH_BYTES:
                 break
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         call = Call(scope["method"], scope["path"], scope.get("query_string", b"").decode(), dict(headers), body)
+        if len(body) > PASS_THROUGH_BYTES:
+            # Over the reference server's byte limit: streamed on untouched (the app refuses it
+            # while it streams, SIZE-03); only the response is rewritten.
+            await self._respond(scope, _prepend(body, more, receive), send, call)
+            return
         if self.on_request:
             res = self.on_request(call)
             if hasattr(res, "__await__"):
@@ -155,15 +162,9 @@ class Rewrite:
                 new_headers = [(hk, hv) for hk, hv in new_headers if hk.decode("latin-1").lower() != k]
                 new_headers.append((k.encode("latin-1"), v.encode("latin-1")))
         scope = dict(scope, headers=new_headers)
-        sent = False
+        await self._respond(scope, _prepend(call.body, False, receive), send, call)
 
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": call.body, "more_body": False}
-
+    async def _respond(self, scope: Scope, replay: Any, send: Any, call: Call) -> None:
         parts: list[bytes] = []
 
         async def capture(msg: dict[str, Any]) -> None:
@@ -185,6 +186,26 @@ class Rewrite:
         await send({"type": "http.response.body", "body": call.response_body})
 
 
+# The reference server's default byte limit (Settings.max_bytes): a larger body is never buffered
+# nor rewritten by a mutant, so the server's own streamed 413 (SIZE-03) is what the kit sees.
+PASS_THROUGH_BYTES = 1_048_576
+
+
+def _prepend(first: bytes, more: bool, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI receive that yields `first`, then (if `more`) the rest of the original stream."""
+    given = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": first, "more_body": more}
+        if more:
+            return await receive()
+        return {"type": "http.disconnect"}
+    return replay
+
+
 def on_batch_response(fn: Callable[[Call], None], path: str = "/orders/batch", method: str = "POST"):
     """Wrap: rewrite the batch endpoint's response."""
     return lambda app: Rewrite(app, method=method, path=path, response=fn)
@@ -192,3 +213,30 @@ def on_batch_response(fn: Callable[[Call], None], path: str = "/orders/batch", m
 
 def on_batch_request(fn: Callable[[Call], None], path: str = "/orders/batch", method: str = "POST"):
     return lambda app: Rewrite(app, method=method, path=path, request=fn)
+
+
+# -- what a variation changes, its OpenAPI document says too ------------------------------------
+# A legal variation stands for a real server that behaves so and documents it: ROB-01 judges every
+# response against the target's own document, so a variation that changes a response shape must
+# change the document the same way (or ROB-01 rightly flags the difference).
+
+def on_openapi(fn: Callable[[dict], None], path: str = "/openapi.json"):
+    """Wrap: rewrite the OpenAPI document in place (`fn(doc)`)."""
+    def hook(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict):
+            fn(doc)
+            call.set_response_json(doc)
+    return lambda app: Rewrite(app, method="GET", path=path, response=hook)
+
+
+def document_problem_json(doc: dict, paths: Callable[[str], bool] = lambda p: True) -> None:
+    """Every 4xx response of the matching paths may also be application/problem+json (same schema)."""
+    for path, ops in doc.get("paths", {}).items():
+        if not paths(path):
+            continue
+        for op in ops.values():
+            for status, resp in (op.get("responses") or {}).items() if isinstance(op, dict) else ():
+                content = resp.get("content") or {}
+                if str(status).startswith("4") and "application/json" in content:
+                    content.setdefault("application/problem+json", content["application/json"])

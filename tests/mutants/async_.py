@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ._base import Call, Rewrite, mutant, variation
+from ._base import Call, Rewrite, document_problem_json, mutant, on_openapi, variation
 
 JOBS = "/imports/batch"
 
@@ -50,6 +50,7 @@ def _drop_request_header(app: Any, name: bytes, path: str = "/orders/batch"):
 # -- ASYNC-01 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-01", "the 202 names the job id but gives no status_url",
+        also=["ROB-01"],
         check="test_async_batch_gets_202_with_job_id_and_status_url")
 def no_status_url(app):
     def fn(call: Call) -> None:
@@ -61,6 +62,7 @@ def no_status_url(app):
 
 
 @mutant("ASYNC-01", "the job is accepted with 200 instead of 202",
+        also=["ROB-01"],
         check="test_async_batch_gets_202_with_job_id_and_status_url")
 def accepted_as_200(app):
     def fn(call: Call) -> None:
@@ -80,6 +82,7 @@ def no_location(app):
 # -- ASYNC-02 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-02", "a finished job says 'done', a status outside the vocabulary",
+        also=["ROB-01"],
         check="test_status_resource_reports_status_and_counts",
         errors=["ASYNC-03", "ASYNC-04", "ASYNC-05", "ASYNC-08", "ASYNC-09", "ASYNC-10", "ASYNC-12", "ASYNC-13"])
 def status_word_done(app):
@@ -130,7 +133,8 @@ def string_errors_in_job(app):
     return _on_status(fn)(app)
 
 
-@mutant("ASYNC-03", "ok results in the job carry no data", check="test_results_appear_as_known_in_sync_shape")
+@mutant("ASYNC-03", "ok results in the job carry no data", also=["ROB-01"],
+        check="test_results_appear_as_known_in_sync_shape")
 def job_ok_without_data(app):
     def fn(call: Call) -> None:
         doc = _job(call)
@@ -457,5 +461,18 @@ def azure_words_and_problem_json(app):
             call.set_response_json({"type": "https://errors.example/job_not_found", "title": "job not found",
                                     "status": 404, "detail": doc.get("message", "")})
             call.set_response_header("content-type", "application/problem+json")
+    def document(doc: dict) -> None:  # the document says what the job resource says
+        document_problem_json(doc, _is_job)
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if isinstance(node.get("enum"), list) and set(node["enum"]) == set(words):
+                    node["enum"] = [words[w] for w in node["enum"]]
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+        walk(doc)
     inner = Rewrite(app, method=None, path=_is_job, response=fn)
-    return Rewrite(inner, method="POST", path=JOBS, response=fn)
+    return on_openapi(document)(Rewrite(inner, method="POST", path=JOBS, response=fn))

@@ -97,7 +97,7 @@ def atomic_flag_ignored(app):
     return _rewrite(app, req, None)
 
 
-@mutant("ATOM-02", "atomic failure with only a batch-level message (the seed's anti-pattern)", also=["ATOM-03"],
+@mutant("ATOM-02", "atomic failure with only a batch-level message (the seed's anti-pattern)", also=["ATOM-03", "ROB-01"],
         check="test_failure_names_each_failing_item_and_why")
 def batch_level_message_only(app):
     def resp(call: Call) -> None:
@@ -131,6 +131,7 @@ def failure_answered_200(app):
 
 
 @mutant("ATOM-03", "atomic failure without a batch-level status: 422 with per-item results only",
+        also=["ROB-01"],
         check="test_failure_says_not_applied")
 def failure_without_status(app):
     def resp(call: Call) -> None:
@@ -234,8 +235,9 @@ def atomic_undocumented(app):
 
 
 @mutant("ATOM-05", "the batch endpoint is silently all-or-nothing: without the flag a failing item rolls "
-                   "back the rest (answered 200 with per-item results)", also=["CORE-03"],
+                   "back the rest (answered 200 with per-item results)", also=["CORE-03", "PART-01", "ORD-01", "IDEM-07"],
         # CORE-08 holds: the summary agrees with the entries the answer returns (issue 13)
+        errors=["IDEM-01", "IDEM-06"],
         check="test_atomic_is_not_the_silent_default")
 def atomic_by_default(app):
     seen = _Remember()
@@ -328,9 +330,14 @@ def atomic_by_query_409(app):
 
     def doc_resp(call: Call) -> None:
         doc = _openapi_without_atomic(call.response_json())
-        doc["paths"][PATH]["post"]["parameters"] = [
+        op = doc["paths"][PATH]["post"]
+        op.setdefault("parameters", []).append(
             {"name": "mode", "in": "query", "required": False, "schema": {"enum": ["atomic"]},
-             "description": "`atomic`: all-or-nothing"}]
+             "description": "`atomic`: all-or-nothing"})
+        # The failure is answered 409: the document says so (beside the key-in-use error).
+        conflict = op["responses"]["409"]["content"]["application/json"]
+        conflict["schema"] = {"anyOf": [{"$ref": "#/components/schemas/BatchResponse/$defs/atomic_failure"},
+                                        conflict["schema"]]}
         call.set_response_json(doc)
     return Rewrite(Rewrite(app, path=PATH, request=req, response=resp), method="GET", path="/openapi.json",
                    response=doc_resp)

@@ -1,7 +1,16 @@
 """Mutants of class CORE: envelope and per-item results."""
 from __future__ import annotations
 
-from ._base import Call, on_batch_response, mutant, variation
+from ._base import Call, document_problem_json, mutant, on_batch_response, on_openapi, variation
+
+
+# Cascades in the full matrix (every class runs): a mutant that breaks a building block every class
+# relies on makes the rules built on it FAIL too, for true reasons (docs/kill-matrix.md).
+# A result missing, invented or unreadable by id: every rule judged on a multi-item batch's results.
+NEEDS_EVERY_RESULT = ["ATOM-04", "HTTP-03", "IDEM-05", "IDEM-07", "ORD-01", "ORD-02", "ORD-03", "ORD-04", "PAR-02",
+                      "PART-03", "ROB-02", "ROB-03", "SIZE-02"]
+# An error result without a readable code: every MUST that names the code an item must get.
+NEEDS_ERROR_CODES = ["IDEM-07", "ORD-03", "ORD-04", "PAR-02", "PART-03"]
 
 
 def _results(call: Call) -> tuple[dict, list]:
@@ -10,6 +19,7 @@ def _results(call: Call) -> tuple[dict, list]:
 
 
 @mutant("CORE-01", "an all-valid batch of several items answers 207 Multi-Status",
+        also=["ATOM-04", "HTTP-02", "ROB-03", "SIZE-02"],
         check="test_valid_batch_gets_2xx_and_json")
 def multi_status_for_all_valid(app):
     def fn(call: Call) -> None:
@@ -19,7 +29,9 @@ def multi_status_for_all_valid(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-02", "the last item's result is missing", check="test_one_result_per_item")
+@mutant("CORE-02", "the last item's result is missing", also=NEEDS_EVERY_RESULT + ["PART-04"],
+        errors=["IDEM-06", "PERF-01"],
+        check="test_one_result_per_item")
 def drops_last_result(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -29,7 +41,9 @@ def drops_last_result(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-02", "a result is duplicated", check="test_one_result_per_item")
+@mutant("CORE-02", "a result is duplicated", also=["ATOM-04"],
+        errors=["PERF-01"],
+        check="test_one_result_per_item")
 def duplicates_a_result(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -39,7 +53,9 @@ def duplicates_a_result(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-02", "results carry server-invented ids instead of the items' ids", check="test_one_result_per_item")
+@mutant("CORE-02", "results carry server-invented ids instead of the items' ids", also=NEEDS_EVERY_RESULT,
+        errors=["IDEM-06"],
+        check="test_one_result_per_item")
 def invents_ids(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -50,7 +66,8 @@ def invents_ids(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-03", "error results say status 'failed' instead of 'error'", also=["CORE-06"],
+@mutant("CORE-03", "error results say status 'failed' instead of 'error'", also=["CORE-06", "HTTP-03", "ORD-01", "ROB-01", "ROB-02"] + NEEDS_ERROR_CODES,
+        errors=["IDEM-06"],
         check="test_result_status_and_payload")
 def unknown_status(app):
     def fn(call: Call) -> None:
@@ -63,7 +80,7 @@ def unknown_status(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-03", "ok results carry no data", also=["CORE-06"], check="test_result_status_and_payload")
+@mutant("CORE-03", "ok results carry no data", also=["CORE-06", "PAR-01", "ROB-01"], check="test_result_status_and_payload")
 def ok_without_data(app):
     def fn(call: Call) -> None:
         doc, res = _results(call)
@@ -75,6 +92,7 @@ def ok_without_data(app):
 
 
 @mutant("CORE-04", "item errors are bare strings (the seed's anti-pattern)",
+        also=NEEDS_ERROR_CODES,
         check="test_error_is_object_with_code_and_message")
 def string_errors(app):
     def fn(call: Call) -> None:
@@ -118,10 +136,11 @@ def problem_json_errors(app):
             call.set_response_json({"type": f"https://errors.example/{code}", "title": code.replace("_", " "),
                                     "status": call.status, "detail": doc.get("message", ""), "code": code})
             call.set_response_header("content-type", "application/problem+json")
-    return on_batch_response(fn)(app)
+    return on_openapi(lambda doc: document_problem_json(doc, lambda p: p == "/orders/batch"))(on_batch_response(fn)(app))
 
 
-@mutant("CORE-06", "the JSON response is labelled text/html", check="test_response_validates_and_is_json")
+@mutant("CORE-06", "the JSON response is labelled text/html", also=["ROB-01"],
+        check="test_response_validates_and_is_json")
 def html_content_type(app):
     def fn(call: Call) -> None:
         if call.status == 200:
@@ -129,7 +148,8 @@ def html_content_type(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-06", "result ids are numbers, not the items' strings (schema violation)", also=["CORE-02"],
+@mutant("CORE-06", "result ids are numbers, not the items' strings (schema violation)", also=["CORE-02", "ROB-01"] + NEEDS_EVERY_RESULT,
+        errors=["IDEM-06"],
         check="test_response_validates_and_is_json")
 def numeric_result_ids(app):
     def fn(call: Call) -> None:
@@ -146,14 +166,14 @@ def numeric_result_ids(app):
 def accepts_duplicates(app):
     def fn(call: Call) -> None:
         doc = call.json()
-        if isinstance(doc, dict) and isinstance(doc.get("operations"), list):
-            seen: dict = {}
-            for op in doc["operations"]:
-                if isinstance(op, dict):
-                    seen[op.get("id")] = op
-            if len(seen) < len(doc["operations"]):
-                doc["operations"] = list(seen.values())
-                call.set_json(doc)
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if isinstance(ops, list) and _duplicated(ops):
+            # The later item with an id wins; items without a usable id stay as they are (the
+            # server refuses them as usual: only duplicate ids are mishandled).
+            last = {op.get("id"): k for k, op in enumerate(ops) if isinstance(op, dict) and op.get("id") is not None}
+            doc["operations"] = [op for k, op in enumerate(ops)
+                                 if not (isinstance(op, dict) and op.get("id") is not None) or last[op["id"]] == k]
+            call.set_json(doc)
     from ._base import Rewrite
     return Rewrite(app, request=fn)
 
@@ -171,6 +191,7 @@ def lying_summary(app):
 
 @mutant("CORE-09", "results in reverse order for a target declared position-correlated",
         profile={"envelope": {"correlation": "position"}},
+        also=["ORD-01", "ROB-02"] + NEEDS_ERROR_CODES,
         check="test_position_correlated_results_keep_length_and_order")
 def position_reversed(app):
     return reversed_results(app)

@@ -80,7 +80,9 @@ class LocalIdempotency:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
         key = headers.get(b"idempotency-key")
-        if scope["type"] != "http" or scope["method"] != "POST" or not key:
+        keys = [v for n, v in scope.get("headers") or [] if n.lower() == b"idempotency-key"]
+        if scope["type"] != "http" or scope["method"] != "POST" or not key or len(keys) > 1 or len(key) > 255:
+            # No key, or a malformed one: the server validates it (IDEM-10) as usual.
             await self.app(scope, receive, send)
             return
         body = b""

@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
+import anyio
 import httpx
 
-from ._base import Scope, mutant
+from reference_server._body import BODY_IDLE_TIMEOUT_S
+
+from ._base import PASS_THROUGH_BYTES, Scope, _prepend, mutant
 
 SINGLE_PATH = "/orders"
 ORDER_FIELDS = {"id", "amount", "currency", "note", "parent_id"}
@@ -63,22 +66,29 @@ class PerItemWrapper:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/orders/batch":
             await self.app(scope, receive, send)
             return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if HANDED_OVER & set(headers):  # keys and async preferences: the real endpoint's business
+            await self.app(scope, receive, send)
+            return
         body = b""
-        while True:
-            msg = await receive()
+        more = True
+        while more and len(body) <= PASS_THROUGH_BYTES:
+            msg = None
+            with anyio.move_on_after(BODY_IDLE_TIMEOUT_S / 2):  # a stalled body: the real endpoint times it out
+                msg = await receive()
+            if msg is None:
+                break
             if msg["type"] == "http.disconnect":
                 return
             body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+            more = bool(msg.get("more_body"))
         try:
-            ops = _plain_items(json.loads(body))
-        except ValueError:
+            ops = None if more else _plain_items(json.loads(body, parse_constant=_no_constant))
+        except (ValueError, RecursionError):  # not strict JSON: the real endpoint refuses it
             ops = None
-        if ops is None:
-            await self.app(scope, _replay(body), send)
+        if ops is None:  # over the byte limit (streamed on), or an envelope the wrapper does not handle
+            await self.app(scope, _prepend(body, more, receive), send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         results = []
         for item in ops:
             status, out = await self.send_one(scope, headers, json.dumps(item).encode())
@@ -92,16 +102,13 @@ class PerItemWrapper:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
-    sent = False
+# Requests the wrapper hands to the real batch endpoint whole: it implements no idempotency keys
+# (IDEM), no `Prefer: respond-async` (ASYNC-13); a wrapper in front of a real service leaves them there.
+HANDED_OVER = {"idempotency-key", "prefer"}
 
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-    return receive
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 @mutant("PERF-01", "the batch endpoint calls the service's own HTTP API once per item through an in-process "
@@ -120,7 +127,9 @@ def batch_calls_own_api_per_item(app):
 
 
 @mutant("PERF-01", "the batch endpoint is a gateway fan-out: one HTTP request per item to the single "
-        "endpoint over loopback", classes=["PERF"], socket=True, check="test_batch_is_not_just_a_wrapper")
+        "endpoint over loopback", classes=["PERF"], socket=True, check="test_batch_is_not_just_a_wrapper",
+        # 1000 items (SIZE-02's full batch) are 1000 loopback requests: slow, not wrong.
+        profile={"target": {"timeout": 60}})
 def batch_fans_out_http_requests(app):
     clients: dict[str, httpx.AsyncClient] = {}
 

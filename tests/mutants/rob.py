@@ -64,7 +64,8 @@ def extra_members_crash(app):
 
 
 @mutant("ROB-01", "a malformed envelope is answered 406, a status the OpenAPI document does not declare",
-        profile=_FUZZ, check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
+        profile=_FUZZ, also=["HTTP-04"],
+        check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
 def undocumented_error_shape(app):
     def fn(call: Call) -> None:
         doc = call.response_json()
@@ -74,7 +75,8 @@ def undocumented_error_shape(app):
 
 
 @mutant("ROB-01", "an item whose depends_on names an id outside the batch sends the planner into an endless loop",
-        profile={**_HANG, **_FUZZ}, check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
+        profile={**_HANG, **_FUZZ}, also=["ORD-04"],
+        check="test_fuzzing_finds_no_5xx_and_no_undocumented_response")
 def unknown_dependency_hangs(app):
     async def fn(call: Call) -> None:
         doc = call.json()
@@ -118,7 +120,8 @@ class _PoisonedAfterDisconnect:
 
 
 @mutant("ROB-03", "a client that disconnects mid-body leaks the worker's open transaction: every later write gets 500",
-        socket=True, profile=_FEW, check="test_normal_batch_succeeds_after_hostile_run")
+        socket=True, profile=_FEW, may_also=["SIZE-01", "SIZE-02", "SIZE-03", "SIZE-05"],
+        check="test_normal_batch_succeeds_after_hostile_run")
 def poisoned_after_disconnect(app):
     return _PoisonedAfterDisconnect(app)
 

@@ -146,6 +146,7 @@ def chunked_limit_not_enforced(app):
 
 
 @mutant("SIZE-03", "the whole body is buffered before its size is checked: 413 only after the last byte", socket=True,
+        also=["ROB-02"],
         check="test_over_max_bytes_refused_while_streaming")
 def refuses_after_reading_everything(app):
     svc = _service(app)
