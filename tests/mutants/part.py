@@ -66,7 +66,7 @@ def stops_writing_after_first_error(app):
 
 
 @mutant("PART-02", "an item with an invalid value is inserted before validation rejects it (half-written row)",
-        also=["PART-04"], check="test_failed_items_are_not_readable")
+        also=["PART-04", "ORD-01", "ORD-03", "ROB-02"], check="test_failed_items_are_not_readable")
 def half_writes_invalid_items(app):
     store = _db(app)
 
