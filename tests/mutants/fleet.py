@@ -183,7 +183,9 @@ LAG_S = 1.5
 
 
 @mutant("FLEET-01", f"reads on one instance lag {LAG_S:g}s behind the writes made on the other (an async replica)",
-        also=["FLEET-03"], profile=PROFILE, check="test_applied_items_are_readable_on_every_instance")
+        # FLEET-03 reads the duplicates' items back on every instance: it sees the lag only when it
+        # reads within LAG_S of the write (a loaded machine may read later).
+        may_also=["FLEET-03"], profile=PROFILE, check="test_applied_items_are_readable_on_every_instance")
 def reads_lag_behind_writes(app):
     written: dict[tuple[str, str], tuple[str, float]] = {}
 
