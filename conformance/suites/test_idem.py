@@ -204,8 +204,20 @@ def test_concurrent_requests_with_one_key_apply_once(target, items, envelope, pr
         inflight, lead, in_use = round_
         return inflight == CONCURRENT and (in_use > 0 or lead >= OVERLAP_MARGIN_S)
 
+    accepted = 0  # the largest size the target processed
     while True:
-        rounds = [_fire_duplicates(target, items, envelope, profile, once, n)]
+        try:
+            rounds = [_fire_duplicates(target, items, envelope, profile, once, n)]
+        except _RefusedWhole as refused:
+            if not accepted:
+                setup_failed(f"a batch of {n} items with a key was refused whole ({refused}), so concurrent "
+                             "duplicates could not be sent")
+            # SIZE-02 judges a refused batch within the limit; IDEM-03 goes on at the size accepted.
+            target.note(f"a batch of {n} items was refused whole ({refused}): the rounds run at {accepted} items")
+            n, cap = accepted, accepted
+            rounds = []
+            break
+        accepted = n
         if provoked(rounds[0]) or n >= cap:
             break
         target.note(f"a batch of {n} items was answered too soon for the duplicates to overlap: trying {min(cap, n * 4)}")
@@ -222,11 +234,15 @@ def test_concurrent_requests_with_one_key_apply_once(target, items, envelope, pr
                     + (f"; {in_use} got 409 (the target saw them in flight together)" if in_use else
                        f", the first 2xx came {lead * 1000:.0f} ms after the last of them"))
         return
-    lead = max(r[1] for r in rounds)
+    lead = max((r[1] for r in rounds), default=0.0)
     observed(f"in-flight duplicates not provoked: with batches up to {cap} items (limits.max_items) the first "
              f"2xx came at most {max(lead, 0) * 1000:.0f} ms after the last duplicate was sent "
              f"(wanted {OVERLAP_MARGIN_S * 1000:.0f} ms, or a 409); only duplicates that may have arrived "
              "after the first answer were judged")
+
+
+class _RefusedWhole(Exception):
+    """Every concurrent request was refused alike with a 4xx: the batch itself was not accepted."""
 
 
 def _fire_duplicates(target, items, envelope, profile, once: Any, n: int) -> tuple[int, float, int]:
@@ -257,6 +273,10 @@ def _fire_duplicates(target, items, envelope, profile, once: Any, n: int) -> tup
         responses = list(pool.map(fire, range(CONCURRENT)))
     answered = [r for r in responses if is_2xx(r)]
     in_use = [r for r in responses if r.status_code == 409 and envelope.has_error_code(r, "idempotency_key_in_use")]
+    if not answered and not in_use and len({r.status_code for r in responses}) == 1 and \
+            400 <= responses[0].status_code < 500 and responses[0].status_code != 409:
+        # Every request refused alike (a size limit, say): nothing was processed, no duplicate judged.
+        raise _RefusedWhole(f"{responses[0].status_code}: {short(responses[0].text, 160)}")
     # Overlap is judged against the first 2xx (the processed answer, or a replay of it): a 409 is
     # the target saying the duplicates overlapped, not the end of the first request.
     first_ok = min((answered_at[k] for k, r in enumerate(responses) if is_2xx(r)), default=max(answered_at))
