@@ -153,6 +153,8 @@ def print_summary(report: RunReport, stream: Any = None) -> None:
         print(f"\nconformance: {headline(report.conformance)}", file=stream)
     for note in report.notes:
         print(f"note: {note}", file=stream)
+    if report.target_stopped:
+        print(f"\n{_paint('TARGET STOPPED', 'ERROR', stream)} {report.target_stopped['message']}", file=stream)
 
 
 def _load_profile(args: argparse.Namespace) -> Profile:
@@ -177,6 +179,8 @@ def _verdict_line(report: RunReport) -> str:
     code = report.exit_code()
     if report.interrupted:
         return f"exit code {code}: {report.interrupted['message']} ({report.interrupted['signal']}); the reports say so"
+    if code == 3 and report.target_stopped:
+        return f"exit code 3: {report.target_stopped['message']}"
     if code != 0:
         return f"exit code {code}: a rule failed"
     waived = [r.id for r in report.rules if r.verdict == Verdict.WAIVED and r.level.startswith("MUST")]

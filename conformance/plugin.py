@@ -331,6 +331,33 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
     return out
 
 
+def _stopped_answering(ctx: RunContext, out: CheckOutcome, call: pytest.CallInfo) -> None:
+    """A target that stopped answering during the run (conformance._down): the check whose request
+    took it down FAILs, naming that request, whatever else it found; a check that could not finish
+    because of it is ERROR with the one reason the run gives. Findings made before stay as they are."""
+    watch = ctx.session.watch
+    down = watch.down
+    if down is None:
+        return
+    killer = watch.killer
+    if killer is not None and any(e is killer for e in out.evidence) and down["check"] in (None, out.nodeid):
+        down["check"], down["rule"] = out.nodeid, out.rule_id
+        if out.verdict == Verdict.FAIL:
+            out.reason = f"{out.reason}; {down['finding']}" if out.reason else down["finding"]
+        else:
+            out.verdict, out.reason, out.expected, out.seen = Verdict.FAIL, down["finding"], None, None
+        return
+    if out.verdict == Verdict.ERROR:
+        out.reason = down["message"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    ctx = _context(item.config)
+    if ctx is not None and ctx._session is not None:
+        ctx.session.watch.refuse()  # no check starts against a target that stopped answering
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     result = yield
@@ -347,6 +374,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     out = _outcome(item, call, rep, ctx)
     if out is None:
         return
+    _stopped_answering(ctx, out, call)
     item.stash[RECORDED] = True
     ctx.outcomes.append(out)
     if ctx.progress:

@@ -1,0 +1,118 @@
+"""A target that stops answering in the middle of a run (issue 13).
+
+A request the target accepted and then dropped (the connection closed without an answer, or no
+answer at all), after which the target answers nothing, not even a plain GET of its base URL, took
+the target down: that request is a finding of the check that sent it. From then on no request is
+sent (every later one raises TargetDown at once instead of waiting for a timeout), the checks not
+yet run are ERROR "target stopped answering after <request>", and the run says so once.
+
+A connection refused (never accepted) blames no request: the target went away after the last one
+it answered, which is named instead, unless a request it dropped came after that one.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from ._model import Exchange
+
+__all__ = ["TargetDown", "Watch", "describe"]
+
+# Errors raised before the request reached the target: the target cannot have died of it.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+class TargetDown(httpx.TransportError):
+    """The target stopped answering earlier in this run: the request was not sent."""
+
+
+def describe(ex: Exchange) -> str:
+    """`POST /batch (ROB-02 hostile case deep_nesting; body 40012 bytes: {"operations": [[[[...)`."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(ex.url)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    what = []
+    if ex.note:
+        what.append(ex.note)
+    body = ex.request_body
+    if body:
+        size = next((v for k, v in ex.request_headers.items() if k.lower() == "content-length"), None)
+        head = " ".join(body[:60].split())
+        what.append(f"body of {size + ' bytes' if size else f'{len(body)} chars'}, starting {head}"
+                    + ("..." if len(body) > 60 else ""))
+    return f"{ex.method} {path}" + (f" ({'; '.join(what)})" if what else "")
+
+
+class Watch:
+    """What a session knows about the target's liveness: the last answer, the last dropped request,
+    and once the target is found down, why (`down`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.last_answered: tuple[int, Exchange] | None = None
+        self.last_dropped: tuple[int, Exchange, str] | None = None
+        self.down: dict[str, Any] | None = None
+        self.killer: Exchange | None = None  # the exchange that took the target down, if one did
+
+    def answered(self, ex: Exchange) -> None:
+        with self._lock:
+            self._seq += 1
+            self.last_answered = (self._seq, ex)
+
+    def refuse(self, request: httpx.Request | None = None) -> None:
+        """Raise TargetDown when the target is already known to be down (nothing is sent)."""
+        if self.down is not None:
+            raise TargetDown(self.down["message"], request=request)
+
+    def failed(self, ex: Exchange, exc: Exception, client: httpx.Client, probe_timeout: float) -> None:
+        """A request got no answer (`exc`): find out whether the target still answers anything."""
+        if isinstance(exc, TargetDown) or not isinstance(exc, httpx.TransportError):
+            return
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            if not isinstance(exc, _NOT_SENT):
+                self.last_dropped = (seq, ex, type(exc).__name__)
+            if self.down is not None or self.last_answered is None:
+                return  # already known; or never answered at all: the preflight's unreachable target
+        if _alive(client, probe_timeout):
+            return
+        with self._lock:
+            if self.down is not None:
+                return
+            answered = self.last_answered
+            dropped = self.last_dropped
+            if dropped is not None and (answered is None or dropped[0] > answered[0]):
+                killer, error = dropped[1], dropped[2]
+                after = describe(killer)
+                how = ("got no answer (the connection was closed)" if "Timeout" not in error
+                       else "got no answer within the timeout")
+                finding = (f"the target stopped answering after this check's request {after}: it {how} "
+                           f"({error}), and the target answered nothing after it; a request must never take "
+                           "the target down")
+            else:
+                killer, error = None, type(exc).__name__
+                after = describe(answered[1]) if answered else "the preflight"
+                finding = ""
+            self.killer = killer
+            self.down = {"after": after, "error": error, "finding": finding, "check": None, "rule": None,
+                         "at": time.time(),
+                         "message": f"target stopped answering after {after}"}
+
+
+def _alive(client: httpx.Client, timeout: float) -> bool:
+    """Any HTTP answer to a GET of the base URL (even a 404) means the target still answers. Asked
+    a moment after the failure: a process on its way out may still take one more connection."""
+    time.sleep(0.3)
+    try:
+        client.get("", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return True
