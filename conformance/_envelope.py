@@ -351,8 +351,8 @@ class Envelope:
         or the member has another form than the profile says (a map of lists, or a list)."""
         if not isinstance(doc, (dict, list)):
             return None
-        found = pointer_get(doc, self.m.get("results_error") or "", _ABSENT)
-        if found is _ABSENT or found is None:
+        found = pointer_get(doc, self.m.get("results_error") or "", None)
+        if found is None:
             return []
         if not self.failures_map:
             return [(raw, None) for raw in found] if isinstance(found, list) else None
