@@ -185,7 +185,8 @@ def _no_result(envelope: Any, resp: httpx.Response, sent: list[dict[str, Any]]) 
     call the target unusable (exit 3) and hide the defect."""
     if envelope.raw_results(resp) is None:
         return (f"one small valid batch got {resp.status_code} JSON, but the profile's envelope finds no results "
-                f"there ({envelope.results_location}); check envelope.results")
+                f"there ({envelope.results_location}); check envelope."
+                + ("results_error and envelope.failures_form" if envelope.failures_only else "results"))
     found = envelope.result_map(resp, sent)
     readable = [r for r in envelope.results(resp) if r.ok is not None]
     for item in sent:

@@ -18,7 +18,7 @@ from conformance import ASGIThreadTransport, Verdict, load_profile
 from conftest import record_matrix_row
 
 HERE = Path(__file__).resolve().parent / "foreign"
-ENVELOPES = ["tally_rpc", "beacon_events"]
+ENVELOPES = ["tally_rpc", "beacon_events", "shelf_kv"]
 
 
 def _run(name: str, bugs: frozenset[str] = frozenset(), rules: list[str] | None = None) -> conformance.RunReport:

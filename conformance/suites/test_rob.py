@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance.checks import SetupError, expect, fuzz, hostile, is_2xx, json_of, observed, short
+from conformance.checks import SetupError, as_stored, expect, fuzz, hostile, is_2xx, json_of, observed, short
 
 DEFAULT_MAX_EXAMPLES = 30
 
@@ -176,7 +176,7 @@ def _judge(case: hostile.HostileCase, built: hostile.BuiltBody, resp: httpx.Resp
         stored = target.read_json(h["id"])
         if stored is None:
             return f"hostile item {short(h['id'], 80)} got an ok result but cannot be read back"
-        sent = h["item"] or {}
+        sent = as_stored(h["item"] or {}, stored, items.id_pointer)  # the part the read shows (/Put/Item)
         wrong = {k: (v, stored.get(k) if isinstance(stored, dict) else None) for k, v in sent.items()
                  if not isinstance(stored, dict) or stored.get(k) != v}
         if wrong:
