@@ -199,6 +199,12 @@ class Target:
         return self.session.in_process
 
     @property
+    def stopped_answering(self) -> str | None:
+        """`target stopped answering after <request>` once the target answers nothing (conformance._down)."""
+        down = self.session.watch.down
+        return down["message"] if down else None
+
+    @property
     def envelope(self) -> Envelope:
         return self.session.envelope
 
@@ -441,10 +447,8 @@ class Target:
             self.evidence.append(ex)
         if out.status is not None:
             self.session.watch.answered(ex)
-        elif read_answer:  # no answer: the same question as for an httpx request (_down)
-            lost = (httpx.ConnectError if (out.error or "").startswith("cannot connect") else
-                    httpx.ReadTimeout if out.hung else httpx.RemoteProtocolError)(ex.error or "no answer")
-            self.session.watch.failed(ex, lost, self.session.client, min(self.session.timeout, 5.0))
+        elif read_answer and not (out.error or "").startswith("cannot connect"):
+            self.session.watch.dropped(ex, "no answer on a raw exchange" if out.hung else "closed without an answer")
         return out
 
     def atomic(self, items: list[Any], **kw: Any) -> httpx.Response:

@@ -19,7 +19,7 @@ import httpx
 
 from ._model import Exchange
 
-__all__ = ["TargetDown", "Watch", "describe"]
+__all__ = ["TargetDown", "Watch", "describe", "judge"]
 
 # Errors raised before the request reached the target: the target cannot have died of it.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -66,6 +66,13 @@ class Watch:
             self._seq += 1
             self.last_answered = (self._seq, ex)
 
+    def dropped(self, ex: Exchange, error: str) -> None:
+        """A raw exchange got no answer. Many targets close a lying or cut body on purpose, so this
+        sends no probe; if the target turns out to be down later, with no answer since, it is blamed."""
+        with self._lock:
+            self._seq += 1
+            self.last_dropped = (self._seq, ex, error)
+
     def refuse(self, request: httpx.Request | None = None) -> None:
         """Raise TargetDown when the target is already known to be down (nothing is sent)."""
         if self.down is not None:
@@ -92,8 +99,8 @@ class Watch:
             if dropped is not None and (answered is None or dropped[0] > answered[0]):
                 killer, error = dropped[1], dropped[2]
                 after = describe(killer)
-                how = ("got no answer (the connection was closed)" if "Timeout" not in error
-                       else "got no answer within the timeout")
+                hung = "Timeout" in error or error.startswith("no answer")
+                how = "got no answer within the timeout" if hung else "got no answer (the connection was closed)"
                 finding = (f"the target stopped answering after this check's request {after}: it {how} "
                            f"({error}), and the target answered nothing after it; a request must never take "
                            "the target down")
@@ -105,6 +112,32 @@ class Watch:
             self.down = {"after": after, "error": error, "finding": finding, "check": None, "rule": None,
                          "at": time.time(),
                          "message": f"target stopped answering after {after}"}
+
+
+def judge(out: Any, watch: Watch, exc: BaseException | None = None, live: bool = True) -> None:
+    """Settle one check's outcome against a target that stopped answering: the check whose request
+    took it down FAILs, naming that request, whatever else it found (its own violations stay in the
+    reason); a check that ERRORed for want of answers gets the run's one reason. Findings made
+    before stand. Called as each outcome is made (`live`, with the check's exception) and once more
+    for every outcome when the report is built, to blame only (a raw exchange is blamed when a later
+    request finds the target down, after its check has ended)."""
+    from ._model import Verdict
+
+    down = watch.down
+    if down is None:
+        return
+    killer = watch.killer
+    if killer is not None and down["check"] in (None, out.nodeid) and any(e is killer for e in out.evidence):
+        if down["check"] == out.nodeid and down["finding"] in out.reason:
+            return
+        down["check"], down["rule"] = out.nodeid, out.rule_id
+        if out.verdict == Verdict.FAIL:
+            out.reason = f"{out.reason}; {down['finding']}" if out.reason else down["finding"]
+        else:
+            out.verdict, out.reason, out.expected, out.seen = Verdict.FAIL, down["finding"], None, None
+        return
+    if live and out.verdict == Verdict.ERROR and out.nodeid != down["check"] and isinstance(exc, httpx.TransportError):
+        out.reason = down["message"]
 
 
 def _alive(client: httpx.Client, timeout: float) -> bool:

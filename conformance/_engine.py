@@ -161,6 +161,11 @@ class RunContext:
     # -- aggregation --------------------------------------------------------
     def build_report(self) -> RunReport:
         cat = _catalogue.load()
+        if self._session is not None and self.session.watch.down:
+            from ._down import judge
+
+            for o in self.outcomes:  # a request blamed after its check ended (a raw exchange)
+                judge(o, self.session.watch, live=False)
         by_rule: dict[str, list[CheckOutcome]] = {}
         for o in self.outcomes:
             by_rule.setdefault(o.rule_id, []).append(o)

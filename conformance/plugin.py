@@ -333,23 +333,10 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
 
 
 def _stopped_answering(ctx: RunContext, out: CheckOutcome, call: pytest.CallInfo) -> None:
-    """A target that stopped answering during the run (conformance._down): the check whose request
-    took it down FAILs, naming that request, whatever else it found; a check that could not finish
-    because of it is ERROR with the one reason the run gives. Findings made before stay as they are."""
-    watch = ctx.session.watch
-    down = watch.down
-    if down is None:
-        return
-    killer = watch.killer
-    if killer is not None and any(e is killer for e in out.evidence) and down["check"] in (None, out.nodeid):
-        down["check"], down["rule"] = out.nodeid, out.rule_id
-        if out.verdict == Verdict.FAIL:
-            out.reason = f"{out.reason}; {down['finding']}" if out.reason else down["finding"]
-        else:
-            out.verdict, out.reason, out.expected, out.seen = Verdict.FAIL, down["finding"], None, None
-        return
-    if out.verdict == Verdict.ERROR:
-        out.reason = down["message"]
+    """A target that stopped answering during the run: conformance._down.judge settles the outcome."""
+    from ._down import judge
+
+    judge(out, ctx.session.watch, call.excinfo.value if call.excinfo else None)
 
 
 @pytest.hookimpl(tryfirst=True)
