@@ -34,6 +34,8 @@ BUGS = {"drops_entry": "CORE-02", "invents_entry": "CORE-02", "fake_ok": "HTTP-0
         "wrong_failed_count": "CORE-08", "no_event_limit": "SIZE-01", "refuses_whole_batch": "HTTP-01",
         "reversed_entries": "CORE-09"}
 VARIATIONS = {"too_many_as_400": "more than 25 events answered 400 instead of 413"}
+# Not in the tables (tests/test_any_target.py uses it): failures_index answers in the failure-only
+# dialect, {"failedCount": n, "failures": [{"index": i, "errorCode", ...}]} (only the refused events).
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -80,6 +82,18 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             else:
                 entries.append({"errorCode": p[0], "errorMessage": p[1], "retryable": False})
         failed = sum(1 for e in entries if "errorCode" in e)
+        if "failures_index" in bugs:
+            # The failure-only dialect: only the refused events, each naming its index.
+            entries = [{"index": i, **e} for i, e in enumerate(entries) if "errorCode" in e]
+            if "drops_entry" in bugs and entries:
+                entries.pop()
+            if "invents_entry" in bugs:
+                entries.append({"index": len(events), "errorCode": "InvalidTopic", "errorMessage": "topic",
+                                "retryable": False})
+            if "reversed_entries" in bugs:
+                entries.reverse()
+            return JSONResponse({"failedCount": 0 if "wrong_failed_count" in bugs else failed,
+                                 "failures": entries})
         if "drops_entry" in bugs and len(entries) > 1:
             entries.pop()
         if "invents_entry" in bugs:

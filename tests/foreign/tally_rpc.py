@@ -21,6 +21,9 @@ POST /rpc/items:batch   Content-Type: application/json
         413 -32011 more than 20 items ("at most 20 items; got N"),
         413 -32013 body over 65536 bytes, 415 -32012 not application/json.
 GET /rpc/items/{key}     200 the item, 404 {"error": {"code": -32004, "message": "no item <key>"}}
+POST /rpc/items          one item (the same object as in a batch): 200 {"item": {...the stored item...}},
+                         or {"error": {"code", "message"}}: 400 -32602 invalid item, 409 -32001 key already
+                         stored, 400 -32600 not an object with a string key, 415 -32012.
 """
 from __future__ import annotations
 
@@ -155,7 +158,25 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             return JSONResponse({"key": key, "qty": 1})
         return _error(404, -32004, f"no item {key}")
 
+    async def single(request: Request) -> JSONResponse:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return _error(415, -32012, f"send application/json, not {ctype or 'nothing'}")
+        try:
+            item = json.loads(await request.body(), parse_constant=_no_constant)
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            return _error(400, -32700, "the body is not JSON")
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:
+            return _error(400, -32600, "the item is an object with a string key")
+        if not _valid(item):
+            return _error(400, -32602, "qty must be an integer >= 1")
+        if item["key"] in store:
+            return _error(409, -32001, f"key {item['key']} exists")
+        store[item["key"]] = dict(item)
+        return JSONResponse({"item": dict(item)})
+
     return Starlette(routes=[Route("/rpc/items:batch", batch, methods=["POST"]),
+                             Route("/rpc/items", single, methods=["POST"]),
                              Route("/rpc/items/{key}", read, methods=["GET"])])
 
 
