@@ -32,7 +32,7 @@ MAX_EVENTS = 25
 
 BUGS = {"drops_entry": "CORE-02", "invents_entry": "CORE-02", "fake_ok": "HTTP-03",
         "wrong_failed_count": "CORE-08", "no_event_limit": "SIZE-01", "refuses_whole_batch": "HTTP-01",
-        "reversed_entries": "CORE-09"}
+        "reversed_entries": "CORE-09", "crashes_on_bad_json": "HTTP-04"}
 VARIATIONS = {"too_many_as_400": "more than 25 events answered 400 instead of 413"}
 # Not in the tables (tests/test_any_target.py uses it): failures_index answers in the failure-only
 # dialect, {"failedCount": n, "failures": [{"index": i, "errorCode", ...}]} (only the refused events).
@@ -63,6 +63,8 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
         try:
             doc = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError, RecursionError):
+            if "crashes_on_bad_json" in bugs:
+                raise RuntimeError("unhandled parse error") from None  # the planted crash: a 500
             return _error(400, "MalformedRequest", "the body is not JSON")
         if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
             return _error(400, "MalformedRequest", "the body is {\"events\": [...]}")
