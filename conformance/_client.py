@@ -439,6 +439,14 @@ class Target:
         return self.batch(items, endpoint="atomic", **kw)
 
     def single(self, item: dict[str, Any], **kw: Any) -> httpx.Response:
+        """Send one item to the single endpoint: the item, or the part of it at endpoints.single.item
+        (DynamoDB PutItem takes {"Item": ...}, the /PutRequest of a BatchWriteItem item), merged into
+        the endpoint's fixed body members."""
+        part = self.endpoint("single").get("item")
+        if part:
+            from ._envelope import pointer_get
+
+            item = copy.deepcopy(pointer_get(item, part, {}))
         return self.call("single", json_body=item, **kw)
 
     def read(self, item_id: Any, *, note: str | None = None, timeout: float | None = None) -> httpx.Response:

@@ -246,6 +246,8 @@ def _check_pointers(data: dict[str, Any], source: str, lines: dict) -> None:
         ep = (data.get("endpoints") or {}).get(name) if isinstance(data.get("endpoints"), dict) else None
         if isinstance(ep, dict) and isinstance(ep.get("resource"), str):
             found.append((("endpoints", name, "resource"), ep["resource"], True))
+        if isinstance(ep, dict) and isinstance(ep.get("item"), str):
+            found.append((("endpoints", name, "item"), ep["item"], False))
     for path, value, empty_ok in found:
         problem = pointer_problem(value, empty_ok=empty_ok)
         if problem:

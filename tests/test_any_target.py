@@ -318,3 +318,18 @@ def test_par01_compares_the_single_resource_at_its_pointer():
         finally:
             transport.close()
         assert got.verdict.value == verdict, (verdict, got.reason)
+
+
+def test_single_endpoint_takes_the_declared_part_of_a_batch_item():
+    profile = loads_profile(READ_TEMPLATE.replace(
+        "resource: /Attributes}", "resource: /Attributes, item: /PutRequest, body: {TableName: t}}"), env={})
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    target = Target(Session(profile, httpx.MockTransport(handler)), [])
+    target.single({"PutRequest": {"Item": {"pk": {"S": "a"}, "n": {"N": "1"}}}})
+    assert json.loads(seen[-1].content) == {"TableName": "t", "Item": {"pk": {"S": "a"}, "n": {"N": "1"}}}
+    assert seen[-1].headers["X-Amz-Target"] == "DynamoDB_20120810.PutItem"
