@@ -33,6 +33,12 @@ MAX_EVENTS = 25
 BUGS = {"drops_entry": "CORE-02", "invents_entry": "CORE-02", "fake_ok": "HTTP-03",
         "wrong_failed_count": "CORE-08", "no_event_limit": "SIZE-01", "refuses_whole_batch": "HTTP-01",
         "reversed_entries": "CORE-09", "crashes_on_bad_json": "HTTP-04"}
+# Issue 13's list of defects (see tally_rpc.COVERS): kind -> BUGS entry, or why the shape has none.
+COVERS = {"dropped result": "drops_entry", "invented result": "invents_entry", "fake ok": "fake_ok",
+          "phantom reads": "n/a: no endpoint reads an event back", "unenforced limit": "no_event_limit",
+          "one bad item refuses the batch": "refuses_whole_batch",
+          "valid items written behind a 4xx": "n/a: no read endpoint, and events carry no id to repeat",
+          "wrong failure count": "wrong_failed_count", "crash on a hostile body": "crashes_on_bad_json"}
 VARIATIONS = {"too_many_as_400": "more than 25 events answered 400 instead of 413"}
 # Not in the tables (tests/test_any_target.py uses it): failures_index answers in the failure-only
 # dialect, {"failedCount": n, "failures": [{"index": i, "errorCode", ...}]} (only the refused events).

@@ -54,6 +54,11 @@ BUGS = {
     "refuses_whole_batch": "HTTP-01", "writes_behind_4xx": "CORE-07", "wrong_unprocessed_count": "CORE-08",
     "crashes_on_nesting": "ROB-02", "stores_refused": "PART-02",
 }
+# Issue 13's list of defects (see tally_rpc.COVERS): kind -> BUGS entry, or why the shape has none.
+COVERS = {"dropped result": "drops_failure", "invented result": "invents_failure", "fake ok": "fake_ok",
+          "phantom reads": "phantom_reads", "unenforced limit": "no_write_limit",
+          "one bad item refuses the batch": "refuses_whole_batch", "valid items written behind a 4xx": "writes_behind_4xx",
+          "wrong failure count": "wrong_unprocessed_count", "crash on a hostile body": "crashes_on_nesting"}
 VARIATIONS = {
     "reversed_failures": "failures listed in reverse order, still carrying their items",
     "too_many_as_400": "more than 25 writes answered 400 instead of 413",

@@ -47,6 +47,12 @@ BUGS = {
 }
 # Not in the tables (tests/test_any_target.py uses it): duplicates_per_item answers a repeated key with an
 # error result for each twin (legal only where the profile declares envelope.duplicate_ids: per_item).
+# Issue 13's list of defects every foreign fixture must plant where its shape allows: kind -> the BUGS
+# entry that plants it, or why the shape has no such defect (tests/test_foreign_envelopes.py checks it).
+COVERS = {"dropped result": "drops_result", "invented result": "invents_result", "fake ok": "fake_ok",
+          "phantom reads": "phantom_reads", "unenforced limit": "no_item_limit",
+          "one bad item refuses the batch": "refuses_whole_batch", "valid items written behind a 4xx": "writes_behind_4xx",
+          "wrong failure count": "n/a: the answer carries no count", "crash on a hostile body": "crashes_on_nesting"}
 VARIATIONS = {"reversed_results": "results in reverse order, still echoing their keys",
               "too_many_as_400": "more than 20 items answered 400 instead of 413"}
 
