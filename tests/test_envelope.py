@@ -155,3 +155,10 @@ def test_failure_only_list_correlated_by_index():
     assert [env.entry_id(r, sent) for r in res] == ["k2", "k0", None]  # 9 names no item: an invented failure
     by_id = env.result_map(doc, sent)
     assert by_id["k0"].ok is False and by_id["k2"].ok is False and by_id["k1"].ok is True and None not in by_id
+
+
+def test_failure_only_failed_atomic_batch_implies_no_success():
+    env = Envelope(DYNAMO_LIKE, "/PutRequest/Item/pk/S")
+    doc = {"status": "failed", "UnprocessedItems": {"t": [{**_put("b"), "Code": "bad"}]}}
+    by_id = env.result_map(doc, [_put("a"), _put("b")])
+    assert "a" not in by_id and by_id["b"].ok is False
