@@ -333,3 +333,18 @@ def test_single_endpoint_takes_the_declared_part_of_a_batch_item():
     target.single({"PutRequest": {"Item": {"pk": {"S": "a"}, "n": {"N": "1"}}}})
     assert json.loads(seen[-1].content) == {"TableName": "t", "Item": {"pk": {"S": "a"}, "n": {"N": "1"}}}
     assert seen[-1].headers["X-Amz-Target"] == "DynamoDB_20120810.PutItem"
+
+
+def test_delete_is_a_template_like_read():
+    profile = loads_profile(READ_TEMPLATE.replace("  read:\n", """  delete:
+    method: POST
+    path: /
+    headers: {X-Amz-Target: DynamoDB_20120810.DeleteItem}
+    body: {TableName: t, Key: {pk: {S: "{id}"}}}
+  read:
+"""), env={})
+    seen: list[httpx.Request] = []
+    target = Target(Session(profile, httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200, json={}))), [])
+    target.for_item("delete", "a b")
+    assert json.loads(seen[-1].content) == {"TableName": "t", "Key": {"pk": {"S": "a b"}}}
+    assert seen[-1].headers["X-Amz-Target"] == "DynamoDB_20120810.DeleteItem"

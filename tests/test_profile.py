@@ -87,6 +87,8 @@ FOREIGN = MINIMAL + """envelope:
                      " body: {Key: k}}"), "endpoints.read (line 5): the item id appears nowhere"),
     (MINIMAL.replace("  batch: {path: /orders/batch}", "  batch: {path: /orders/batch}\n  read: {path: \"/o/{id}\","
                      " resource: Item/x}"), "endpoints.read.resource (line 5): 'Item/x'"),
+    (MINIMAL.replace("  batch: {path: /orders/batch}", "  batch: {path: /orders/batch}\n  delete: {method: POST, path: /del,"
+                     " body: {Key: k}}"), "endpoints.delete (line 5): the item id appears nowhere in the delete"),
     (MINIMAL.replace("  batch: {path: /orders/batch}", "  batch: {path: /orders/batch}\n  read: {path: \"/o/{id}\","
                      " not_found: [200000]}"), "endpoints.read.not_found[0] (line 5)"),
     (MINIMAL.replace("  batch: {path: /orders/batch}", "  batch: {path: /orders/batch}\n  single: {path: /o,"
