@@ -455,17 +455,31 @@ class Target:
         return self.batch(items, endpoint="atomic", **kw)
 
     def single(self, item: dict[str, Any], **kw: Any) -> httpx.Response:
+        """Send one item to the single endpoint: the item, or the part of it at endpoints.single.item
+        (DynamoDB PutItem takes {"Item": ...}, the /PutRequest of a BatchWriteItem item), merged into
+        the endpoint's fixed body members."""
+        part = self.endpoint("single").get("item")
+        if part:
+            from ._envelope import pointer_get
+
+            item = copy.deepcopy(pointer_get(item, part, {}))
         return self.call("single", json_body=item, **kw)
 
     def read(self, item_id: Any, *, note: str | None = None, timeout: float | None = None) -> httpx.Response:
         """Read one item back through endpoints.read, a template: {id} in its path (URL-encoded), in
         any string of its body, in a header or a query value (DynamoDB GetItem: POST / with
         X-Amz-Target and {"Key": {"pk": {"S": "{id}"}}})."""
-        ep = self.endpoint("read")
+        return self.for_item("read", item_id, default_method="GET", note=note, timeout=timeout)
+
+    def for_item(self, name: str, item_id: Any, *, default_method: str = "POST", note: str | None = None,
+                 timeout: float | None = None) -> httpx.Response:
+        """Call an endpoint that is a template for one item (read, delete): {id} in its path
+        (URL-encoded), in any string of its body, in a header or a query value."""
+        ep = self.endpoint(name)
         headers = {k: str(_fill(v, item_id)) for k, v in (ep.get("headers") or {}).items()}
         query = {k: _fill(v, item_id) for k, v in (ep.get("query") or {}).items()} or None
         body = _fill(copy.deepcopy(ep["body"]), item_id) if ep.get("body") is not None else None
-        return self.request(ep.get("method", "GET"), self.url_for("read", id=item_id), json_body=body,
+        return self.request(ep.get("method", default_method), self.url_for(name, id=item_id), json_body=body,
                             headers=headers, params=query, timeout=timeout, note=note)
 
     def _read_back(self, item_id: Any) -> tuple[bool, Any]:

@@ -378,6 +378,8 @@ class Envelope:
         doc = json_of(resp)
         if self._failure_entries(doc) is None:
             return False
+        if self.batch_status(doc) in self.failed_values:
+            return False  # a failed (atomic) batch: nothing was applied, whatever it leaves out
         if isinstance(doc, dict):
             for pointer in self._declared("batch_error_code"):
                 if is_code(pointer_get(doc, pointer, None)) and pointer_get(doc, pointer, None) != "":

@@ -246,6 +246,8 @@ def _check_pointers(data: dict[str, Any], source: str, lines: dict) -> None:
         ep = (data.get("endpoints") or {}).get(name) if isinstance(data.get("endpoints"), dict) else None
         if isinstance(ep, dict) and isinstance(ep.get("resource"), str):
             found.append((("endpoints", name, "resource"), ep["resource"], True))
+        if isinstance(ep, dict) and isinstance(ep.get("item"), str):
+            found.append((("endpoints", name, "item"), ep["item"], False))
     for path, value, empty_ok in found:
         problem = pointer_problem(value, empty_ok=empty_ok)
         if problem:
@@ -289,18 +291,20 @@ def _check_results_mode(data: dict[str, Any], source: str, lines: dict) -> None:
 
 
 def _check_read(data: dict[str, Any], source: str, lines: dict) -> None:
-    """endpoints.read is a template: the id must appear in it somewhere (path, body, headers or query)."""
-    ep = (data.get("endpoints") or {}).get("read") if isinstance(data.get("endpoints"), dict) else None
-    if not isinstance(ep, dict):
-        return
+    """endpoints.read and endpoints.delete are templates: the id must appear in each somewhere (path,
+    body, headers or query)."""
     import json
 
-    places = [ep.get("path") or "", json.dumps(ep.get("body")), json.dumps(ep.get("headers")),
-              json.dumps(ep.get("query"))]
-    if not any("{id}" in p for p in places):
-        raise _refuse(source, lines, ("endpoints", "read"), "the item id appears nowhere in the read template: "
-                      "put {id} in its path, in a string of its body (Key: {pk: {S: \"{id}\"}}), a header or a "
-                      "query value")
+    for name in ("read", "delete"):
+        ep = (data.get("endpoints") or {}).get(name) if isinstance(data.get("endpoints"), dict) else None
+        if not isinstance(ep, dict):
+            continue
+        places = [ep.get("path") or "", json.dumps(ep.get("body")), json.dumps(ep.get("headers")),
+                  json.dumps(ep.get("query"))]
+        if not any("{id}" in p for p in places):
+            raise _refuse(source, lines, ("endpoints", name), f"the item id appears nowhere in the {name} template: "
+                          "put {id} in its path, in a string of its body (Key: {pk: {S: \"{id}\"}}), a header or "
+                          "a query value")
 
 
 def from_data(data: dict[str, Any], source: str = "<memory>", lines: dict | None = None) -> Profile:

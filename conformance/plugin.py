@@ -264,7 +264,7 @@ def _cleanup(ctx: RunContext, ids: list[str]) -> None:
     target = Target(ctx.session, [])
     for item_id in ids:
         try:
-            target.call("delete", path_params={"id": item_id}, note="cleanup")
+            target.for_item("delete", item_id, note="cleanup")
         except httpx.HTTPError:
             return  # the target is gone; nothing more to clean
 

@@ -70,7 +70,8 @@ def _one_failure_per_failed_item(envelope, mixed, doc, results) -> None:
            seen=f"duplicated: {dup}")
     missing = [i for i in mixed.invalid if i not in ids]
     expect(not missing, "an invalid item has no failure entry (its absence claims it succeeded)",
-           expected=f"a failure entry for each of {list(mixed.invalid)}", seen=f"missing: {missing}")
+           expected=f"a failure entry for each of {list(mixed.invalid)} ({envelope.results_location})",
+           seen=f"missing: {missing}")
     observed("failure-only results: a valid item's result is the absence of an entry, so only the failures "
              "(none missing, duplicated or invented) were observed, not a result per valid item")
 

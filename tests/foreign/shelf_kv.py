@@ -26,6 +26,11 @@ X-Shelf-Op: BatchPut
         400 EmptyBatch (no writes), 413 TooManyWrites ("at most 25 writes; got N"),
         413 RequestTooLarge (over 32768 bytes), 415 UnsupportedMediaType,
         400 UnknownOperation (X-Shelf-Op missing or unknown).
+X-Shelf-Op: AtomicPut (all or nothing)
+    Body and limits as BatchPut. Every write is checked (InvalidItem, KeyExists) before any is stored.
+    200 {"Unprocessed": {}, "UnprocessedCount": 0}: every write stored.
+    400 {"__type": "shelf#TransactionCanceled", "message": str, "Status": "failed",
+         "Unprocessed": {"shelf": [failure, ...]}}: nothing stored; the refused writes are listed.
 X-Shelf-Op: GetItem
     Body: {"Table": "shelf", "Key": {"key": {"S": "<key>"}}}: 200 {"Item": item}, or 200 {} when no
     item has that key.
@@ -52,8 +57,13 @@ BUGS = {
     "drops_failure": "CORE-02", "invents_failure": "CORE-02", "lists_failure_twice": "CORE-02",
     "fake_ok": "HTTP-03", "phantom_reads": "PART-02", "no_write_limit": "SIZE-01",
     "refuses_whole_batch": "HTTP-01", "writes_behind_4xx": "CORE-07", "wrong_unprocessed_count": "CORE-08",
-    "crashes_on_nesting": "ROB-02", "stores_refused": "PART-02",
+    "crashes_on_nesting": "ROB-02", "stores_refused": "PART-02", "atomic_keeps_written": "ATOM-01",
 }
+# Issue 13's list of defects (see tally_rpc.COVERS): kind -> BUGS entry, or why the shape has none.
+COVERS = {"dropped result": "drops_failure", "invented result": "invents_failure", "fake ok": "fake_ok",
+          "phantom reads": "phantom_reads", "unenforced limit": "no_write_limit",
+          "one bad item refuses the batch": "refuses_whole_batch", "valid items written behind a 4xx": "writes_behind_4xx",
+          "wrong failure count": "wrong_unprocessed_count", "crash on a hostile body": "crashes_on_nesting"}
 VARIATIONS = {
     "reversed_failures": "failures listed in reverse order, still carrying their items",
     "too_many_as_400": "more than 25 writes answered 400 instead of 413",
@@ -140,7 +150,7 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             return _error(400, "ValidationException", "the body is a JSON object")
         return doc
 
-    def batch_put(doc: dict[str, Any]) -> JSONResponse:
+    def batch_put(doc: dict[str, Any], atomic: bool = False) -> JSONResponse:
         writes = doc.get("Writes")
         if not isinstance(writes, dict) or not all(isinstance(v, list) for v in writes.values()):
             return _error(400, "ValidationException", "Writes is a map of table name to a list of writes")
@@ -166,6 +176,8 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
                         store.setdefault(key, write["Put"]["Item"])
             return _error(400, "DuplicateKeys", f"key {twins[0]} appears twice; nothing was stored")
         problems = [_problem(w["Put"]["Item"]) for w in batch]
+        if atomic:
+            return atomic_put(batch, keys, problems)
         if "refuses_whole_batch" in bugs and any(problems):
             return _error(400, "ValidationException", "a write is invalid; nothing was stored")
         failures: list[dict[str, Any]] = []
@@ -206,6 +218,27 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             del out["Unprocessed"]
         return _answer(out)
 
+    def atomic_put(batch: list[Any], keys: list[str], problems: list[str | None]) -> JSONResponse:
+        failures = []
+        for write, key, problem in zip(batch, keys, problems):
+            if problem is None and key in store:
+                problem = f"key {key} is stored already"
+                code = "KeyExists"
+            else:
+                code = "InvalidItem"
+            if problem is not None:
+                failures.append({"Put": {"Item": write["Put"]["Item"]},
+                                 "Error": {"Code": code, "Message": problem, "Retryable": False}})
+            elif "atomic_keeps_written" in bugs and not failures:
+                store[key] = write["Put"]["Item"]  # the planted defect: written one by one, no rollback
+        if failures:
+            return JSONResponse({"__type": "shelf#TransactionCanceled", "message": "a write was refused; nothing "
+                                 "was stored", "Status": "failed", "Unprocessed": {"shelf": failures}},
+                                status_code=400, media_type=CTYPE)
+        for write, key in zip(batch, keys):
+            store[key] = write["Put"]["Item"]
+        return _answer({"Unprocessed": {}, "UnprocessedCount": 0})
+
     def get_item(doc: dict[str, Any]) -> JSONResponse:
         key = (((doc.get("Key") or {}).get("key") or {}).get("S")) if isinstance(doc.get("Key"), dict) else None
         if doc.get("Table") != "shelf" or not isinstance(key, str):
@@ -230,7 +263,8 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
         store[key] = doc["Put"]["Item"]
         return _answer({"Attributes": store[key]})
 
-    operations = {"BatchPut": batch_put, "GetItem": get_item, "PutItem": put_item}
+    operations = {"BatchPut": batch_put, "AtomicPut": lambda doc: batch_put(doc, atomic=True),
+                  "GetItem": get_item, "PutItem": put_item}
 
     async def root(request: Request) -> JSONResponse:
         op = operations.get(request.headers.get("x-shelf-op", ""))
