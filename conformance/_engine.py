@@ -257,8 +257,12 @@ class RunContext:
         if down is None:
             return None
         not_run = sum(1 for o in self.outcomes if o.verdict == Verdict.ERROR and o.reason == down["message"])
-        blame = (f"; {down['rule']} FAILs for that request ({down['check']})" if down.get("rule")
-                 else "; no request is blamed: the connection was refused after the last answer")
+        if down.get("rule"):
+            blame = f"; {down['rule']} FAILs for that request ({down['check']})"
+        elif down.get("finding"):
+            blame = "; no check sent that request (the preflight, a setup or a cleanup request)"
+        else:
+            blame = "; no request is blamed: the connection was refused after the last answer"
         return {"after": down["after"], "error": down["error"], "check": down.get("check"), "rule": down.get("rule"),
                 "checks_not_run": not_run,
                 "message": (f"The target stopped answering after {down['after']}{blame}; {not_run} check(s) "

@@ -93,3 +93,42 @@ def test_a_target_that_goes_away_blames_no_request_and_exits_3(dying, tmp_path, 
                           for r in errors), errors
     assert code == 3 and doc["summary"]["exit_code"] == 3
     assert console.count("TARGET STOPPED") == 1
+
+
+def test_a_raw_exchange_without_an_answer_is_blamed_only_when_the_target_is_then_down():
+    """A raw exchange closed without an answer sends no probe (targets close lying bodies on
+    purpose); when a later request finds the target down with no answer since, it is the one blamed,
+    and judge() turns the FAIL onto the check that sent it even after that check has ended."""
+    import httpx
+
+    from conformance._down import Watch, judge
+    from conformance._model import CheckOutcome, Exchange, Verdict
+
+    def dead(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = httpx.Client(base_url="http://127.0.0.1:9", transport=httpx.MockTransport(dead))
+    watch = Watch()
+    answered = Exchange("POST", "http://127.0.0.1:9/batch", {}, "{}", status=200, note="CORE-01")
+    cut = Exchange("POST", "http://127.0.0.1:9/batch", {"Content-Length": "120"}, '{"items": [', note="ROB-02 hostile case half_body")
+    watch.answered(answered)
+    watch.dropped(cut, "closed without an answer")
+    assert watch.down is None  # no probe, no verdict yet
+    rob = CheckOutcome(nodeid="test_rob.py::t", name="t", rule_id="ROB-02", verdict=Verdict.PASS, evidence=[cut])
+    later = Exchange("POST", "http://127.0.0.1:9/batch", {}, "{}", note="SIZE-01")
+    watch.failed(later, httpx.ConnectError("refused"), client, 0.5)
+    assert watch.down and watch.killer is cut
+    assert watch.down["message"] == "target stopped answering after POST /batch (ROB-02 hostile case half_body; " \
+                                    "body of 120 bytes, starting {\"items\": [)"
+    size = CheckOutcome(nodeid="test_size.py::t", name="t", rule_id="SIZE-01", verdict=Verdict.ERROR,
+                        reason="HTTP failure talking to the target: ConnectError", evidence=[later])
+    judge(size, watch, httpx.ConnectError("refused"))
+    assert size.verdict == Verdict.ERROR and size.reason == watch.down["message"]
+    judge(rob, watch, live=False)
+    assert rob.verdict == Verdict.FAIL and "this check's request POST /batch (ROB-02 hostile case half_body" in rob.reason
+    assert watch.down["rule"] == "ROB-02"
+    # A target that went away with no dropped request since its last answer: nobody is blamed.
+    quiet = Watch()
+    quiet.answered(answered)
+    quiet.failed(later, httpx.ConnectError("refused"), client, 0.5)
+    assert quiet.down and quiet.killer is None and quiet.down["after"].startswith("POST /batch (CORE-01")
