@@ -1,6 +1,7 @@
 """The kit against real third-party batch APIs run locally, described only by their bundled profiles.
 
-SQS SendMessageBatch, EventBridge PutEvents, Kinesis PutRecords and DynamoDB BatchWriteItem (moto)
+SQS SendMessageBatch, EventBridge PutEvents, Kinesis PutRecords, Firehose PutRecordBatch and
+DynamoDB BatchWriteItem (moto)
 and CouchDB _bulk_docs (pouchdb-server) are started here on loopback; each test skips with the
 install command when its server is not installed (moto is in the `test` extra: under CI=true a
 missing moto fails). Their verdicts are pinned: they are the tables of docs/any-target.md, and a
@@ -95,6 +96,21 @@ KINESIS_VERDICTS: dict[str, Any] = {
     "PART-01": (S, "endpoints.read"), "PART-02": (S, "endpoints.read"), "PART-04": (S, "endpoints.read"),
     "SIZE-01": F,  # 501 records: 400 ValidationException names the limit (500) but not the count received
     "SIZE-02": P, "SIZE-03": (S, "max_bytes"), "SIZE-04": P, "SIZE-05": P,
+}
+# Firehose PutRecordBatch: like Kinesis, records carry no id and none fails on its own for a client reason.
+FIREHOSE_VERDICTS: dict[str, Any] = {
+    "CORE-01": P,
+    **{r: (S, "items.invalid") for r in ("CORE-02", "CORE-03", "CORE-04", "CORE-06", "CORE-08", "CORE-09",
+                                         "HTTP-01", "HTTP-02", "HTTP-03", "HTTP-07", "PART-03", "PART-05", "PART-06")},
+    "CORE-05": (S, "position-correlated"), "CORE-07": (S, "items carry no id"),
+    "HTTP-04": F,  # 500 HTML for a body that is not a batch; malformed JSON gets 400 "Firehose None ... not found"
+    "HTTP-05": (S, "fewer than two batch-level errors"),
+    "HTTP-06": W,  # text/plain is processed
+    "PART-01": (S, "endpoints.read"), "PART-02": (S, "endpoints.read"), "PART-04": (S, "endpoints.read"),
+    "SIZE-01": F,  # moto accepts 501 records (200, 501 RecordIds; real Firehose: a 400 validation error)
+    "SIZE-02": P, "SIZE-03": (S, "max_bytes"),
+    "SIZE-04": W,  # no over-limit error, so nothing names the limit
+    "SIZE-05": P,  # an empty Records list: 200 with an empty RequestResponses
 }
 
 # DynamoDB BatchWriteItem: a failure-only map (UnprocessedItems) and a POST read (GetItem). Every
@@ -262,7 +278,7 @@ def test_compatibility_page_is_what_batchspec_matrix_makes_of_the_stored_reports
 def test_stored_reports_are_small_valid_reports_without_evidence():
     from conformance._schemas import errors
 
-    assert len(_stored_reports()) >= 5
+    assert len(_stored_reports()) >= 6
     for p in _stored_reports():
         doc = json.loads(Path(p).read_text())
         assert errors("report.schema.json", doc) == [], p
@@ -291,6 +307,13 @@ def test_kinesis_put_records_on_moto(moto, tmp_path):
     assert report.preflight.get("ok"), report.preflight
     _assert_pinned(report, KINESIS_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
     _assert_recorded(tmp_path, "kinesis-moto")
+
+
+def test_firehose_put_record_batch_on_moto(moto, tmp_path):
+    report = _run(PROFILES / "firehose-moto.yaml", moto, report_dir=tmp_path)
+    assert report.preflight.get("ok"), report.preflight
+    _assert_pinned(report, FIREHOSE_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
+    _assert_recorded(tmp_path, "firehose-moto")
 
 
 def test_dynamodb_batch_write_item_on_moto(moto, tmp_path):
