@@ -277,7 +277,7 @@ def test_position_correlated_results_keep_length_and_order(target, items, envelo
         want_idx = [k for k, i in enumerate(mixed.ids) if i in mixed.invalid]
         expect(sorted(i for i in indexes if i is not None) == want_idx and None not in indexes,
                "the failure entries do not name the positions of the failed items",
-               expected=f"indexes {want_idx} (at {envelope.m.get('result_index')!r})", seen=indexes)
+               expected=f"indexes {want_idx} (at {envelope.result_index!r})", seen=indexes)
         observed("failure-only results: the length of a full result list cannot be observed, only the "
                  "indexes the failures name")
         return
