@@ -223,6 +223,11 @@ class Envelope:
         return self.failures_only and self.m.get("failures_form") == "map"
 
     @property
+    def result_index(self) -> str | None:
+        """Where a failure entry names the index of its item (failure-only, position correlation)."""
+        return self.m.get("result_index")
+
+    @property
     def by_position(self) -> bool:
         return self.m.get("correlation") == "position"
 

@@ -162,3 +162,15 @@ def test_failure_only_failed_atomic_batch_implies_no_success():
     doc = {"status": "failed", "UnprocessedItems": {"t": [{**_put("b"), "Code": "bad"}]}}
     by_id = env.result_map(doc, [_put("a"), _put("b")])
     assert "a" not in by_id and by_id["b"].ok is False
+
+
+def test_failure_only_list_correlated_by_id_sqs_like():
+    env = Envelope({"request_items": "/Entries", "results_mode": "failures_only", "results_error": "/Failed",
+                    "result_id": "/Id", "error": "", "error_code": "/Code", "error_message": "/Message"}, "Id")
+    sent = [{"Id": "a"}, {"Id": "b"}]
+    doc = {"Failed": [{"Id": "b", "Code": "InvalidParameterValue", "Message": "DelaySeconds"}]}
+    by_id = env.result_map(resp(doc), sent)
+    assert by_id["a"].ok is True and by_id["a"].implied
+    assert by_id["b"].ok is False and by_id["b"].error_message == "DelaySeconds" and not by_id["b"].implied
+    assert env.result_map(resp({}), sent)["b"].ok is True  # Failed left out: no failure
+    assert env.raw_results({"Failed": {"b": {}}}) is None  # a map where a list is declared: no result list
