@@ -415,3 +415,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = {0: pytest.ExitCode.OK, 1: pytest.ExitCode.TESTS_FAILED}.get(code, code)
         if ctx.interrupted and session.config.stash.get(PLAIN, False):
             print(f"batchspec: {ctx.halted()} ({ctx.interrupted}); reports written", file=sys.stderr)
+        if ctx.report.target_stopped and session.config.stash.get(PLAIN, False):
+            print(f"batchspec: {ctx.report.target_stopped['message']}", file=sys.stderr)
