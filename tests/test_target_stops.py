@@ -132,3 +132,16 @@ def test_a_raw_exchange_without_an_answer_is_blamed_only_when_the_target_is_then
     quiet.answered(answered)
     quiet.failed(later, httpx.ConnectError("refused"), client, 0.5)
     assert quiet.down and quiet.killer is None and quiet.down["after"].startswith("POST /batch (CORE-01")
+
+
+def test_plain_pytest_says_it_once_too(dying, tmp_path):
+    base = dying("crash_on_deep_body")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "conformance.plugin", "--pyargs", "conformance",
+                           "--target", base, "--rule", "ROB-02,ROB-03", "--report-dir", str(tmp_path / "r"),
+                           "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.count(doc["target_stopped"]["message"]) == 1
+    assert {r["id"]: r["verdict"] for r in doc["rules"] if r["id"] in ("ROB-02", "ROB-03")} == \
+        {"ROB-02": "FAIL", "ROB-03": "ERROR"}
