@@ -71,6 +71,8 @@ def test_a_request_that_kills_the_target_is_a_finding_and_the_run_says_so_once(d
     assert console.count("TARGET STOPPED") == 1 and console.count(stopped["message"]) == 1
     md = (tmp_path / "r" / "report.md").read_text()
     assert md.count(stopped["message"]) == 1
+    junit = (tmp_path / "r" / "junit.xml").read_text()
+    assert junit.count('type="target_stopped"') == 1
     page = (tmp_path / "r" / "report.html").read_text()
     assert page.count("id='target-stopped'") == 1
     from conformance._schemas import errors
