@@ -1,8 +1,8 @@
 """A target that stops answering in the middle of a run (issue 13).
 
 A request the target accepted and then dropped (the connection closed without an answer, or no
-answer at all), after which the target answers nothing, not even a plain GET of its base URL, took
-the target down: that request is a finding of the check that sent it. From then on no request is
+answer at all), after which the target answers nothing, not even a plain GET of its base URL asked
+twice a second apart, took the target down: that request is a finding of the check that sent it. From then on no request is
 sent (every later one raises TargetDown at once instead of waiting for a timeout), the checks not
 yet run are ERROR "target stopped answering after <request>", and the run says so once.
 
@@ -142,11 +142,15 @@ def judge(out: Any, watch: Watch, exc: BaseException | None = None, live: bool =
 
 def _alive(client: httpx.Client, timeout: float) -> bool:
     """Any HTTP answer to a GET of the base URL (even a 404) means the target still answers. Asked
-    a moment after the failure (a process on its way out may still take one more connection), but
-    only a moment: a target that drops every malformed request must not slow fuzzing down much."""
-    time.sleep(0.05)
-    try:
-        client.get("", timeout=timeout)
-    except httpx.HTTPError:
-        return False
-    return True
+    a moment after the failure (a process on its way out may still take one more connection), and
+    once more a second later before the run gives up on the target: a loaded target that misses one
+    answer, or a server restarted by its supervisor, is not a dead one. A target that drops every
+    malformed request on purpose answers the first probe, so fuzzing is slowed down little."""
+    for wait in (0.05, 1.0):
+        time.sleep(wait)
+        try:
+            client.get("", timeout=timeout)
+        except httpx.HTTPError:
+            continue
+        return True
+    return False
