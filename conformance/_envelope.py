@@ -220,7 +220,12 @@ class Envelope:
     def failures_map(self) -> bool:
         """The failures are a map (failures_form: map) whose members each hold a list of failure
         entries (or one entry): DynamoDB's `UnprocessedItems: {"<table>": [...]}`."""
-        return self.failures_only and self.m.get("failures_form") == "map"
+        return self.failures_only and self.m.get("failures_form") in ("map", "id_map")
+
+    @property
+    def failures_by_id(self) -> bool:
+        """The failures are a map keyed by the item id (failures_form: id_map): {"<id>": entry}."""
+        return self.failures_only and self.m.get("failures_form") == "id_map"
 
     @property
     def result_index(self) -> str | None:
@@ -253,7 +258,8 @@ class Envelope:
     def results_location(self) -> str:
         """Where the results are, for messages."""
         if self.failures_only:
-            return (f"failures only, {'a map of lists' if self.failures_map else 'a list'} at "
+            form = "a map keyed by item id" if self.failures_by_id else "a map of lists" if self.failures_map else "a list"
+            return (f"failures only, {form} at "
                     f"{self.m.get('results_error')!r} (an absent item succeeded)")
         if self.split_results:
             return f"ok results at {self.m.get('results_ok')!r}, error results at {self.m.get('results_error')!r}"
@@ -468,6 +474,8 @@ class Envelope:
                 r = self.parse_result(raw, i, "error")
                 if key is not None:
                     r.extra["map_key"] = key
+                if self.failures_by_id:
+                    r.id = key  # the map key is the item's id (JSON object keys are strings)
                 if self.by_position:
                     index = pointer_get(raw, self.m["result_index"], None) if isinstance(raw, dict) else None
                     if isinstance(index, str) and index.strip().isdigit():

@@ -273,6 +273,9 @@ def _check_results_mode(data: dict[str, Any], source: str, lines: dict) -> None:
         if env.get("results_ok") is not None:
             raise _refuse(source, lines, ("envelope", "results_ok"), "a failure-only answer has no list of "
                           "successes: with results_mode: failures_only an item absent from results_error succeeded")
+        if position and env.get("failures_form") == "id_map":
+            raise _refuse(source, lines, ("envelope", "failures_form"), "id_map keys the failures by the item id: "
+                          "it needs envelope.correlation: id")
         if position and env.get("result_index") is None:
             raise _refuse(source, lines, ("envelope", "correlation"), "position correlation of a failure-only "
                           "answer needs envelope.result_index: the pointer, inside a failure entry, of the index "

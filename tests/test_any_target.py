@@ -348,3 +348,21 @@ def test_delete_is_a_template_like_read():
     target.for_item("delete", "a b")
     assert json.loads(seen[-1].content) == {"TableName": "t", "Key": {"pk": {"S": "a b"}}}
     assert seen[-1].headers["X-Amz-Target"] == "DynamoDB_20120810.DeleteItem"
+
+
+FAILURES_BY_KEY = {"results_mode": "failures_only", "results_error": "/errors", "failures_form": "id_map",
+                   "error": "", "error_code": "/code", "error_message": "/message",
+                   "error_retryable": "/data/retryable"}
+
+
+def test_failure_only_map_keyed_by_item_id_passes_and_catches_its_defects():
+    got = _tally(frozenset({"failures_by_key"}), envelope=FAILURES_BY_KEY)
+    bad = {k: (r.verdict.value, r.reason) for k, r in got.items() if r.verdict.value not in ("PASS", "SKIP")}
+    assert not bad, bad
+    declared = _tally(frozenset({"failures_by_key", "duplicates_per_item"}), ["CORE-07"],
+                      {**FAILURES_BY_KEY, "duplicate_ids": "per_item"})
+    assert declared["CORE-07"].verdict.value == "PASS", declared["CORE-07"].reason
+    for bug, rule in (("drops_result", "CORE-02"), ("invents_result", "CORE-02"), ("fake_ok", "HTTP-03"),
+                      ("phantom_reads", "PART-02")):
+        caught = _tally(frozenset({"failures_by_key", bug}), [rule], FAILURES_BY_KEY)[rule]
+        assert caught.verdict.value == "FAIL", (bug, rule, caught.verdict.value, caught.reason)

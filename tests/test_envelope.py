@@ -174,3 +174,12 @@ def test_failure_only_list_correlated_by_id_sqs_like():
     assert by_id["b"].ok is False and by_id["b"].error_message == "DelaySeconds" and not by_id["b"].implied
     assert env.result_map(resp({}), sent)["b"].ok is True  # Failed left out: no failure
     assert env.raw_results({"Failed": {"b": {}}}) is None  # a map where a list is declared: no result list
+
+
+def test_failure_only_map_keyed_by_item_id():
+    env = Envelope({"results_mode": "failures_only", "results_error": "/errors", "failures_form": "id_map",
+                    "error": "", "error_code": "/code", "error_message": "/message"}, "id")
+    sent = [{"id": "a"}, {"id": "b"}]
+    by_id = env.result_map(resp({"errors": {"b": {"code": "invalid", "message": "qty"}}}), sent)
+    assert by_id["b"].ok is False and by_id["b"].error_code == "invalid" and by_id["a"].ok is True
+    assert [r.id for r in env.results({"errors": {"zz": {"code": "x"}}})] == ["zz"]  # an id no item had

@@ -78,6 +78,8 @@ FOREIGN = MINIMAL + """envelope:
     (FOREIGN + "  results_ok: /Successful\n", "envelope.results_ok (line 10): a failure-only answer has no list"),
     (FOREIGN + "  correlation: position\n", "envelope.correlation (line 10): position correlation of a failure-only"),
     (FOREIGN + "  results_error_x: 1\n", "unknown key 'results_error_x'"),
+    (FOREIGN + "  failures_form: id_map\n  correlation: position\n  result_index: /i\n",
+     "envelope.failures_form (line 10): id_map keys the failures by the item id"),
     (FOREIGN + "  failures_form: tree\n", "envelope.failures_form (line 10)"),
     (FOREIGN + "  result_index: index/n\n", "envelope.result_index (line 10): 'index/n'"),
     (FOREIGN + "  result_index: /index\n", "envelope.result_index (line 10): result_index correlates"),

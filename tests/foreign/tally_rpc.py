@@ -45,8 +45,9 @@ BUGS = {
     "no_item_limit": "SIZE-01", "refuses_whole_batch": "HTTP-01", "writes_behind_4xx": "CORE-07",
     "crashes_on_nesting": "ROB-02",
 }
-# Not in the tables (tests/test_any_target.py uses it): duplicates_per_item answers a repeated key with an
-# error result for each twin (legal only where the profile declares envelope.duplicate_ids: per_item).
+# Not in the tables (tests/test_any_target.py uses them): duplicates_per_item answers a repeated key with an
+# error result for each twin (legal only where the profile declares envelope.duplicate_ids: per_item);
+# failures_by_key answers in the failure-only dialect {"errors": {"<key>": {"code", "message", "data"}}}.
 # Issue 13's list of defects every foreign fixture must plant where its shape allows: kind -> the BUGS
 # entry that plants it, or why the shape has no such defect (tests/test_foreign_envelopes.py checks it).
 COVERS = {"dropped result": "drops_result", "invented result": "invents_result", "fake ok": "fake_ok",
@@ -147,6 +148,13 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             else:
                 store[item["key"]] = dict(item)
                 out.append({"key": item["key"], "result": dict(item)})
+        if "failures_by_key" in bugs:  # the failure-only dialect: {"errors": {"<key>": error}}
+            errors = {o["key"]: o["error"] for o in out if "error" in o}
+            if "drops_result" in bugs and len(errors) > 1:
+                errors.pop(next(reversed(errors)))
+            if "invents_result" in bugs:
+                errors["tally-invented-1"] = {"code": -32602, "message": "qty must be an integer >= 1"}
+            return JSONResponse({"errors": errors})
         if "drops_result" in bugs and len(out) > 1:  # a one-item batch keeps its result (the preflight)
             out.pop()
         if "invents_result" in bugs:
