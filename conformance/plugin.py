@@ -185,7 +185,8 @@ def _no_result(envelope: Any, resp: httpx.Response, sent: list[dict[str, Any]]) 
     call the target unusable (exit 3) and hide the defect."""
     if envelope.raw_results(resp) is None:
         return (f"one small valid batch got {resp.status_code} JSON, but the profile's envelope finds no results "
-                f"there ({envelope.results_location}); check envelope.results")
+                f"there ({envelope.results_location}); check envelope."
+                + ("results_error and envelope.failures_form" if envelope.failures_only else "results"))
     found = envelope.result_map(resp, sent)
     readable = [r for r in envelope.results(resp) if r.ok is not None]
     for item in sent:
@@ -263,7 +264,7 @@ def _cleanup(ctx: RunContext, ids: list[str]) -> None:
     target = Target(ctx.session, [])
     for item_id in ids:
         try:
-            target.call("delete", path_params={"id": item_id}, note="cleanup")
+            target.for_item("delete", item_id, note="cleanup")
         except httpx.HTTPError:
             return  # the target is gone; nothing more to clean
 
@@ -331,6 +332,20 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
     return out
 
 
+def _stopped_answering(ctx: RunContext, out: CheckOutcome, call: pytest.CallInfo) -> None:
+    """A target that stopped answering during the run: conformance._down.judge settles the outcome."""
+    from ._down import judge
+
+    judge(out, ctx.session.watch, call.excinfo.value if call.excinfo else None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    ctx = _context(item.config)
+    if ctx is not None and ctx._session is not None:
+        ctx.session.watch.refuse()  # no check starts against a target that stopped answering
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     result = yield
@@ -347,6 +362,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     out = _outcome(item, call, rep, ctx)
     if out is None:
         return
+    _stopped_answering(ctx, out, call)
     item.stash[RECORDED] = True
     ctx.outcomes.append(out)
     if ctx.progress:
@@ -399,3 +415,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = {0: pytest.ExitCode.OK, 1: pytest.ExitCode.TESTS_FAILED}.get(code, code)
         if ctx.interrupted and session.config.stash.get(PLAIN, False):
             print(f"batchspec: {ctx.halted()} ({ctx.interrupted}); reports written", file=sys.stderr)
+        if ctx.report.target_stopped and session.config.stash.get(PLAIN, False):
+            print(f"batchspec: {ctx.report.target_stopped['message']}", file=sys.stderr)
