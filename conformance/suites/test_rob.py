@@ -53,6 +53,7 @@ def _path_values(path: str, method: str, profile: Any, real: dict[str, Any]) -> 
     return {}
 
 
+@pytest.mark.concurrent(long=True)
 @pytest.mark.rule("ROB-01", clause="property-based fuzzing (schemathesis, from the target's OpenAPI) of every "
                   "operation the document declares finds no 5xx and no response outside the documented schemas")
 def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figures, items):
