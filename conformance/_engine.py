@@ -364,8 +364,12 @@ def pytest_args(ctx: RunContext, extra: list[str] | None = None) -> list[str]:
 # collection order. Most of the gain is overlapped waiting (callback quiet windows, retention
 # windows, back-offs, job polls) beside ROB-01's fuzzing. Why sessions and not threads in one
 # session: pytest keeps one setup stack and one cached value per fixture per session, so two checks
-# of one session cannot be set up at the same time. `@pytest.mark.concurrent(long=True)`: the check
-# takes seconds (waits or fuzzing); it is started first, so the short ones fill the gaps.
+# of one session cannot be set up at the same time. `@pytest.mark.concurrent(seconds=N)`: the check
+# usually takes about N seconds against a fast target (waits or fuzzing); used only to order the
+# queue, longest first, so the short checks fill the gaps beside the long ones. `group="..."`: checks
+# of one group never run at the same time, though each runs beside the others (the ASYNC checks that
+# grow jobs to the declared async limit: side by side they would add up their memory, in the kit and
+# in an embedded target, and queue behind each other on the target's job worker).
 DEFAULT_CONCURRENCY = 4
 WORKER: pytest.StashKey["Scheduler"] = pytest.StashKey()
 
@@ -374,35 +378,55 @@ def is_concurrent(item: pytest.Item) -> bool:
     return item.get_closest_marker("concurrent") is not None
 
 
-def _is_long(item: pytest.Item) -> bool:
+def expected_seconds(item: pytest.Item) -> float:
     m = item.get_closest_marker("concurrent")
-    return bool(m and m.kwargs.get("long"))
+    return float(m.kwargs.get("seconds", 0) or 0) if m else 0.0
+
+
+def group_of(item: pytest.Item) -> str | None:
+    m = item.get_closest_marker("concurrent")
+    return str(m.kwargs["group"]) if m and m.kwargs.get("group") else None
 
 
 class Scheduler:
-    """The queue of concurrent checks (node ids) that worker sessions take from, long ones first."""
+    """The queue of concurrent checks (node id, group) that worker sessions take from, longest
+    first; a check whose group is busy waits for the check of that group in flight to be `done`."""
 
-    def __init__(self, nodeids: list[str]):
-        self._ids = list(nodeids)
-        self._lock = threading.Lock()
+    def __init__(self, entries: list[tuple[str, str | None]]):
+        self._entries = list(entries)
+        self._cond = threading.Condition()
+        self._busy: dict[str, str] = {}  # node id in flight -> its group
         self.stopped = False
         self.missed: list[str] = []  # taken by a worker that did not collect it: run in the main session
 
     def next(self) -> str | None:
-        with self._lock:
-            if self.stopped or not self._ids:
-                return None
-            return self._ids.pop(0)
+        with self._cond:
+            while not self.stopped and self._entries:
+                for k, (nodeid, group) in enumerate(self._entries):
+                    if group is None or group not in self._busy.values():
+                        del self._entries[k]
+                        if group is not None:
+                            self._busy[nodeid] = group
+                        return nodeid
+                self._cond.wait(0.1)
+            return None
+
+    def done(self, nodeid: str) -> None:
+        with self._cond:
+            if self._busy.pop(nodeid, None) is not None:
+                self._cond.notify_all()
 
     def miss(self, nodeid: str) -> None:
-        with self._lock:
+        with self._cond:
             self.missed.append(nodeid)
+        self.done(nodeid)
 
     def stop(self) -> list[str]:
         """No check is handed out any more; returns the ones never handed out."""
-        with self._lock:
+        with self._cond:
             self.stopped = True
-            left, self._ids = self._ids, []
+            left, self._entries = [nodeid for nodeid, _ in self._entries], []
+            self._cond.notify_all()
             return left
 
 
@@ -443,8 +467,8 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
 
     An interrupt (SIGINT, SIGTERM) while they run stops handing out checks and freezes the outcomes,
     then propagates: the main session writes the reports of what finished."""
-    order = sorted(range(len(items)), key=lambda k: (not _is_long(items[k]), k))
-    scheduler = Scheduler([items[k].nodeid for k in order])
+    order = sorted(range(len(items)), key=lambda k: (-expected_seconds(items[k]), k))
+    scheduler = Scheduler([(items[k].nodeid, group_of(items[k])) for k in order])
     files = list(dict.fromkeys(str(item.path) for item in items))
     n = max(1, min(ctx.concurrency, len(items)))
 
@@ -469,7 +493,25 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
         with ctx.lock:
             ctx.frozen = True
         raise
+    release_memory()
     return scheduler.stop() + scheduler.missed
+
+
+def release_memory() -> None:
+    """Give the memory freed by finished checks back to the system (glibc's malloc_trim).
+
+    Big bodies (1 MB batches, job result pages) are freed but stay in the process's heap, which
+    only grows: checks that ran side by side leave it at the sum of their peaks, and the checks and
+    reports that follow then raise the run's peak from there. Elsewhere than glibc: nothing."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class EngineError(RuntimeError):

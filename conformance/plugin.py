@@ -63,9 +63,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rule(id): the catalogue rule this check verifies")
     config.addinivalue_line("markers", "level(LEVEL): the check verifies a weaker clause of its rule "
                             "(e.g. the SHOULD part of a MUST rule): a violation is judged at LEVEL")
-    config.addinivalue_line("markers", "concurrent(long=False): the check may run at the same time as the other "
+    config.addinivalue_line("markers", "concurrent(seconds=0): the check may run at the same time as the other "
                             "concurrent checks (it neither disturbs them nor needs the target otherwise idle); "
-                            "long=True: it takes seconds, so it is started first (docs/performance.md)")
+                            "seconds: about how long it takes, to start the longest first; group: checks of one group never run at "
+                            "the same time (docs/performance.md)")
     if _context(config) is not None:
         return
     url = config.getoption("--target", None)
@@ -248,7 +249,10 @@ def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:
         if item is None:
             scheduler.miss(nodeid)
             continue
-        item.config.hook.pytest_runtest_protocol(item=item, nextitem=None)
+        try:
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=None)
+        finally:
+            scheduler.done(nodeid)
     return True
 
 
@@ -427,6 +431,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if ctx.interrupted and threading.current_thread() is threading.main_thread():
         masked = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if ctx.concurrency > 1:
+            from ._engine import release_memory
+
+            release_memory()  # before the reports are rendered (they peak at the end of the run)
         ctx.report = ctx.build_report()
         if ctx.report_dir:
             from .reports import write_all

@@ -171,7 +171,7 @@ def test_status_resource_reports_status_and_counts(jobs, items, envelope):
 
 # -- ASYNC-03 --------------------------------------------------------------------------------------
 
-@pytest.mark.concurrent(long=True)
+@pytest.mark.concurrent(seconds=0.7, group="large jobs")
 @pytest.mark.rule("ASYNC-03", clause="per-item results appear as they become known (every item a running job "
                   "counts as finished has its result listed), in the sync result shape (ok with data, error with "
                   "the sync endpoint's code)")
@@ -261,7 +261,7 @@ def test_job_ends_with_one_result_per_item(jobs, items, target, profile):
 
 # -- ASYNC-05 --------------------------------------------------------------------------------------
 
-@pytest.mark.concurrent(long=True)
+@pytest.mark.concurrent(seconds=1, group="large jobs")
 @pytest.mark.rule("ASYNC-05", clause="progress is monotonic (finished results never change or vanish, counts "
                   "never go back, the status never goes back) across polls of a running job, and a terminal status "
                   "is final (read twice more after the end)")
@@ -322,7 +322,7 @@ def _monotonic(jobs, mixed, batch, acc, snaps: list[Snapshot]) -> None:
 
 # -- ASYNC-06 --------------------------------------------------------------------------------------
 
-@pytest.mark.concurrent
+@pytest.mark.concurrent(seconds=0.3, group="large jobs")
 @pytest.mark.rule("ASYNC-06", clause="the 202 carries a valid Retry-After, and so does every status response "
                   "read while the job is not terminal (jobs grown until one is seen running)")
 def test_retry_after_on_202_and_running_status(jobs, items, profile):
@@ -446,7 +446,7 @@ def _cancel_size(profile, item: dict[str, Any]) -> int:
     return max(2, n)
 
 
-@pytest.mark.concurrent(long=True)
+@pytest.mark.concurrent(seconds=0.5, group="large jobs")
 @pytest.mark.rule("ASYNC-10", clause="a large job cancelled while it runs ends cancelled and makes "
                   "no more progress; items finished before the cancel stay "
                   "readable, items without an ok result are not applied (read "
@@ -610,7 +610,7 @@ def _judge_delivery(jobs, acc, last: Snapshot, got: dict[str, Any]) -> None:
            expected=last.raw_status, seen=raw)
 
 
-@pytest.mark.concurrent(long=True)
+@pytest.mark.concurrent(seconds=1)
 @pytest.mark.rule("ASYNC-14", clause="a job with a callback URL (loopback receiver) gets exactly "
                   "one POST naming the job and its final status")
 def test_callback_posts_the_final_status_once(jobs, items, profile, target):
@@ -628,7 +628,7 @@ def test_callback_posts_the_final_status_once(jobs, items, profile, target):
                expected="one POST", seen=f"{len(extra)} requests")
 
 
-@pytest.mark.concurrent(long=True)
+@pytest.mark.concurrent(seconds=1.3)
 @pytest.mark.rule("ASYNC-14", clause="a callback answered 503 is retried, and stops once answered "
                   "200")
 def test_callback_is_retried_after_a_failed_delivery(jobs, items, profile, target):

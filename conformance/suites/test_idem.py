@@ -428,7 +428,7 @@ def send_and_drop(target, headers: dict[str, str], batch_items: list[dict[str, A
                note="raw: connection closed right after sending, before reading the response")
 
 
-@pytest.mark.concurrent(long=True)
+@pytest.mark.concurrent(seconds=0.5)
 @pytest.mark.rule("IDEM-08", clause="a keyed batch whose connection was dropped before the answer, "
                   "retried with the key, gets the outcome and applies each item "
                   "once (effect counter)")
@@ -468,7 +468,7 @@ def test_retry_after_dropped_connection_applies_once(target, items, envelope, pr
                expected=f"{profile.get('items.effect_counter')} = {once!r} (applied once)", seen=twice)
 
 
-@pytest.mark.concurrent(long=True)
+@pytest.mark.concurrent(seconds=1)
 @pytest.mark.rule("IDEM-09", clause="the retention window is declared, and a retry with the key is replayed (not "
                   "applied again) after 1 s, or at idempotency.retention_check_fraction of the window in a long run")
 def test_key_honoured_within_retention(target, items, envelope, profile):
