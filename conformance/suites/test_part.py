@@ -105,7 +105,6 @@ def _applied_marker(profile, resource: Any) -> Any:
     return resource
 
 
-@pytest.mark.concurrent
 @pytest.mark.rule("PART-04", clause="resubmitting only the failed items, corrected, succeeds and they read back; the "
                   "earlier successes are unchanged")
 def test_resubmitting_corrected_failures(target, items, envelope, profile):
@@ -137,7 +136,6 @@ def test_resubmitting_corrected_failures(target, items, envelope, profile):
            expected="unchanged", seen=redone)
 
 
-@pytest.mark.concurrent
 @pytest.mark.rule("PART-04", clause="items that succeeded before are not applied again: the whole batch resubmitted "
                   "with its failures corrected applies the corrected items and leaves every earlier success as it "
                   "was (effect counter, else the whole resource, through the read endpoint)")

@@ -178,7 +178,9 @@ LAG_S = 1.5
 
 
 @mutant("FLEET-01", f"reads on one instance lag {LAG_S:g}s behind the writes made on the other (an async replica)",
-        also=["FLEET-03"], profile=PROFILE, check="test_applied_items_are_readable_on_every_instance")
+        # FLEET-03 reads back on the first instance that answered; whether that is the one that wrote
+        # (no lag) or the other (404 within the lag) is a race of its concurrent duplicates: timing-bound.
+        may_also=["FLEET-03"], profile=PROFILE, check="test_applied_items_are_readable_on_every_instance")
 def reads_lag_behind_writes(app):
     written: dict[tuple[str, str], tuple[str, float]] = {}
 
