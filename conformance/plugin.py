@@ -251,6 +251,10 @@ def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:
             continue
         try:
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=None)
+        except BaseException:
+            if not item.stash.get(RECORDED, False):
+                scheduler.miss(nodeid)  # this worker is going down: the main session runs the check alone
+            raise
         finally:
             scheduler.done(nodeid)
     return True
@@ -377,9 +381,17 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
     return out
 
 
+# pytest renders a failure's traceback with the check's source (ast.parse). CPython 3.11's parser
+# keeps its recursion depth per interpreter, not per thread: two checks failing at the same moment in
+# two worker sessions broke a worker with "SystemError: AST constructor recursion depth mismatch".
+# Reports are made one at a time (they take microseconds, a failure's a few milliseconds).
+_REPORTING = threading.Lock()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    result = yield
+    with _REPORTING:
+        result = yield
     ctx = _context(item.config)
     if ctx is None:
         return
