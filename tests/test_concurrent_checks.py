@@ -86,3 +86,24 @@ def test_maxfail_runs_every_check_alone(tmp_path):
     threads: set[str] = set()
     report = run_two_failures(tmp_path, maxfail=1, progress=lambda o, d, t: threads.add(threading.current_thread().name))
     assert [r.id for r in report.rules if r.verdict == Verdict.FAIL] and threads == {threading.current_thread().name}
+
+
+def test_scheduler_hands_out_in_order_and_one_check_of_a_group_at_a_time():
+    from conformance._engine import Scheduler
+
+    s = Scheduler([("a", "large jobs"), ("b", "large jobs"), ("c", None)])
+    assert s.next() == "a"
+    assert s.next() == "c"  # b waits: a of its group is in flight
+    got: list = []
+    waiting = threading.Thread(target=lambda: got.append(s.next()))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive() and not got
+    s.done("a")
+    waiting.join(5)
+    assert got == ["b"] and s.next() is None
+    # A check a worker could not run goes back to the main session; stop() returns what was never handed out.
+    s = Scheduler([("x", None), ("y", None)])
+    assert s.next() == "x"
+    s.miss("x")
+    assert s.stop() == ["y"] and s.missed == ["x"] and s.next() is None
