@@ -439,30 +439,90 @@ class Target:
         return self.batch(items, endpoint="atomic", **kw)
 
     def single(self, item: dict[str, Any], **kw: Any) -> httpx.Response:
+        """Send one item to the single endpoint: the item, or the part of it at endpoints.single.item
+        (DynamoDB PutItem takes {"Item": ...}, the /PutRequest of a BatchWriteItem item), merged into
+        the endpoint's fixed body members."""
+        part = self.endpoint("single").get("item")
+        if part:
+            from ._envelope import pointer_get
+
+            item = copy.deepcopy(pointer_get(item, part, {}))
         return self.call("single", json_body=item, **kw)
 
-    def read(self, item_id: Any, **kw: Any) -> httpx.Response:
-        return self.call("read", path_params={"id": item_id}, **kw)
+    def read(self, item_id: Any, *, note: str | None = None, timeout: float | None = None) -> httpx.Response:
+        """Read one item back through endpoints.read, a template: {id} in its path (URL-encoded), in
+        any string of its body, in a header or a query value (DynamoDB GetItem: POST / with
+        X-Amz-Target and {"Key": {"pk": {"S": "{id}"}}})."""
+        return self.for_item("read", item_id, default_method="GET", note=note, timeout=timeout)
 
-    def exists(self, item_id: Any) -> bool:
-        """Whether the read endpoint shows the item (2xx), 404/410 meaning absent."""
-        resp = self.read(item_id, note="read back")
-        if resp.status_code in (404, 410):
-            return False
-        if 200 <= resp.status_code < 300:
-            return True
-        raise SetupError(f"read endpoint answered {resp.status_code} for {item_id!r}")
+    def for_item(self, name: str, item_id: Any, *, default_method: str = "POST", note: str | None = None,
+                 timeout: float | None = None) -> httpx.Response:
+        """Call an endpoint that is a template for one item (read, delete): {id} in its path
+        (URL-encoded), in any string of its body, in a header or a query value."""
+        ep = self.endpoint(name)
+        headers = {k: str(_fill(v, item_id)) for k, v in (ep.get("headers") or {}).items()}
+        query = {k: _fill(v, item_id) for k, v in (ep.get("query") or {}).items()} or None
+        body = _fill(copy.deepcopy(ep["body"]), item_id) if ep.get("body") is not None else None
+        return self.request(ep.get("method", default_method), self.url_for(name, id=item_id), json_body=body,
+                            headers=headers, params=query, timeout=timeout, note=note)
 
-    def read_json(self, item_id: Any) -> Any:
+    def _read_back(self, item_id: Any) -> tuple[bool, Any]:
+        """(found, the resource): a not-found status (endpoints.read.not_found, default 404/410), or a
+        2xx whose resource (at endpoints.read.resource) is absent, null or empty, is not found."""
+        ep = self.endpoint("read")
         resp = self.read(item_id, note="read back")
-        if resp.status_code in (404, 410):
-            return None
+        if resp.status_code in (ep.get("not_found") or (404, 410)):
+            return False, None
         if not 200 <= resp.status_code < 300:
             raise SetupError(f"read endpoint answered {resp.status_code} for {item_id!r}")
+        pointer = ep.get("resource")
         try:
-            return resp.json()
+            doc = resp.json() if resp.content or pointer else None
         except ValueError:
-            raise SetupError("read endpoint did not answer JSON") from None
+            if pointer:
+                raise SetupError("read endpoint did not answer JSON") from None
+            return True, _NOT_JSON
+        if not pointer:
+            return True, doc
+        from ._envelope import pointer_get
+
+        found = pointer_get(doc, pointer, None)
+        if found is None or found in ({}, [], ""):
+            return False, None
+        return True, found
+
+    def exists(self, item_id: Any) -> bool:
+        """Whether the read endpoint shows the item."""
+        return self._read_back(item_id)[0]
+
+    def read_json(self, item_id: Any) -> Any:
+        """The item as the read endpoint shows it (the resource at endpoints.read.resource), None when not found."""
+        found, doc = self._read_back(item_id)
+        if doc is _NOT_JSON:
+            raise SetupError("read endpoint did not answer JSON")
+        return doc if found else None
+
+    def resource_of(self, name: str, resp: httpx.Response) -> Any:
+        """The resource in an endpoint's JSON answer, at endpoints.<name>.resource (default: the whole
+        answer); None when the answer is not JSON or has nothing there."""
+        from ._envelope import json_of, pointer_get
+
+        return pointer_get(json_of(resp), (self.profile.get(f"endpoints.{name}") or {}).get("resource") or "", None)
+
+
+_NOT_JSON = object()
+
+
+def _fill(template: Any, item_id: Any) -> Any:
+    """`template` with the item id in place of every "{id}": a string that is exactly "{id}" becomes
+    the id itself, {id} inside a longer string (or a member name) is replaced by its text."""
+    if isinstance(template, str):
+        return item_id if template == "{id}" else template.replace("{id}", str(item_id))
+    if isinstance(template, dict):
+        return {_fill(k, item_id) if isinstance(k, str) else k: _fill(v, item_id) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, item_id) for v in template]
+    return template
 
 
 def retry_after_seconds(value: str) -> float | None:

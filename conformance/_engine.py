@@ -246,7 +246,8 @@ class RunContext:
 
         report.catalogue = {"version": cat.version}
         facts = {"correlation": self.session.envelope.m.get("correlation") or "id",
-                 "item_ids": "absent" if self.session.envelope.id_field is None else "present"}
+                 "item_ids": "absent" if self.session.envelope.id_field is None else "present",
+                 "results": "failures_only" if self.session.envelope.failures_only else "all"}
         report.conformance = _levels.assess(cat, report.rules, report.classes_declared, facts)
         return report
 

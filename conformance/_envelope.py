@@ -39,6 +39,8 @@ CANONICAL: dict[str, Any] = {
     "batch_status": "/status",
     "failed_values": ["failed"],
     "duplicate_ids": "reject",
+    "results_mode": "all",
+    "failures_form": "list",
 }
 
 CANONICAL_JOB: dict[str, Any] = {
@@ -168,6 +170,9 @@ class Result:
     """The per-item HTTP status where the profile declares one (result_http_status)."""
     retry_after: Any = None
     """The per-item Retry-After where the profile declares one (result_retry_after)."""
+    implied: bool = False
+    """True for an item absent from a failure-only answer (results_mode: failures_only): it
+    succeeded by the answer's silence, so there is no result entry (no data, no raw) to read."""
 
 
 def is_code(value: Any) -> bool:
@@ -201,7 +206,31 @@ class Envelope:
     @property
     def split_results(self) -> bool:
         """Successes and failures come in separate lists (SQS: Successful / Failed)."""
+        if self.failures_only:
+            return False
         return bool(self.m.get("results_ok") is not None or self.m.get("results_error") is not None)
+
+    @property
+    def failures_only(self) -> bool:
+        """The answer lists only the failed items (results_mode: failures_only, at results_error):
+        an item absent from it succeeded (SQS-like `Failed` alone, DynamoDB's `UnprocessedItems`)."""
+        return self.m.get("results_mode") == "failures_only"
+
+    @property
+    def failures_map(self) -> bool:
+        """The failures are a map (failures_form: map) whose members each hold a list of failure
+        entries (or one entry): DynamoDB's `UnprocessedItems: {"<table>": [...]}`."""
+        return self.failures_only and self.m.get("failures_form") in ("map", "id_map")
+
+    @property
+    def failures_by_id(self) -> bool:
+        """The failures are a map keyed by the item id (failures_form: id_map): {"<id>": entry}."""
+        return self.failures_only and self.m.get("failures_form") == "id_map"
+
+    @property
+    def result_index(self) -> str | None:
+        """Where a failure entry names the index of its item (failure-only, position correlation)."""
+        return self.m.get("result_index")
 
     @property
     def by_position(self) -> bool:
@@ -210,7 +239,7 @@ class Envelope:
     @property
     def outcome(self) -> str:
         """How an item's outcome is read: `list`, `error_present`, `http_status` or `status`."""
-        if self.split_results:
+        if self.split_results or self.failures_only:
             return "list"
         if self.m.get("error_present") is not None:
             return "error_present"
@@ -228,6 +257,10 @@ class Envelope:
     @property
     def results_location(self) -> str:
         """Where the results are, for messages."""
+        if self.failures_only:
+            form = "a map keyed by item id" if self.failures_by_id else "a map of lists" if self.failures_map else "a list"
+            return (f"failures only, {form} at "
+                    f"{self.m.get('results_error')!r} (an absent item succeeded)")
         if self.split_results:
             return f"ok results at {self.m.get('results_ok')!r}, error results at {self.m.get('results_error')!r}"
         return f"a list at {self.m['results']!r}" if self.m["results"] else "a bare array"
@@ -310,6 +343,9 @@ class Envelope:
     def raw_results(self, doc: Any) -> list[Any] | None:
         """The raw result list (split lists joined, successes first); None when absent."""
         doc = json_of(doc)
+        if self.failures_only:
+            entries = self._failure_entries(doc)
+            return None if entries is None else [raw for raw, _key in entries]
         if self.split_results:
             found = [(pointer_get(doc, self.m[k], None) if self.m.get(k) is not None else [])
                      for k in ("results_ok", "results_error")]
@@ -319,6 +355,50 @@ class Envelope:
             return [r for f in found for r in (f or [])]
         found = pointer_get(doc, self.m["results"], None)
         return found if isinstance(found, list) else None
+
+    def _failure_entries(self, doc: Any) -> list[tuple[Any, Any]] | None:
+        """(entry, map key) of every failure of a failure-only answer, in the answer's order; [] when
+        the failure member is absent (no failure), None when the answer is not a JSON object or array
+        or the member has another form than the profile says (a map of lists, or a list)."""
+        if not isinstance(doc, (dict, list)):
+            return None
+        found = pointer_get(doc, self.m.get("results_error") or "", None)
+        if found is None:
+            return []
+        if not self.failures_map:
+            return [(raw, None) for raw in found] if isinstance(found, list) else None
+        if not isinstance(found, dict):
+            return None
+        out: list[tuple[Any, Any]] = []
+        for key, value in found.items():
+            if isinstance(value, list):
+                out.extend((raw, key) for raw in value)
+            elif isinstance(value, dict):
+                out.append((value, key))
+            else:
+                return None
+        return out
+
+    def answered(self, resp: httpx.Response | Any) -> bool:
+        """Whether a failure-only answer says something about every item sent: a 2xx (where the status
+        is known) whose body has its failures in the declared form and carries no batch-level error
+        code (at the profile's batch_error_code, or the canonical `error` member). Only then does an
+        item's absence mean success; a refusal's error body lists no failure and means nothing applied."""
+        if isinstance(resp, httpx.Response) and not 200 <= resp.status_code < 300:
+            return False
+        doc = json_of(resp)
+        if self._failure_entries(doc) is None:
+            return False
+        if self.batch_status(doc) in self.failed_values:
+            return False  # a failed (atomic) batch: nothing was applied, whatever it leaves out
+        if isinstance(doc, dict):
+            for pointer in self._declared("batch_error_code"):
+                if is_code(pointer_get(doc, pointer, None)) and pointer_get(doc, pointer, None) != "":
+                    return False
+            err = doc.get("error") if "batch_error_code" not in self.m else None
+            if isinstance(err, str) or isinstance(err, dict) and is_code(err.get("code")):
+                return False
+        return True
 
     def _read(self, raw: dict[str, Any], key: str, ok: bool | None) -> Any:
         pointer = self.m.get(key)
@@ -388,6 +468,21 @@ class Envelope:
         """Every result of a batch response, in the order the target gave them (split lists:
         the ok list, then the error list)."""
         doc = json_of(resp)
+        if self.failures_only:
+            out_f: list[Result] = []
+            for i, (raw, key) in enumerate(self._failure_entries(doc) or []):
+                r = self.parse_result(raw, i, "error")
+                if key is not None:
+                    r.extra["map_key"] = key
+                if self.failures_by_id:
+                    r.id = key  # the map key is the item's id (JSON object keys are strings)
+                if self.by_position:
+                    index = pointer_get(raw, self.m["result_index"], None) if isinstance(raw, dict) else None
+                    if isinstance(index, str) and index.strip().isdigit():
+                        index = int(index.strip())
+                    r.extra["index"] = index if isinstance(index, int) and not isinstance(index, bool) else None
+                out_f.append(r)
+            return out_f
         if self.split_results:
             out: list[Result] = []
             for key, kind in (("results_ok", "ok"), ("results_error", "error")):
@@ -404,6 +499,8 @@ class Envelope:
         """Results keyed by item id (by position where the target correlates by position: the
         result at index i belongs to items[i], and gets that item's id when it carries none)."""
         res = self.results(resp)
+        if self.failures_only:
+            return self._failure_map(resp, res, items)
         if self.by_position and items is not None:
             out_pos: dict[Any, Result] = {}
             for i, r in enumerate(res[: len(items)]):
@@ -415,6 +512,33 @@ class Envelope:
         out: dict[Any, Result] = {}
         for r in res:
             out.setdefault(r.id, r)
+        return out
+
+    def entry_id(self, r: Result, items: list[Any] | None) -> Any:
+        """The id of the item a failure entry answers: the id it carries (correlation: id), or the id
+        of the item at the index it names (correlation: position, result_index); None when it names
+        no item of `items` (an invented failure)."""
+        if not self.by_position:
+            return r.id
+        index = r.extra.get("index")
+        if items is None or index is None or not 0 <= index < len(items):
+            return None
+        return self.item_id(items[index])
+
+    def _failure_map(self, resp: Any, res: list[Result], items: list[Any] | None) -> dict[Any, Result]:
+        out: dict[Any, Result] = {}
+        for r in res:
+            item_id = self.entry_id(r, items)
+            if self.by_position and item_id is not None and r.id is None:
+                r.id = item_id
+            if item_id is not None or not self.by_position:
+                out.setdefault(item_id, r)
+        if items is not None and self.answered(resp):
+            for i, item in enumerate(items):
+                item_id = self.item_id(item)
+                if item_id not in out:
+                    out[item_id] = Result(id=item_id, ok=True, status="absent from the failures", position=i,
+                                          implied=True)
         return out
 
     def item_id(self, item: Any) -> Any:

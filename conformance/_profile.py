@@ -214,7 +214,7 @@ _ITEM_FIELDS = (("items", "id_field"), ("idempotency", "item_field"), ("dependen
 _ENVELOPE_POINTERS = ("request_items", "results", "results_ok", "results_error", "result_id", "result_status",
                       "data", "error", "error_code", "error_message", "error_present", "result_http_status",
                       "error_retryable", "error_sender_fault", "result_retry_after", "batch_status",
-                      "batch_error_code", "batch_error_message")
+                      "batch_error_code", "batch_error_message", "result_index")
 
 
 def _check_pointers(data: dict[str, Any], source: str, lines: dict) -> None:
@@ -242,12 +242,72 @@ def _check_pointers(data: dict[str, Any], source: str, lines: dict) -> None:
         line = lines.get(("items", "id_field"))
         raise ProfileError(f"{source}: items.id_field" + (f" (line {line})" if line else "")
                            + ": null (items carry no id) needs envelope.correlation: position")
+    for name in ("read", "single"):
+        ep = (data.get("endpoints") or {}).get(name) if isinstance(data.get("endpoints"), dict) else None
+        if isinstance(ep, dict) and isinstance(ep.get("resource"), str):
+            found.append((("endpoints", name, "resource"), ep["resource"], True))
+        if isinstance(ep, dict) and isinstance(ep.get("item"), str):
+            found.append((("endpoints", name, "item"), ep["item"], False))
     for path, value, empty_ok in found:
         problem = pointer_problem(value, empty_ok=empty_ok)
         if problem:
             line = lines.get(path)
             raise ProfileError(f"{source}: {_dotted(path)}" + (f" (line {line})" if line else "")
                                + f": {value!r} is neither a member name nor a JSON Pointer the kit can use: {problem}")
+
+
+def _refuse(source: str, lines: dict, path: tuple[Any, ...], message: str) -> ProfileError:
+    line = lines.get(path)
+    return ProfileError(f"{source}: {_dotted(path)}" + (f" (line {line})" if line else "") + f": {message}")
+
+
+def _check_results_mode(data: dict[str, Any], source: str, lines: dict) -> None:
+    """The failure-only form (results_mode: failures_only) and the keys it needs or excludes."""
+    env = data.get("envelope") if isinstance(data.get("envelope"), dict) else {}
+    failures_only = env.get("results_mode") == "failures_only"
+    position = env.get("correlation") == "position"
+    if failures_only:
+        if env.get("results_error") is None:
+            raise _refuse(source, lines, ("envelope", "results_mode"), "failures_only needs envelope.results_error: "
+                          "the JSON Pointer of the failure list (or, with failures_form: map, of the map of lists)")
+        if env.get("results_ok") is not None:
+            raise _refuse(source, lines, ("envelope", "results_ok"), "a failure-only answer has no list of "
+                          "successes: with results_mode: failures_only an item absent from results_error succeeded")
+        if position and env.get("failures_form") == "id_map":
+            raise _refuse(source, lines, ("envelope", "failures_form"), "id_map keys the failures by the item id: "
+                          "it needs envelope.correlation: id")
+        if position and env.get("result_index") is None:
+            raise _refuse(source, lines, ("envelope", "correlation"), "position correlation of a failure-only "
+                          "answer needs envelope.result_index: the pointer, inside a failure entry, of the index "
+                          "(0-based) of the item it answers")
+    else:
+        if env.get("results_error") is not None and env.get("results_ok") is None:
+            raise _refuse(source, lines, ("envelope", "results_error"), "a failure list alone needs "
+                          "results_mode: failures_only (an absent item succeeded), or results_ok beside it "
+                          "(separate success and failure lists)")
+        for key in ("failures_form", "result_index"):
+            if env.get(key) is not None and not (key == "failures_form" and env[key] == "list"):
+                raise _refuse(source, lines, ("envelope", key), f"{key} is read only with results_mode: failures_only")
+    if env.get("result_index") is not None and not position:
+        raise _refuse(source, lines, ("envelope", "result_index"), "result_index correlates failures by the "
+                      "item's index: it needs envelope.correlation: position")
+
+
+def _check_read(data: dict[str, Any], source: str, lines: dict) -> None:
+    """endpoints.read and endpoints.delete are templates: the id must appear in each somewhere (path,
+    body, headers or query)."""
+    import json
+
+    for name in ("read", "delete"):
+        ep = (data.get("endpoints") or {}).get(name) if isinstance(data.get("endpoints"), dict) else None
+        if not isinstance(ep, dict):
+            continue
+        places = [ep.get("path") or "", json.dumps(ep.get("body")), json.dumps(ep.get("headers")),
+                  json.dumps(ep.get("query"))]
+        if not any("{id}" in p for p in places):
+            raise _refuse(source, lines, ("endpoints", name), f"the item id appears nowhere in the {name} template: "
+                          "put {id} in its path, in a string of its body (Key: {pk: {S: \"{id}\"}}), a header or "
+                          "a query value")
 
 
 def from_data(data: dict[str, Any], source: str = "<memory>", lines: dict | None = None) -> Profile:
@@ -261,6 +321,8 @@ def from_data(data: dict[str, Any], source: str = "<memory>", lines: dict | None
         best = max(errs, key=lambda e: len(e.absolute_path))
         raise ProfileError(f"{source}: {_schema_message(best, lines, schema)}")
     _check_pointers(data, source, lines)
+    _check_results_mode(data, source, lines)
+    _check_read(data, source, lines)
     data = copy.deepcopy(data)
     data["target"] = _merge(TARGET_DEFAULTS, data.get("target"))
     env = _merge(ENVELOPE_DEFAULTS, data.get("envelope"))

@@ -58,6 +58,7 @@ __all__ = [
     "pointer_set",
     "is_code",
     "without_fields",
+    "as_stored",
     "schema_errors",
     "openapi",
     "hostile",
@@ -307,6 +308,25 @@ def without_fields(doc: Any, fields: Any) -> Any:
         if isinstance(node, dict) and tokens:
             node.pop(tokens[-1], None)
     return out
+
+
+def as_stored(item: Any, stored: Any, id_pointer: str | None = None) -> Any:
+    """The part of `item` that a resource read back (or an ok result's data) shows: the item itself
+    where its members all appear in `stored` (the canonical case), else the first object on the way
+    down the id pointer whose members all do: `{"Put": {"Item": {...}}}` is stored as its
+    `/Put/Item` (DynamoDB-like writes). Where none fits, the item itself (so a dropped member still
+    shows as a difference)."""
+    if not isinstance(item, dict) or not isinstance(stored, dict):
+        return item
+    node: Any = item
+    for token in [""] + (_tokens(id_pointer) if id_pointer else []):
+        if token:
+            node = node.get(token) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            break
+        if node and set(node) <= set(stored):
+            return node
+    return item
 
 
 def is_2xx(resp: Any) -> bool:

@@ -194,7 +194,8 @@ def _no_result(envelope: Any, resp: httpx.Response, sent: list[dict[str, Any]]) 
     call the target unusable (exit 3) and hide the defect."""
     if envelope.raw_results(resp) is None:
         return (f"one small valid batch got {resp.status_code} JSON, but the profile's envelope finds no results "
-                f"there ({envelope.results_location}); check envelope.results")
+                f"there ({envelope.results_location}); check envelope."
+                + ("results_error and envelope.failures_form" if envelope.failures_only else "results"))
     found = envelope.result_map(resp, sent)
     readable = [r for r in envelope.results(resp) if r.ok is not None]
     for item in sent:
@@ -313,7 +314,7 @@ def _cleanup(ctx: RunContext, ids: list[str]) -> None:
     target = Target(ctx.session, [])
     for item_id in ids:
         try:
-            target.call("delete", path_params={"id": item_id}, note="cleanup")
+            target.for_item("delete", item_id, note="cleanup")
         except httpx.HTTPError:
             return  # the target is gone; nothing more to clean
 

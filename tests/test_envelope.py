@@ -98,3 +98,88 @@ def test_every_envelope_key_is_documented_in_schema_and_starter():
 def test_bundled_third_party_profiles_validate(name):
     prof = _profile.bundled(name)
     assert prof.get("setup")
+
+
+# -- failure-only results (envelope.results_mode: failures_only) ---------------------------------
+
+DYNAMO_LIKE = {"request_items": "/RequestItems/t", "results_mode": "failures_only", "results_error": "/UnprocessedItems",
+               "failures_form": "map", "result_id": "/PutRequest/Item/pk/S", "error": "", "error_code": "/Code",
+               "batch_error_code": "/__type", "batch_error_pattern": "#(\\w+)$"}
+
+
+def _put(key):
+    return {"PutRequest": {"Item": {"pk": {"S": key}, "n": {"N": "1"}}}}
+
+
+def test_failure_only_map_keyed_by_table_with_nested_item_keys():
+    env = Envelope(DYNAMO_LIKE, "/PutRequest/Item/pk/S")
+    sent = [_put("a"), _put("b"), _put("c")]
+    doc = {"UnprocessedItems": {"t": [{**_put("b"), "Code": "Throttled"}]}}
+    by_id = env.result_map(resp(doc), sent)
+    assert by_id["b"].ok is False and by_id["b"].error_code == "Throttled" and by_id["b"].extra["map_key"] == "t"
+    # absent from the failures: succeeded, by the answer's silence (no entry, no data)
+    assert by_id["a"].ok is True and by_id["a"].implied and by_id["a"].raw is None
+    assert by_id["c"].ok is True and by_id["c"].position == 2
+    assert [r.id for r in env.results(resp(doc))] == ["b"]  # results(): the entries the answer holds
+    assert env.failures_only and env.failures_map and not env.split_results and not env.canonical
+    # an empty map, or no member at all, is no failure; another form is no result list
+    assert env.raw_results({"UnprocessedItems": {}}) == [] and env.raw_results({}) == []
+    assert env.raw_results({"UnprocessedItems": [_put("a")]}) is None and env.raw_results("text") is None
+    # several map members, each a list (or one entry): all are failures
+    two = {"UnprocessedItems": {"t": [_put("a")], "u": _put("c")}}
+    assert sorted(r.id for r in env.results(two)) == ["a", "c"]
+
+
+def test_failure_only_refusal_is_not_read_as_success():
+    """A 4xx (or a 2xx carrying a batch-level error code) lists no failure, and means nothing was applied."""
+    env = Envelope(DYNAMO_LIKE, "/PutRequest/Item/pk/S")
+    sent = [_put("a")]
+    refusal = {"__type": "com.amazonaws.dynamodb.v20120810#ValidationException", "message": "bad"}
+    assert env.result_map(resp(refusal, 400), sent) == {}
+    assert env.result_map(refusal, sent) == {}  # the body alone: its error code says it is a refusal
+    assert not env.answered(resp({"UnprocessedItems": {}}, 500))
+    assert env.result_map(resp({"UnprocessedItems": {}}), sent)["a"].ok is True
+
+
+def test_failure_only_list_correlated_by_index():
+    env = Envelope({"results_mode": "failures_only", "results_error": "/failures", "correlation": "position",
+                    "result_index": "/index", "error": "", "error_code": "/code"}, None)
+    from conformance._envelope import bind_id
+
+    sent = [{"x": 1}, {"x": 2}, {"x": 3}]
+    for i, item in enumerate(sent):
+        bind_id(item, f"k{i}")
+    doc = {"failures": [{"index": 2, "code": "bad"}, {"index": "0", "code": "bad"}, {"index": 9, "code": "x"}]}
+    res = env.results(doc)
+    assert [r.extra["index"] for r in res] == [2, 0, 9]
+    assert [env.entry_id(r, sent) for r in res] == ["k2", "k0", None]  # 9 names no item: an invented failure
+    by_id = env.result_map(doc, sent)
+    assert by_id["k0"].ok is False and by_id["k2"].ok is False and by_id["k1"].ok is True and None not in by_id
+
+
+def test_failure_only_failed_atomic_batch_implies_no_success():
+    env = Envelope(DYNAMO_LIKE, "/PutRequest/Item/pk/S")
+    doc = {"status": "failed", "UnprocessedItems": {"t": [{**_put("b"), "Code": "bad"}]}}
+    by_id = env.result_map(doc, [_put("a"), _put("b")])
+    assert "a" not in by_id and by_id["b"].ok is False
+
+
+def test_failure_only_list_correlated_by_id_sqs_like():
+    env = Envelope({"request_items": "/Entries", "results_mode": "failures_only", "results_error": "/Failed",
+                    "result_id": "/Id", "error": "", "error_code": "/Code", "error_message": "/Message"}, "Id")
+    sent = [{"Id": "a"}, {"Id": "b"}]
+    doc = {"Failed": [{"Id": "b", "Code": "InvalidParameterValue", "Message": "DelaySeconds"}]}
+    by_id = env.result_map(resp(doc), sent)
+    assert by_id["a"].ok is True and by_id["a"].implied
+    assert by_id["b"].ok is False and by_id["b"].error_message == "DelaySeconds" and not by_id["b"].implied
+    assert env.result_map(resp({}), sent)["b"].ok is True  # Failed left out: no failure
+    assert env.raw_results({"Failed": {"b": {}}}) is None  # a map where a list is declared: no result list
+
+
+def test_failure_only_map_keyed_by_item_id():
+    env = Envelope({"results_mode": "failures_only", "results_error": "/errors", "failures_form": "id_map",
+                    "error": "", "error_code": "/code", "error_message": "/message"}, "id")
+    sent = [{"id": "a"}, {"id": "b"}]
+    by_id = env.result_map(resp({"errors": {"b": {"code": "invalid", "message": "qty"}}}), sent)
+    assert by_id["b"].ok is False and by_id["b"].error_code == "invalid" and by_id["a"].ok is True
+    assert [r.id for r in env.results({"errors": {"zz": {"code": "x"}}})] == ["zz"]  # an id no item had

@@ -18,7 +18,7 @@ from conformance import ASGIThreadTransport, Verdict, load_profile
 from conftest import record_matrix_row
 
 HERE = Path(__file__).resolve().parent / "foreign"
-ENVELOPES = ["tally_rpc", "beacon_events"]
+ENVELOPES = ["tally_rpc", "beacon_events", "shelf_kv"]
 
 
 def _run(name: str, bugs: frozenset[str] = frozenset(), rules: list[str] | None = None) -> conformance.RunReport:
@@ -75,3 +75,17 @@ def test_numeric_codes_are_machine_readable_codes_compared_by_value():
     got = {r.id: r for r in report.rules}
     for rid in ("CORE-04", "PART-03", "SIZE-01", "CORE-07"):
         assert got[rid].verdict == Verdict.PASS, (rid, got[rid].verdict, got[rid].reason)
+
+
+DEFECT_KINDS = ["dropped result", "invented result", "fake ok", "phantom reads", "unenforced limit",
+                "one bad item refuses the batch", "valid items written behind a 4xx", "wrong failure count",
+                "crash on a hostile body"]
+
+
+@pytest.mark.parametrize("name", ENVELOPES)
+def test_every_defect_kind_is_planted_where_the_shape_allows(name):
+    """Issue 13: each fixture plants every kind of defect that applies to its shape, or says why not."""
+    mod = importlib.import_module(f"foreign.{name}")
+    assert sorted(mod.COVERS) == sorted(DEFECT_KINDS)
+    for kind, bug in mod.COVERS.items():
+        assert bug.startswith("n/a: ") or bug in mod.BUGS, (name, kind, bug)

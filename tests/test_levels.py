@@ -43,9 +43,9 @@ def _results(overrides: dict[str, RuleResult | Verdict] | None = None) -> list[R
     return out
 
 
-def _assess(overrides=None, declared=ALL, correlation="id", item_ids="present"):
+def _assess(overrides=None, declared=ALL, correlation="id", item_ids="present", results="all"):
     return _levels.assess(_catalogue.load(), _results(overrides), declared,
-                          {"correlation": correlation, "item_ids": item_ids})
+                          {"correlation": correlation, "item_ids": item_ids, "results": results})
 
 
 def test_levels_are_data_in_the_catalogue_and_validate():
@@ -119,6 +119,15 @@ def test_core07_skip_counts_only_for_items_without_ids():
     # ... but where items carry ids, a skipped CORE-07 is a rule not judged, and blocks level 1.
     conf = _assess({"CORE-07": Verdict.SKIP}, correlation="position", item_ids="present")
     assert conf["reached"] == 0 and conf["next"]["blockers"][0]["rule"] == "CORE-07"
+
+
+def test_par01_skip_counts_only_for_failure_only_answers():
+    # A failure-only answer has no data for an ok item: PAR-01 does not apply ...
+    conf = _assess({"PAR-01": Verdict.SKIP}, results="failures_only")
+    assert conf["reached"] == 4, conf["next"]
+    # ... but where every item has a result, a skipped PAR-01 was not judged, and blocks level 3.
+    conf = _assess({"PAR-01": Verdict.SKIP})
+    assert conf["reached"] == 2 and conf["next"]["blockers"][0]["rule"] == "PAR-01"
 
 
 def test_parse_level_by_number_or_name():

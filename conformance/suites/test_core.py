@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from conformance.checks import (
-    is_code, schema_errors,
+    is_code, observed, schema_errors,
     canonical_results, expect, mixed_batch, response_json, setup_ok, short,
 )
 
@@ -36,8 +37,11 @@ def test_one_result_per_item(target, items, envelope):
     # A batch refused as a whole for one bad item has no result per item: that is this rule's FAIL.
     expect(200 <= resp.status_code < 300, "a batch with invalid items was refused as a whole: no result per item",
            expected="2xx with one result per item", seen=f"{resp.status_code}: {short(resp.text, 300)}")
-    response_json(resp)
+    doc = response_json(resp)
     results = envelope.results(resp)
+    if envelope.failures_only:
+        _one_failure_per_failed_item(envelope, mixed, doc, results)
+        return
     expect(len(results) == len(mixed.items), "the number of results differs from the number of items",
            expected=f"{len(mixed.items)} results", seen=f"{len(results)} results")
     if envelope.by_position:
@@ -51,6 +55,29 @@ def test_one_result_per_item(target, items, envelope):
     expect(not invented, "a result carries an id that no item had", expected=mixed.ids, seen=f"invented: {invented}")
 
 
+def _one_failure_per_failed_item(envelope, mixed, doc, results) -> None:
+    """CORE-02 where the answer lists only the failures (results_mode: failures_only): an item absent
+    from the list succeeded, so a missing ok result cannot be seen; what can be seen is judged: each
+    failure entry answers one item sent (none invented), no item has two, and every item the profile
+    says is invalid has one (its absence would claim it succeeded)."""
+    expect(envelope.raw_results(doc) is not None, "the failures are not where, or in the form, the profile says",
+           expected=envelope.results_location, seen=short(doc, 300))
+    ids = [envelope.entry_id(r, mixed.items) for r in results]
+    invented = [r.extra.get("index") if envelope.by_position else r.id for r, i in zip(results, ids)
+                if i is None or i not in mixed.ids]
+    expect(not invented, "a failure entry answers no item of the batch (an invented result)",
+           expected=f"entries for items of {mixed.ids}", seen=f"invented: {invented}")
+    dup = [i for i, n in Counter(ids).items() if n > 1]
+    expect(not dup, "an item has more than one failure entry", expected="one entry per failed item",
+           seen=f"duplicated: {dup}")
+    missing = [i for i in mixed.invalid if i not in ids]
+    expect(not missing, "an invalid item has no failure entry (its absence claims it succeeded)",
+           expected=f"a failure entry for each of {list(mixed.invalid)} ({envelope.results_location})",
+           seen=f"missing: {missing}")
+    observed("failure-only results: a valid item's result is the absence of an entry, so only the failures "
+             "(none missing, duplicated or invented) were observed, not a result per valid item")
+
+
 @pytest.mark.concurrent
 @pytest.mark.rule("CORE-03", clause="each result is ok with data (valid items) or error with an "
                   "error object (invalid items)")
@@ -59,7 +86,10 @@ def test_result_status_and_payload(target, items, envelope):
     mixed = mixed_batch(items, 3, 2)
     resp = setup_ok(target.batch(mixed.items), "a mixed batch")
     results = envelope.results(response_json(resp))
-    expect(results, "the response holds no results", expected="one result per item", seen=short(resp.text))
+    if envelope.failures_only:
+        observed("failure-only results: an ok item has no entry, so no ok result's data was observed")
+    else:
+        expect(results, "the response holds no results", expected="one result per item", seen=short(resp.text))
     for r in results:
         expect(r.ok is not None, f"result {r.id!r} has a status that is neither ok nor error",
                expected=f"one of {envelope.status_values}", seen=r.status)
@@ -104,7 +134,20 @@ def test_results_in_request_order(target, items, envelope):
         pytest.skip("position-correlated target: CORE-09 checks the order")
     mixed = mixed_batch(items, 4, 3)
     resp = setup_ok(target.batch(mixed.items), "a mixed batch")
-    ids = [r.id for r in envelope.results(response_json(resp))]
+    results = envelope.results(response_json(resp))
+    ids = [r.id for r in results]
+    if envelope.failures_only:
+        # Only the failures are listed: each list (each member of a map) keeps the request order of its items.
+        lists: dict[Any, list[Any]] = {}
+        for r in results:
+            item_id = envelope.entry_id(r, mixed.items)
+            if item_id in mixed.ids:  # an entry for no item sent is CORE-02's to report
+                lists.setdefault(None if envelope.failures_by_id else r.extra.get("map_key"), []).append(item_id)
+        wrong = {k: v for k, v in lists.items() if v != [i for i in mixed.ids if i in v]}
+        expect(not wrong, "failure entries are not in request order", expected=mixed.ids, seen=wrong)
+        if not results:
+            observed("the failure list was empty: no order to observe")
+        return
     if envelope.split_results:
         # Separate success and failure lists: each list keeps the request order of its items.
         ids = [i for i in ids if i in mixed.valid_ids] + [i for i in ids if i not in mixed.valid_ids]
@@ -128,8 +171,10 @@ def test_response_validates_and_is_json(target, items, envelope):
     doc = response_json(resp)
     expect(envelope.raw_results(doc) is not None, "the response has no result list where the profile says",
            expected=envelope.results_location, seen=short(doc))
+    # Failure-only answers: the failure entries, re-expressed, must validate (an ok item has no entry).
     errs = schema_errors("batch-response.schema.json", doc if envelope.canonical else
-                           canonical_results(envelope.results(doc), mixed.ids))
+                           canonical_results([r for r in envelope.result_map(doc, mixed.items).values() if not r.implied]
+                                             if envelope.failures_only else envelope.results(doc), mixed.ids))
     expect(not errs, "the response does not validate against the batch-response schema",
            expected="schemas/batch-response.schema.json", seen="; ".join(errs[:5]))
 
@@ -161,7 +206,14 @@ def test_duplicate_ids_rejected_before_applying(target, items, envelope, profile
                "for duplicates: envelope.duplicate_ids: per_item)",
                expected="4xx naming the id", seen=f"{resp.status_code}: {short(resp.text, 300)}")
         results = envelope.results(response_json(resp))
-        if envelope.by_position:  # the twins' results are at their positions (0 and 2), with or without ids
+        if envelope.failures_only:  # only failures are listed: each twin needs its own entry
+            dups = [r for r in results if envelope.entry_id(r, [first, other, twin]) == dup_id]
+            # a map keyed by item id holds one member per id: that one entry answers both twins
+            expect(len(dups) >= (1 if envelope.failures_by_id else 2),
+                   "a duplicated id was processed: the failures do not list each twin",
+                   expected=f"a failure entry for each of the 2 items with id {dup_id!r}",
+                   seen=[short(r.raw) for r in dups] or "no failure entry for the id")
+        elif envelope.by_position:  # the twins' results are at their positions (0 and 2), with or without ids
             dups = [results[i] for i in (0, 2) if i < len(results)]
         else:
             dups = [r for r in results if r.id == dup_id]
@@ -195,7 +247,11 @@ def test_summary_fields_agree(target, items, envelope):
     # item): a count that agrees with the entries returned is right, whatever PART finds about those
     # entries. Where entries are missing, extra or unreadable (CORE-02/03 judge that), with the items sent.
     results = envelope.results(doc)
-    if len(results) == len(mixed.items) and all(r.ok is not None for r in results):
+    if envelope.failures_only and envelope.raw_results(doc) is not None:
+        # Only the failures are listed: every entry is a failure, every other item succeeded.
+        results_note = f"the {len(results)} failure entries of the answer (the other items succeeded)"
+        ok, failed = len(mixed.items) - len(results), len(results)
+    elif len(results) == len(mixed.items) and all(r.ok is not None for r in results):
         results_note = f"the {len(results)} entries of the answer"
         ok, failed = sum(r.ok is True for r in results), sum(r.ok is False for r in results)
     else:
@@ -226,6 +282,16 @@ def test_position_correlated_results_keep_length_and_order(target, items, envelo
     mixed = mixed_batch(items, 3, 3)
     resp = setup_ok(target.batch(mixed.items), "a mixed batch")
     results = envelope.results(response_json(resp))
+    if envelope.failures_only:
+        # Only the failures are listed, each naming its item's index: the indexes are the invalid items'.
+        indexes = [r.extra.get("index") for r in results]
+        want_idx = [k for k, i in enumerate(mixed.ids) if i in mixed.invalid]
+        expect(sorted(i for i in indexes if i is not None) == want_idx and None not in indexes,
+               "the failure entries do not name the positions of the failed items",
+               expected=f"indexes {want_idx} (at {envelope.result_index!r})", seen=indexes)
+        observed("failure-only results: the length of a full result list cannot be observed, only the "
+                 "indexes the failures name")
+        return
     expect(len(results) == len(mixed.items), "results do not have the request's length",
            expected=len(mixed.items), seen=len(results))
     want = [i in mixed.valid_ids for i in mixed.ids]

@@ -32,8 +32,16 @@ MAX_EVENTS = 25
 
 BUGS = {"drops_entry": "CORE-02", "invents_entry": "CORE-02", "fake_ok": "HTTP-03",
         "wrong_failed_count": "CORE-08", "no_event_limit": "SIZE-01", "refuses_whole_batch": "HTTP-01",
-        "reversed_entries": "CORE-09"}
+        "reversed_entries": "CORE-09", "crashes_on_bad_json": "HTTP-04"}
+# Issue 13's list of defects (see tally_rpc.COVERS): kind -> BUGS entry, or why the shape has none.
+COVERS = {"dropped result": "drops_entry", "invented result": "invents_entry", "fake ok": "fake_ok",
+          "phantom reads": "n/a: no endpoint reads an event back", "unenforced limit": "no_event_limit",
+          "one bad item refuses the batch": "refuses_whole_batch",
+          "valid items written behind a 4xx": "n/a: no read endpoint, and events carry no id to repeat",
+          "wrong failure count": "wrong_failed_count", "crash on a hostile body": "crashes_on_bad_json"}
 VARIATIONS = {"too_many_as_400": "more than 25 events answered 400 instead of 413"}
+# Not in the tables (tests/test_any_target.py uses it): failures_index answers in the failure-only
+# dialect, {"failedCount": n, "failures": [{"index": i, "errorCode", ...}]} (only the refused events).
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -61,6 +69,8 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
         try:
             doc = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError, RecursionError):
+            if "crashes_on_bad_json" in bugs:
+                raise RuntimeError("unhandled parse error") from None  # the planted crash: a 500
             return _error(400, "MalformedRequest", "the body is not JSON")
         if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
             return _error(400, "MalformedRequest", "the body is {\"events\": [...]}")
@@ -80,6 +90,18 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             else:
                 entries.append({"errorCode": p[0], "errorMessage": p[1], "retryable": False})
         failed = sum(1 for e in entries if "errorCode" in e)
+        if "failures_index" in bugs:
+            # The failure-only dialect: only the refused events, each naming its index.
+            entries = [{"index": i, **e} for i, e in enumerate(entries) if "errorCode" in e]
+            if "drops_entry" in bugs and entries:
+                entries.pop()
+            if "invents_entry" in bugs:
+                entries.append({"index": len(events), "errorCode": "InvalidTopic", "errorMessage": "topic",
+                                "retryable": False})
+            if "reversed_entries" in bugs:
+                entries.reverse()
+            return JSONResponse({"failedCount": 0 if "wrong_failed_count" in bugs else failed,
+                                 "failures": entries})
         if "drops_entry" in bugs and len(entries) > 1:
             entries.pop()
         if "invents_entry" in bugs:

@@ -21,6 +21,9 @@ POST /rpc/items:batch   Content-Type: application/json
         413 -32011 more than 20 items ("at most 20 items; got N"),
         413 -32013 body over 65536 bytes, 415 -32012 not application/json.
 GET /rpc/items/{key}     200 the item, 404 {"error": {"code": -32004, "message": "no item <key>"}}
+POST /rpc/items          one item (the same object as in a batch): 200 {"item": {...the stored item...}},
+                         or {"error": {"code", "message"}}: 400 -32602 invalid item, 409 -32001 key already
+                         stored, 400 -32600 not an object with a string key, 415 -32012.
 """
 from __future__ import annotations
 
@@ -42,8 +45,15 @@ BUGS = {
     "no_item_limit": "SIZE-01", "refuses_whole_batch": "HTTP-01", "writes_behind_4xx": "CORE-07",
     "crashes_on_nesting": "ROB-02",
 }
-# Not in the tables (tests/test_any_target.py uses it): duplicates_per_item answers a repeated key with an
-# error result for each twin (legal only where the profile declares envelope.duplicate_ids: per_item).
+# Not in the tables (tests/test_any_target.py uses them): duplicates_per_item answers a repeated key with an
+# error result for each twin (legal only where the profile declares envelope.duplicate_ids: per_item);
+# failures_by_key answers in the failure-only dialect {"errors": {"<key>": {"code", "message", "data"}}}.
+# Issue 13's list of defects every foreign fixture must plant where its shape allows: kind -> the BUGS
+# entry that plants it, or why the shape has no such defect (tests/test_foreign_envelopes.py checks it).
+COVERS = {"dropped result": "drops_result", "invented result": "invents_result", "fake ok": "fake_ok",
+          "phantom reads": "phantom_reads", "unenforced limit": "no_item_limit",
+          "one bad item refuses the batch": "refuses_whole_batch", "valid items written behind a 4xx": "writes_behind_4xx",
+          "wrong failure count": "n/a: the answer carries no count", "crash on a hostile body": "crashes_on_nesting"}
 VARIATIONS = {"reversed_results": "results in reverse order, still echoing their keys",
               "too_many_as_400": "more than 20 items answered 400 instead of 413"}
 
@@ -138,6 +148,13 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             else:
                 store[item["key"]] = dict(item)
                 out.append({"key": item["key"], "result": dict(item)})
+        if "failures_by_key" in bugs:  # the failure-only dialect: {"errors": {"<key>": error}}
+            errors = {o["key"]: o["error"] for o in out if "error" in o}
+            if "drops_result" in bugs and len(errors) > 1:
+                errors.pop(next(reversed(errors)))
+            if "invents_result" in bugs:
+                errors["tally-invented-1"] = {"code": -32602, "message": "qty must be an integer >= 1"}
+            return JSONResponse({"errors": errors})
         if "drops_result" in bugs and len(out) > 1:  # a one-item batch keeps its result (the preflight)
             out.pop()
         if "invents_result" in bugs:
@@ -155,7 +172,25 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             return JSONResponse({"key": key, "qty": 1})
         return _error(404, -32004, f"no item {key}")
 
+    async def single(request: Request) -> JSONResponse:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return _error(415, -32012, f"send application/json, not {ctype or 'nothing'}")
+        try:
+            item = json.loads(await request.body(), parse_constant=_no_constant)
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            return _error(400, -32700, "the body is not JSON")
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:
+            return _error(400, -32600, "the item is an object with a string key")
+        if not _valid(item):
+            return _error(400, -32602, "qty must be an integer >= 1")
+        if item["key"] in store:
+            return _error(409, -32001, f"key {item['key']} exists")
+        store[item["key"]] = dict(item)
+        return JSONResponse({"item": dict(item)})
+
     return Starlette(routes=[Route("/rpc/items:batch", batch, methods=["POST"]),
+                             Route("/rpc/items", single, methods=["POST"]),
                              Route("/rpc/items/{key}", read, methods=["GET"])])
 
 
