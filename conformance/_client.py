@@ -15,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from . import _rawhttp
+from ._down import Watch
 from ._envelope import Envelope
 from ._model import Exchange
 from ._profile import Profile
@@ -159,6 +160,7 @@ class Session:
         self.pacer = _Pacer(float(t.get("pace") or 0))
         self.redactor = Redactor(profile.secrets(), t.get("redact") or [])
         self.envelope = Envelope(profile.envelope, profile.id_field)
+        self.watch = Watch()  # whether the target still answers (_down: a target that stops answering)
 
     @property
     def in_process(self) -> bool:
@@ -195,6 +197,12 @@ class Target:
     @property
     def in_process(self) -> bool:
         return self.session.in_process
+
+    @property
+    def stopped_answering(self) -> str | None:
+        """`target stopped answering after <request>` once the target answers nothing (conformance._down)."""
+        down = self.session.watch.down
+        return down["message"] if down else None
 
     @property
     def envelope(self) -> Envelope:
@@ -299,6 +307,7 @@ class Target:
         ex = self._exchange(method, str(req.url), sent_headers, body_bytes,
                             None if body_bytes is not None or content is None else "<streamed body>", note)
         red = s.redactor
+        s.watch.refuse(req)  # the target stopped answering earlier: nothing more is sent
         start = time.perf_counter()
         try:
             resp = s.client.send(req)
@@ -308,6 +317,7 @@ class Target:
             ex.error = f"{type(exc).__name__}: {red.text(str(exc)) or 'no detail'}"
             with self._lock:
                 self.evidence.append(ex)
+            s.watch.failed(ex, exc, s.client, min(s.timeout, 5.0))
             raise
         ex.elapsed_ms = round((time.perf_counter() - start) * 1000, 3)  # µs: PERF-01 times single requests with it
         ex.status = resp.status_code
@@ -315,6 +325,7 @@ class Target:
         ex.response_body = red.text(_body_text(resp.content))
         with self._lock:
             self.evidence.append(ex)
+        s.watch.answered(ex)
         return resp
 
     def call(self, name: str, *, json_body: Any = None, headers: dict[str, str] | None = None,
@@ -413,6 +424,7 @@ class Target:
                  else ("Content-Length", str(declared_length if declared_length is not None else len(content or b"")))]
         ex = self._exchange(method, str(url), shown, content if chunks is None else None,
                             body_text if chunks is not None else None, note)
+        self.session.watch.refuse()
         self.session.pacer.wait()
         wait = float(timeout if timeout is not None else self.session.timeout)
         try:
@@ -433,6 +445,10 @@ class Target:
             ex.request_body = red.text(f"{body_text}; {out.bytes_sent} bytes sent when the sending stopped")
         with self._lock:
             self.evidence.append(ex)
+        if out.status is not None:
+            self.session.watch.answered(ex)
+        elif read_answer and not (out.error or "").startswith("cannot connect"):
+            self.session.watch.dropped(ex, "no answer on a raw exchange" if out.hung else "closed without an answer")
         return out
 
     def atomic(self, items: list[Any], **kw: Any) -> httpx.Response:

@@ -22,7 +22,7 @@ from ._client import Session
 from ._model import CheckOutcome, RuleResult, RunReport, Verdict, worst
 from ._profile import Profile
 
-REPORT_SCHEMA_VERSION = "1.1"
+REPORT_SCHEMA_VERSION = "1.2"
 # Where a pytest session keeps its RunContext. It lives here, not in the plugin, so the engine never
 # imports the plugin (the plugin imports the engine; pytest loads the plugin by name, `-p`).
 CTX: pytest.StashKey["RunContext"] = pytest.StashKey()
@@ -168,6 +168,11 @@ class RunContext:
     # -- aggregation --------------------------------------------------------
     def build_report(self) -> RunReport:
         cat = _catalogue.load()
+        if self._session is not None and self.session.watch.down:
+            from ._down import judge
+
+            for o in self.outcomes:  # a request blamed after its check ended (a raw exchange)
+                judge(o, self.session.watch, live=False)
         by_rule: dict[str, list[CheckOutcome]] = {}
         for o in self.outcomes:
             by_rule.setdefault(o.rule_id, []).append(o)
@@ -236,6 +241,7 @@ class RunContext:
                                   "checks_total": self.total_checks, "message": self.halted()}
         elif self.stopped:
             report.notes.append(f"The run {self.halted()}; the rules not reached are SKIP.")
+        report.target_stopped = self._target_stopped()
         if not report.settings["verify_tls"]:
             report.notes.append("TLS verification was turned OFF by the profile.")
         if self.waivers is not None:
@@ -250,6 +256,24 @@ class RunContext:
                  "results": "failures_only" if self.session.envelope.failures_only else "all"}
         report.conformance = _levels.assess(cat, report.rules, report.classes_declared, facts)
         return report
+
+
+    def _target_stopped(self) -> dict[str, Any] | None:
+        """The one statement of a run whose target stopped answering (conformance._down)."""
+        down = self.session.watch.down if self._session is not None else None
+        if down is None:
+            return None
+        not_run = sum(1 for o in self.outcomes if o.verdict == Verdict.ERROR and o.reason == down["message"])
+        if down.get("rule"):
+            blame = f"; {down['rule']} FAILs for that request ({down['check']})"
+        elif down.get("finding"):
+            blame = "; no check sent that request (the preflight, a setup or a cleanup request)"
+        else:
+            blame = "; no request is blamed: the connection was refused after the last answer"
+        return {"after": down["after"], "error": down["error"], "check": down.get("check"), "rule": down.get("rule"),
+                "checks_not_run": not_run,
+                "message": (f"The target stopped answering after {down['after']}{blame}; {not_run} check(s) "
+                            "after it could not run and are ERROR; the verdicts found before it stand.")}
 
 
 class Terminated(KeyboardInterrupt):

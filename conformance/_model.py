@@ -199,6 +199,9 @@ class RunReport:
     catalogue: dict[str, Any] = field(default_factory=dict)  # {"version": ...} of the catalogue judged against
     # A run ended by SIGINT/SIGTERM: {"signal", "checks_run", "checks_total", "message"}; None if it finished.
     interrupted: dict[str, Any] | None = None
+    # The target stopped answering during the run (conformance._down): {"after", "error", "check", "rule",
+    # "checks_not_run", "message"}; None while it answered throughout.
+    target_stopped: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, int]:
         out = {v.value: 0 for v in Verdict}
@@ -207,13 +210,17 @@ class RunReport:
         return out
 
     def exit_code(self) -> int:
-        """SPEC §5: 0 every MUST passed (and every SHOULD under --strict), 1 otherwise, 3 preflight,
-        130 interrupted by SIGINT (143 by SIGTERM)."""
+        """SPEC §5: 0 every MUST passed (and every SHOULD under --strict), 1 otherwise, 3 preflight
+        or a target that stopped answering without a rule failing, 130 interrupted by SIGINT (143 by SIGTERM)."""
         if self.interrupted:
             return 143 if self.interrupted.get("signal") == "SIGTERM" else 130
         if self.preflight and not self.preflight.get("ok", True):
             return 3
+        if any(r.verdict == Verdict.FAIL for r in self.rules):
+            return 1
+        if self.target_stopped:
+            return 3  # no rule failed: the target became unusable during the run
         for r in self.rules:
-            if r.verdict in (Verdict.FAIL, Verdict.ERROR):
+            if r.verdict == Verdict.ERROR:
                 return 1
         return 0

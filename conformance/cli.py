@@ -153,6 +153,8 @@ def print_summary(report: RunReport, stream: Any = None) -> None:
         print(f"\nconformance: {headline(report.conformance)}", file=stream)
     for note in report.notes:
         print(f"note: {note}", file=stream)
+    if report.target_stopped:
+        print(f"\n{_paint('TARGET STOPPED', 'ERROR', stream)} {report.target_stopped['message']}", file=stream)
 
 
 def _load_profile(args: argparse.Namespace) -> Profile:
@@ -177,6 +179,8 @@ def _verdict_line(report: RunReport) -> str:
     code = report.exit_code()
     if report.interrupted:
         return f"exit code {code}: {report.interrupted['message']} ({report.interrupted['signal']}); the reports say so"
+    if code == 3 and report.target_stopped:
+        return f"exit code 3: {report.target_stopped['message']}"
     if code != 0:
         return f"exit code {code}: a rule failed"
     waived = [r.id for r in report.rules if r.verdict == Verdict.WAIVED and r.level.startswith("MUST")]
@@ -362,7 +366,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from ._matrix import MatrixError, write_matrix
 
     try:
-        written = write_matrix(args.reports, args.output, names=args.name, allow_mixed=args.allow_mixed)
+        output = args.output or (None if args.keep or args.into else "matrix")
+        written = write_matrix(args.reports, output, names=args.name, allow_mixed=args.allow_mixed, names_from=args.names_from,
+                               keep=args.keep, into=args.into)
     except MatrixError as exc:
         raise UsageError(str(exc)) from None
     print("wrote " + ", ".join(str(p) for p in written))
@@ -428,8 +434,16 @@ def parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("matrix", help="a compatibility matrix of several report.json files (HTML + Markdown)")
     m.add_argument("reports", nargs="+", metavar="REPORT.json")
-    m.add_argument("-o", "--output", default="matrix", metavar="DIR", help="where matrix.html and matrix.md go")
+    m.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="where matrix.html and matrix.md go (default: matrix, unless --keep or --into is given)")
     m.add_argument("--name", action="append", help="column name per report, in order (default: the target)")
+    m.add_argument("--names-from", choices=["target", "profile"], default="target",
+                   help="default column names: the target URL, or the profile's file name (sqs-moto)")
+    m.add_argument("--keep", metavar="DIR",
+                   help="also write each report reduced to what a matrix reads (no evidence) to DIR/<profile>.json")
+    m.add_argument("--into", metavar="FILE",
+                   help="write the Markdown matrix between the <!-- batchspec matrix --> and "
+                        "<!-- /batchspec matrix --> lines of FILE")
     m.add_argument("--allow-mixed", action="store_true",
                    help="accept reports of different catalogue versions and show the difference")
     m.set_defaults(func=cmd_matrix)

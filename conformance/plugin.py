@@ -382,6 +382,20 @@ def _outcome(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport, c
     return out
 
 
+def _stopped_answering(ctx: RunContext, out: CheckOutcome, call: pytest.CallInfo) -> None:
+    """A target that stopped answering during the run: conformance._down.judge settles the outcome."""
+    from ._down import judge
+
+    judge(out, ctx.session.watch, call.excinfo.value if call.excinfo else None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    ctx = _context(item.config)
+    if ctx is not None and ctx._session is not None:
+        ctx.session.watch.refuse()  # no check starts against a target that stopped answering
+
+
 # pytest renders a failure's traceback with the check's source (ast.parse). CPython 3.11's parser
 # keeps its recursion depth per interpreter, not per thread: two checks failing at the same moment in
 # two worker sessions broke a worker with "SystemError: AST constructor recursion depth mismatch".
@@ -406,6 +420,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     out = _outcome(item, call, rep, ctx)
     if out is None:
         return
+    _stopped_answering(ctx, out, call)
     item.stash[RECORDED] = True
     with ctx.lock:  # concurrent checks finish in worker threads
         if ctx.frozen:
@@ -465,3 +480,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = {0: pytest.ExitCode.OK, 1: pytest.ExitCode.TESTS_FAILED}.get(code, code)
         if ctx.interrupted and session.config.stash.get(PLAIN, False):
             print(f"batchspec: {ctx.halted()} ({ctx.interrupted}); reports written", file=sys.stderr)
+        if ctx.report.target_stopped and session.config.stash.get(PLAIN, False):
+            print(f"batchspec: {ctx.report.target_stopped['message']}", file=sys.stderr)

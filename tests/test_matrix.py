@@ -97,3 +97,41 @@ def test_matrix_html_renders_offline_in_chromium(tmp_path):
         assert br.eval("document.querySelectorAll('#matrix tbody tr').length") > len(_catalogue.load().rules)
         assert not br.exceptions and not br.console_errors
         assert all(u.startswith("file:") for u in br.requests), br.requests
+
+
+def test_keep_into_and_profile_names(tmp_path, capsys):
+    """`--keep` stores each report reduced to what a matrix reads (a valid report.json, no
+    exchanges), the matrix of the kept reports is the matrix of the full ones, and `--into` fills
+    the marked section of a page (docs/compatibility.md is made this way)."""
+    from conformance._schemas import errors
+
+    a = _write(tmp_path / "a.json", "https://a.example", {})
+    b = _write(tmp_path / "b.json", "https://b.example", {"CORE-07": Verdict.FAIL}, declared=["CORE", "HTTP"])
+    for path, prof in ((a, "profiles/alpha.yaml"), (b, "beta.yaml")):
+        doc = json.loads(Path(path).read_text())
+        doc["profile"] = prof
+        Path(path).write_text(json.dumps(doc))
+    page = tmp_path / "page.md"
+    page.write_text("# APIs\n\nintro\n\n<!-- batchspec matrix -->\nold\n<!-- /batchspec matrix -->\n\nafter\n")
+    kept = tmp_path / "kept"
+    assert main(["matrix", a, b, "--keep", str(kept), "--names-from", "profile", "--into", str(page)]) == 0
+    assert not (tmp_path / "matrix").exists()  # -o only when asked, or when nothing else is
+    assert sorted(p.name for p in kept.iterdir()) == ["alpha.json", "beta.json"]
+    for p in kept.iterdir():
+        doc = json.loads(p.read_text())
+        assert errors("report.schema.json", doc) == [] and all(r["evidence"] == [] for r in doc["rules"])
+        assert p.stat().st_size < len(Path(a).read_text())
+    text = page.read_text()
+    assert text.startswith("# APIs\n\nintro\n\n<!-- batchspec matrix -->\n") and text.endswith(
+        "<!-- /batchspec matrix -->\n\nafter\n") and "old" not in text
+    assert "| rule | level | alpha | beta |" in text and "| CORE-07 | MUST | PASS | FAIL |" in text
+    assert "next level blocked by" in text and "CORE-07 FAIL" in text
+    from conformance._matrix import build_matrix, render_matrix_md
+
+    full = render_matrix_md(build_matrix([a, b], names_from="profile"), title=False)
+    small = render_matrix_md(build_matrix(sorted(str(p) for p in kept.iterdir()), names_from="profile"), title=False)
+    assert full == small and full.strip() in text
+    page.write_text("no markers here\n")
+    assert main(["matrix", a, "--into", str(page)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "<!-- batchspec matrix -->" in err[-1]

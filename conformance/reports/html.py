@@ -395,6 +395,8 @@ def render_html_dict(d: dict[str, Any]) -> str:
         + (f"<p class='interrupted'><span class='v ERROR'>INTERRUPTED</span> {_e(d['interrupted']['message'])} "
            f"({_e(d['interrupted']['signal'])}): this report is incomplete; the rules not reached are SKIP.</p>"
            if d.get("interrupted") else "")
+        + (f"<p class='interrupted' id='target-stopped'><span class='v ERROR'>TARGET STOPPED</span> "
+           f"{_e(d['target_stopped']['message'])}</p>" if d.get("target_stopped") else "")
         + "<div class='figure'>"
         f"<div><div class='fig {_tone(d)}' id='headline'>{pct}</div><div class='muted'>MUST compliance: {s.get('must_passed', 0)} of "
         f"{s.get('must_evaluated', 0)} evaluated MUST rules pass</div>"

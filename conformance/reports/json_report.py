@@ -132,6 +132,7 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         "preflight": report.preflight,
         "summary": summary_dict(report),
         "interrupted": getattr(report, "interrupted", None),
+        "target_stopped": getattr(report, "target_stopped", None),
         "notes": report.notes,
         "waivers": list(getattr(report, "waivers", []) or []),
         "catalogue": report.catalogue or {"version": ""},

@@ -102,6 +102,16 @@ def render_junit(report: RunReport) -> str:
         case = ET.SubElement(suite, "testcase", classname="batchspec.run", name="run completed", time="0.000")
         ET.SubElement(case, "error", message=_x(f"{halted['message']} ({halted['signal']})"), type="interrupted")
         te += 1
+    stopped = getattr(report, "target_stopped", None)
+    if stopped:
+        # The one statement of a target that stopped answering, where a CI's JUnit view shows it.
+        root.set("target_stopped", _x(stopped["message"]))
+        suite = ET.SubElement(root, "testsuite", name="batchspec.target", tests="1", failures="0", errors="1",
+                              skipped="0", time="0.000", timestamp=_x(report.started_at))
+        case = ET.SubElement(suite, "testcase", classname="batchspec.target", name="target kept answering",
+                             time="0.000")
+        ET.SubElement(case, "error", message=_x(stopped["message"]), type="target_stopped")
+        te += 1
     root.set("failures", str(tf))
     root.set("errors", str(te))
     root.set("skipped", str(ts))

@@ -94,6 +94,8 @@ def render_summary(report: RunReport) -> str:
     if getattr(report, "interrupted", None):
         lines += [f"**⚠ {report.interrupted['message']} ({report.interrupted['signal']}): this report is "
                   "incomplete; the rules not reached are SKIP.**", ""]
+    if getattr(report, "target_stopped", None):
+        lines += [f"**⚠ {report.target_stopped['message']}**", ""]
     lines += [
         _must_line(report),
         "",

@@ -244,6 +244,8 @@ def test_hostile_inputs_rejected_cleanly(target, items, envelope, profile, figur
             if "a hang" in problem:
                 stopped = f"; stopped after the hang on {case.name} to keep the run bounded"
                 break
+            if target.stopped_answering:
+                break  # the cases after it would only be refused; the engine names this case (conformance._down)
     figures.update(cases=len(cases), failed=len(failures), skipped_in_process=skipped)
     expect(not failures,
            f"{len(failures)} hostile input(s) not rejected cleanly: "
