@@ -13,7 +13,7 @@ from conftest import run_kit
 # arranges itself, PERF-01's timing, SIZE-03's "promptly", ROB-02's slow clients) or their traffic may
 # disturb other checks on a fragile target (ROB-02/ROB-03's hostile bodies, FLEET's instance deaths),
 # or whether the target takes a request as a retry of the client's previous one (PART-04).
-ALONE = {"IDEM-03", "PART-04", "PERF-01", "ROB-02", "ROB-03", "ASYNC-11", "FLEET-01", "FLEET-02", "FLEET-03", "FLEET-04",
+ALONE = {"IDEM-03", "PART-04", "ASYNC-05", "PERF-01", "ROB-02", "ROB-03", "ASYNC-11", "FLEET-01", "FLEET-02", "FLEET-03", "FLEET-04",
          "FLEET-05"}
 ALONE_CHECKS = {"test_over_max_bytes_refused_while_streaming"}  # SIZE-03 over a socket (the in-process one may run beside)
 

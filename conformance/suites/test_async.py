@@ -264,7 +264,8 @@ def test_job_ends_with_one_result_per_item(jobs, items, target, profile):
 
 # -- ASYNC-05 --------------------------------------------------------------------------------------
 
-@pytest.mark.concurrent(seconds=1, group="large jobs")
+# Alone, not concurrent: its verdict rests on consecutive polls of one running job, and beside other
+# checks the kill matrix's lagging-replica mutant (async.counts_go_back) went unseen once in four runs.
 @pytest.mark.rule("ASYNC-05", clause="progress is monotonic (finished results never change or vanish, counts "
                   "never go back, the status never goes back) across polls of a running job, and a terminal status "
                   "is final (read twice more after the end)")
