@@ -99,6 +99,9 @@ class RunContext:
     progress: Callable[[CheckOutcome, int, int], None] | None = None
     status: Callable[[str], None] | None = None
     maxfail: int = 0  # stop after this many FAIL verdicts (--exitfirst is 1); 0 runs everything
+    # Checks marked `concurrent` run in this many sessions at once (see run_concurrently); 0 or 1: one
+    # check at a time. Plain pytest runs keep 0; conformance.run() and the CLI default to DEFAULT_CONCURRENCY.
+    concurrency: int = 0
     evidence: str = "summary"  # "all": report.json keeps the exchanges of passing checks too
     baseline: str | None = None  # an earlier report.json that report.html compares with
     run_id: str = ""
@@ -114,6 +117,10 @@ class RunContext:
     interrupted: str | None = None  # "SIGINT" / "SIGTERM"
     stopped: str | None = None  # why --exitfirst/--maxfail stopped the run
     _session: Session | None = None
+    # Outcomes arrive from several threads when checks run concurrently: one lock orders recording,
+    # counting and progress; `frozen` (set when the run is interrupted) drops what arrives after.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    frozen: bool = False
 
     def __post_init__(self) -> None:
         from .checks import new_run_id
@@ -373,6 +380,172 @@ def pytest_args(ctx: RunContext, extra: list[str] | None = None) -> list[str]:
     ]
 
 
+# -- checks that run concurrently -----------------------------------------------------------------
+# A check marked `@pytest.mark.concurrent` neither disturbs nor depends on the others so marked: its
+# verdict does not need the target otherwise idle, and its traffic (unique ids, ordinary requests)
+# cannot change another check's verdict. Such checks run first, in `concurrency` pytest sessions at
+# once (worker sessions in threads of this process, each with its own setup state and fixtures,
+# taking checks from one queue); every other check then runs alone, in the main session, in
+# collection order. Most of the gain is overlapped waiting (callback quiet windows, retention
+# windows, back-offs, job polls) beside ROB-01's fuzzing. Why sessions and not threads in one
+# session: pytest keeps one setup stack and one cached value per fixture per session, so two checks
+# of one session cannot be set up at the same time. `@pytest.mark.concurrent(seconds=N)`: the check
+# usually takes about N seconds against a fast target (waits or fuzzing); used only to order the
+# queue, longest first, so the short checks fill the gaps beside the long ones. `group="..."`: checks
+# of one group never run at the same time, though each runs beside the others (the ASYNC checks that
+# grow jobs to the declared async limit: side by side they would add up their memory, in the kit and
+# in an embedded target, and queue behind each other on the target's job worker).
+DEFAULT_CONCURRENCY = 4
+WORKER: pytest.StashKey["Scheduler"] = pytest.StashKey()
+
+
+def is_concurrent(item: pytest.Item) -> bool:
+    return item.get_closest_marker("concurrent") is not None
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    m = item.get_closest_marker("concurrent")
+    return float(m.kwargs.get("seconds", 0) or 0) if m else 0.0
+
+
+def group_of(item: pytest.Item) -> str | None:
+    m = item.get_closest_marker("concurrent")
+    return str(m.kwargs["group"]) if m and m.kwargs.get("group") else None
+
+
+class Scheduler:
+    """The queue of concurrent checks (node id, group) that worker sessions take from, longest
+    first; a check whose group is busy waits for the check of that group in flight to be `done`."""
+
+    def __init__(self, entries: list[tuple[str, str | None]]):
+        self._entries = list(entries)
+        self._cond = threading.Condition()
+        self._busy: dict[str, str] = {}  # node id in flight -> its group
+        self.stopped = False
+        self.missed: list[str] = []  # taken by a worker that did not collect it: run in the main session
+        self.started = threading.Event()  # the first check was handed out
+
+    def next(self) -> str | None:
+        with self._cond:
+            while not self.stopped and self._entries:
+                for k, (nodeid, group) in enumerate(self._entries):
+                    if group is None or group not in self._busy.values():
+                        del self._entries[k]
+                        if group is not None:
+                            self._busy[nodeid] = group
+                        self.started.set()
+                        return nodeid
+                self._cond.wait(0.1)
+            return None
+
+    def done(self, nodeid: str) -> None:
+        with self._cond:
+            if self._busy.pop(nodeid, None) is not None:
+                self._cond.notify_all()
+
+    def miss(self, nodeid: str) -> None:
+        with self._cond:
+            self.missed.append(nodeid)
+        self.done(nodeid)
+
+    def stop(self) -> list[str]:
+        """No check is handed out any more; returns the ones never handed out."""
+        with self._cond:
+            self.stopped = True
+            left, self._entries = [nodeid for nodeid, _ in self._entries], []
+            self._cond.notify_all()
+            return left
+
+
+class _WorkerInject:
+    def __init__(self, ctx: RunContext, scheduler: Scheduler):
+        self.ctx, self.scheduler = ctx, scheduler
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config.stash[CTX] = self.ctx
+        config.stash[WORKER] = self.scheduler
+
+
+def worker_args(files: list[str]) -> list[str]:
+    """A worker session's arguments: the suite files it may be handed checks from, and none of the
+    plugins that change process-wide state around each test (warnings filters, logging handlers,
+    threading.excepthook, faulthandler, assertion rewriting: the main session already imported and
+    rewrote the suites), which are not safe with several sessions running at once."""
+    ini = importlib.resources.files("conformance").joinpath("_pytest.ini")
+    suites = Path(str(importlib.resources.files("conformance").joinpath("suites")))
+    return [
+        *files,
+        "-c", str(ini),
+        "--rootdir", str(suites),
+        "--disable-plugin-autoload",
+        "-p", "conformance.plugin",
+        *[a for name in ("cacheprovider", "terminal", "xdist", "randomly", "unraisableexception",
+                         "threadexception", "warnings", "logging", "faulthandler", "stepwise")
+          for a in ("-p", f"no:{name}")],
+        "--assert=plain",
+        "--capture=no",
+    ]
+
+
+def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
+    """Run the concurrent checks `items` in `ctx.concurrency` worker sessions; return the node ids of
+    those no worker ran (a worker that failed to collect them): the caller runs them alone.
+
+    An interrupt (SIGINT, SIGTERM) while they run stops handing out checks and freezes the outcomes,
+    then propagates: the main session writes the reports of what finished."""
+    order = sorted(range(len(items)), key=lambda k: (-expected_seconds(items[k]), k))
+    scheduler = Scheduler([(items[k].nodeid, group_of(items[k])) for k in order])
+    files = list(dict.fromkeys(str(item.path) for item in items))
+    n = max(1, min(ctx.concurrency, len(items)))
+
+    def work() -> None:
+        # No redirect_stdout here: it swaps sys.stdout for the whole process, and restores made in
+        # another order than they were made would leave a worker's buffer in place. The caller's
+        # redirect (run()) covers the workers; with `-p no:terminal` they print nothing anyway.
+        try:
+            pytest.main(worker_args(files), plugins=[_WorkerInject(ctx, scheduler)])
+        except BaseException:  # noqa: BLE001 - what this worker did not take, another (or the main session) runs
+            pass
+
+    threads = [threading.Thread(target=work, name=f"batchspec-worker-{k}", daemon=True) for k in range(n)]
+    try:
+        threads[0].start()
+        # The longest check starts first, before the other workers compete with it for the
+        # interpreter while they start up and collect (a worker's start-up costs ~0.3-1 s of CPU).
+        while threads[0].is_alive() and not scheduler.started.wait(0.1):
+            pass
+        for t in threads[1:]:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.1)  # short joins: SIGINT/SIGTERM reach the main thread while it waits
+    except BaseException:
+        scheduler.stop()
+        with ctx.lock:
+            ctx.frozen = True
+        raise
+    release_memory()
+    return scheduler.stop() + scheduler.missed
+
+
+def release_memory() -> None:
+    """Give the memory freed by finished checks back to the system (glibc's malloc_trim).
+
+    Big bodies (1 MB batches, job result pages) are freed but stay in the process's heap, which
+    only grows: checks that ran side by side leave it at the sum of their peaks, and the checks and
+    reports that follow then raise the run's peak from there. Elsewhere than glibc: nothing."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class EngineError(RuntimeError):
     pass
 
@@ -392,8 +565,13 @@ def run(
     maxfail: int = 0,
     evidence: str = "summary",
     baseline: str | None = None,
+    concurrency: int | None = None,
 ) -> RunReport:
     """Run the suites against the profile's target and return the report (written if report_dir).
+
+    `concurrency`: how many checks marked `concurrent` run at once (default DEFAULT_CONCURRENCY; 0 or
+    1: every check alone). With `maxfail` every check runs alone, so the run stops exactly at the
+    FAIL that ends it.
 
     Raises SelectionError for a selection that names an unknown class or rule or leaves nothing to run.
     """
@@ -405,6 +583,7 @@ def run(
         report_dir=str(report_dir) if report_dir else None, waivers=waivers,
         waivers_source=waivers_source, progress=progress, status=status, maxfail=maxfail,
         evidence=evidence, baseline=baseline,
+        concurrency=0 if maxfail else (DEFAULT_CONCURRENCY if concurrency is None else max(0, concurrency)),
     )
     out = io.StringIO()
     # SIGTERM ends the run like SIGINT does: the reports are written and say so (exit 143).

@@ -172,6 +172,29 @@ class _Enough(Exception):
     (schemathesis takes 20-40 ms a case on a quiet machine, far more than a fast target's answer)."""
 
 
+_UNCONSTRAINED = {"type", "description", "title", "example", "examples", "deprecated"}
+
+
+def negatable(operation: Any) -> bool:
+    """Whether schemathesis can make a negative case of `operation` at all. Not when its only inputs
+    are path parameters that are plain strings (`GET /orders/{id}`): every path segment is a string,
+    so there is nothing to violate. Anything else (a body, a query or header parameter, a path
+    parameter with a type or constraint) is left to schemathesis to try."""
+    if operation.body:
+        return True
+    for param in operation.iter_parameters():
+        location = getattr(param.location, "value", param.location)
+        definition = getattr(param, "definition", None)
+        if location != "path" or not isinstance(definition, dict):
+            return True
+        # OpenAPI 3 puts the constraints under `schema`; Swagger 2 beside `name` and `in`.
+        schema = definition["schema"] if "schema" in definition else \
+            {k: v for k, v in definition.items() if k not in ("name", "in", "required")}
+        if not isinstance(schema, dict) or set(schema) - _UNCONSTRAINED or schema.get("type", "string") != "string":
+            return True
+    return False
+
+
 def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples: int, seed: int,
          run: FuzzRun, redact: Any, budget_s: float | None = None, lenient: bool = False,
          path_values: dict[str, Any] | None = None, min_examples: int = MIN_EXAMPLES) -> None:
@@ -189,6 +212,10 @@ def fuzz(target: Any, path: str, operation: Any, mode_name: str, *, max_examples
     breaks an optional header (an invalid ``Idempotency-Key``: about half of them on a batch
     operation) is refused before its body is read; the body-only half puts every case on the path
     where a body is parsed and processed."""
+    if mode_name == "negative" and not negatable(operation):
+        # What hypothesis would conclude after ~450 futile draws (0.5-0.6 s each time): nothing to send.
+        run.not_generated.add(f"negative {operation.method.upper()} {operation.path}")
+        return
     optional = [p.name for p in operation.headers if not p.is_required] if operation.body else []
     if mode_name != "negative" or not optional:
         _fuzz_mode(target, path, operation, mode_name, max_examples=max_examples, seed=seed, run=run,
@@ -265,6 +292,80 @@ def _fuzz_mode(target: Any, path: str, operation: Any, mode_name: str, *, max_ex
         run.not_generated.add(f"{mode_name} {label}")
     except _Enough:
         pass
+
+
+def _resolved_body_schema(alternative: Any) -> Any:
+    """The body's schema with its top-level reference followed (schemathesis bundles the document's
+    references under `x-bundled`), or None."""
+    schema = getattr(alternative, "optimized_schema", None)
+    for _ in range(8):
+        ref = schema.get("$ref") if isinstance(schema, dict) else None
+        if not isinstance(ref, str) or not ref.startswith("#/x-bundled/"):
+            break
+        schema = (getattr(alternative, "optimized_schema", None) or {}).get("x-bundled", {}).get(ref.rsplit("/", 1)[1])
+    return schema if isinstance(schema, dict) else None
+
+
+def wrong_type_bodies(operation: Any) -> tuple[str | None, list[tuple[str, Any]]]:
+    """(media type, [(what, body)]): JSON bodies of another type than the operation's documented JSON
+    body (an array, a string, a number, null where an object is documented; an empty object where
+    properties are required). What a fuzzer tries first, made without generating anything; each
+    one reaches the target's handling of a malformed body (the envelope's 400 of a batch endpoint),
+    which hypothesis's negative cases reach only now and then."""
+    for alt in operation.body:
+        media = alt.media_type or ""
+        if "json" not in media.lower():
+            continue
+        schema = _resolved_body_schema(alt)
+        kind = schema.get("type") if schema else None
+        others = [("an array", []), ("an object", {}), ("a string", "batchspec"), ("a number", 0), ("null", None)]
+        if kind == "object":
+            out = [o for o in others if o[0] != "an object"]
+            if schema.get("required"):
+                out.append(("an empty object (required members missing)", {}))
+            return media, out
+        if kind == "array":
+            out = [o for o in others if o[0] != "an array"]
+            if int(schema.get("minItems") or 0) > 0:
+                out.append(("an empty array (minItems)", []))
+            return media, out
+        return media, []
+    return None, []
+
+
+def structural(target: Any, path: str, operation: Any, *, run: FuzzRun, redact: Any, lenient: bool) -> None:
+    """Send `wrong_type_bodies` to an operation without path parameters; judge each answer with the
+    same checks as a generated case. On a batch endpoint (`lenient`) a 2xx is left to the other
+    rules (a foreign envelope may take more than one shape); elsewhere a 2xx accepted invalid data."""
+    if "{" in path or run.stopped:
+        return
+    media, bodies = wrong_type_bodies(operation)
+    label = f"{operation.method.upper()} {operation.path}"
+    for what, body in bodies:
+        content = json.dumps(body).encode("utf-8")
+        try:
+            resp = target.request(operation.method.upper(), path, content=content, headers={"Content-Type": media},
+                                  note=f"ROB-01 a body of the wrong type: {what}")
+        except httpx.TimeoutException:
+            run.stopped = f"stopped after a hang (a body of the wrong type, {label})"
+            run.findings.append(Finding("structural", label, f"{what}: no answer within the timeout (a hang)", "", ""))
+            return
+        except httpx.TransportError as exc:
+            run.stopped = f"stopped after a dropped connection (a body of the wrong type, {label})"
+            run.findings.append(Finding("structural", label, f"{what}: the connection failed ({type(exc).__name__})",
+                                        "", ""))
+            return
+        run.sent += 1
+        cls = f"{resp.status_code // 100}xx"
+        run.by_status[cls] = run.by_status.get(cls, 0) + 1
+        case = operation.Case(body=body, media_type=media)
+        problem = _judge(case, resp, lenient=lenient)
+        if problem is None and 200 <= resp.status_code < 300 and not lenient:
+            problem = f"answered {resp.status_code}: a body of the wrong type was accepted"
+        if problem:
+            ex = target.evidence[-1] if target.evidence else None
+            run.findings.append(Finding("structural", label, redact(f"{what}: {problem}") or problem,
+                                        content.decode()[:300], ex.curl if ex else ""))
 
 
 UNDECLARED = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

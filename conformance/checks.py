@@ -76,14 +76,18 @@ __all__ = [
 
 
 # -- what a check did not observe ---------------------------------------------------------------
-# Keyed by the running test's node id (pytest sets PYTEST_CURRENT_TEST for the test being run), so a
-# note reaches the right outcome without a check passing anything around.
+# Keyed by the running check's node id, so a note reaches the right outcome without a check passing
+# anything around. The plugin names the check each thread runs (`_CURRENT`): checks marked
+# `concurrent` run at the same time in several threads, where pytest's PYTEST_CURRENT_TEST (one
+# environment variable for the whole process) names whichever started last.
 _OBSERVED: dict[str, list[str]] = {}
 _observed_lock = threading.Lock()
+_CURRENT = threading.local()
 
 
 def _current_check() -> str:
-    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    nodeid = getattr(_CURRENT, "nodeid", None)
+    return nodeid or os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
 
 
 def observed(note: str) -> None:

@@ -196,6 +196,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     maxfail = 1 if args.exitfirst else (args.maxfail or 0)
     if maxfail < 0:
         raise UsageError("--maxfail takes a number of FAILs (1 or more)")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise UsageError("--concurrency takes a number of checks at once (1 or more)")
 
     waivers = None
     if args.waivers:
@@ -259,6 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             maxfail=maxfail,
             evidence=args.evidence,
             baseline=args.baseline,
+            concurrency=args.concurrency,
         )
     finally:
         if server is not None:
@@ -390,6 +393,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no live progress")
     r.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first FAIL (the rules not reached are SKIP)")
     r.add_argument("--maxfail", type=int, metavar="N", help="stop after N FAILs")
+    r.add_argument("--concurrency", type=int, metavar="N", default=None,
+                   help="run up to N of the checks marked concurrent at once (default 4; 1: every check alone, "
+                        "e.g. for a rate-limited target; -x/--maxfail imply 1)")
     r.add_argument("--fail-under", metavar="LEVEL", help="exit 1 unless this conformance level (1-4 or its name) "
                    "is reached; rules above it do not fail the run")
     r.add_argument("--evidence", choices=["summary", "all"], default="summary",

@@ -18,12 +18,12 @@ import pytest
 
 from . import _catalogue, _live
 from ._client import SetupError, Target
-from ._engine import CTX, RunContext, SelectionError, Terminated, _raise_terminated, check_selection
+from ._engine import CTX, WORKER, RunContext, SelectionError, Terminated, _raise_terminated, check_selection
 from ._envelope import json_of
 from ._model import CheckOutcome, Exchange, Verdict
 from ._setup import run_setup
 from ._profile import ProfileError, bundled, load
-from .checks import ItemFactory, RuleViolation, observed_notes, series_of
+from .checks import _CURRENT, ItemFactory, RuleViolation, observed_notes, series_of
 
 EVIDENCE = pytest.StashKey[list]()
 FIGURES = pytest.StashKey[dict]()
@@ -53,11 +53,20 @@ def _context(config: pytest.Config) -> RunContext | None:
     return config.stash.get(CTX, None)
 
 
+def _worker(config: pytest.Config) -> Any:
+    """The scheduler of a worker session (one of the sessions running concurrent checks), or None."""
+    return config.stash.get(WORKER, None)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rule(id): the catalogue rule this check verifies")
     config.addinivalue_line("markers", "level(LEVEL): the check verifies a weaker clause of its rule "
                             "(e.g. the SHOULD part of a MUST rule): a violation is judged at LEVEL")
+    config.addinivalue_line("markers", "concurrent(seconds=0): the check may run at the same time as the other "
+                            "concurrent checks (it neither disturbs them nor needs the target otherwise idle); "
+                            "seconds: about how long it takes, to start the longest first; group: checks of one group never run at "
+                            "the same time (docs/performance.md)")
     if _context(config) is not None:
         return
     url = config.getoption("--target", None)
@@ -113,8 +122,8 @@ def rule_of(item: pytest.Item) -> str | None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     ctx = _context(config)
-    if ctx is None:
-        return
+    if ctx is None or _worker(config) is not None:
+        return  # a worker session runs only what the main session's selection handed it
     cat = _catalogue.load()
     keep, drop = [], []
     for item in items:
@@ -210,6 +219,9 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     ctx = _context(session.config)
     if ctx is None:
         return None
+    scheduler = _worker(session.config)
+    if scheduler is not None:
+        return _work(session, ctx, scheduler)
     if ctx.status:
         _live.install(ctx.status)
     pre = _preflight(ctx)
@@ -218,7 +230,45 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     ctx.preflight["evidence"] = [e.to_dict() for e in pre["evidence"]]
     if not pre["ok"]:
         return True  # no check runs against a target that cannot take one batch
+    if ctx.concurrency > 1 and not ctx.maxfail and not session.config.option.collectonly:
+        from ._engine import is_concurrent, run_concurrently
+
+        concurrent = [item for item in session.items if is_concurrent(item)]
+        if len(concurrent) > 1:
+            left = set(run_concurrently(ctx, concurrent))
+            # Then every other check, alone and in collection order (pytest's own loop).
+            session.items[:] = [item for item in session.items if not is_concurrent(item) or item.nodeid in left]
     return None
+
+
+def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:
+    """A worker session's loop: take the next concurrent check until none is left or the run stops.
+    Each check is set up and torn down completely (nextitem=None): the next one may be any check."""
+    by_id = {item.nodeid: item for item in session.items}
+    while not (ctx.frozen or ctx.stopped) and (nodeid := scheduler.next()) is not None:
+        item = by_id.get(nodeid)
+        if item is None:
+            scheduler.miss(nodeid)
+            continue
+        try:
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=None)
+        except BaseException:
+            if not item.stash.get(RECORDED, False):
+                scheduler.miss(nodeid)  # this worker is going down: the main session runs the check alone
+            raise
+        finally:
+            scheduler.done(nodeid)
+    return True
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # observed()/series() find the check they belong to through the thread that runs it.
+    _CURRENT.nodeid = item.nodeid
+    try:
+        yield
+    finally:
+        _CURRENT.nodeid = None
 
 
 # -- fixtures ----------------------------------------------------------------
@@ -346,9 +396,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         ctx.session.watch.refuse()  # no check starts against a target that stopped answering
 
 
+# pytest renders a failure's traceback with the check's source (ast.parse). CPython 3.11's parser
+# keeps its recursion depth per interpreter, not per thread: two checks failing at the same moment in
+# two worker sessions broke a worker with "SystemError: AST constructor recursion depth mismatch".
+# Reports are made one at a time (they take microseconds, a failure's a few milliseconds).
+_REPORTING = threading.Lock()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    result = yield
+    with _REPORTING:
+        result = yield
     ctx = _context(item.config)
     if ctx is None:
         return
@@ -364,15 +422,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         return
     _stopped_answering(ctx, out, call)
     item.stash[RECORDED] = True
-    ctx.outcomes.append(out)
-    if ctx.progress:
-        ctx.progress(out, len(ctx.outcomes), ctx.total_checks)
-    if out.verdict == Verdict.FAIL:
-        ctx.failures += 1
-        if ctx.maxfail and ctx.failures >= ctx.maxfail and not ctx.stopped:
-            ctx.stopped = ("stopped at the first FAIL (--exitfirst)" if ctx.maxfail == 1
-                           else f"stopped after {ctx.failures} FAILs (--maxfail {ctx.maxfail})")
-            item.session.shouldstop = ctx.stopped
+    with ctx.lock:  # concurrent checks finish in worker threads
+        if ctx.frozen:
+            return  # the run was interrupted: its reports say what had finished by then
+        ctx.outcomes.append(out)
+        if ctx.progress:
+            ctx.progress(out, len(ctx.outcomes), ctx.total_checks)
+        if out.verdict == Verdict.FAIL:
+            ctx.failures += 1
+            if ctx.maxfail and ctx.failures >= ctx.maxfail and not ctx.stopped:
+                ctx.stopped = ("stopped at the first FAIL (--exitfirst)" if ctx.maxfail == 1
+                               else f"stopped after {ctx.failures} FAILs (--maxfail {ctx.maxfail})")
+                item.session.shouldstop = ctx.stopped
 
 
 def pytest_keyboard_interrupt(excinfo: Any) -> None:
@@ -387,8 +448,8 @@ _INTERRUPTS: list[str] = []
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ctx = _context(session.config)
-    if ctx is None:
-        return
+    if ctx is None or _worker(session.config) is not None:
+        return  # the main session builds and writes the reports
     _live.install(None)
     if exitstatus == pytest.ExitCode.INTERRUPTED and _INTERRUPTS:
         ctx.interrupted = _INTERRUPTS[-1]
@@ -398,6 +459,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if ctx.interrupted and threading.current_thread() is threading.main_thread():
         masked = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if ctx.concurrency > 1:
+            from ._engine import release_memory
+
+            release_memory()  # before the reports are rendered (they peak at the end of the run)
         ctx.report = ctx.build_report()
         if ctx.report_dir:
             from .reports import write_all

@@ -41,7 +41,9 @@ def dying(tmp_path) -> Iterator:
 
 
 def _run(base: str, rules: str, out: Path, capsys) -> tuple[int, dict, str]:
-    code = main(["run", base, "--rule", rules, "--report-dir", str(out)])
+    # One check at a time: these tests name the rules that run after the request that kills the
+    # target, in collection order (concurrent checks would run before ROB-02, which runs alone).
+    code = main(["run", base, "--rule", rules, "--report-dir", str(out), "--concurrency", "1"])
     console = capsys.readouterr()
     return code, json.loads((out / "report.json").read_text()), console.out + console.err
 

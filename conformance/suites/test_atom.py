@@ -34,6 +34,7 @@ def _conflicting_item(target, items) -> dict[str, Any]:
     return items.with_id(items.templates()[-1], items.id_of(existing))
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-01", clause="an atomic batch with one invalid item applies none of its "
                   "valid items (read endpoint)")
 def test_failing_item_means_nothing_applied(target, items, profile):
@@ -49,6 +50,7 @@ def test_failing_item_means_nothing_applied(target, items, profile):
            expected="no item readable", seen=f"answered {resp.status_code}; readable: {applied}")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-01", clause="an atomic batch whose last item fails only when written (its "
                   "id already exists) keeps none of the items written before it")
 def test_failure_at_write_time_rolls_back(target, items, profile):
@@ -80,6 +82,7 @@ def _why_ok(r, inv, envelope) -> bool:
     return bool(inv.field) and inv.field in text
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-02", clause="the failure response identifies each failing item, reports it "
                   "failed, and says why (an error code or message)")
 def test_failure_names_each_failing_item_and_why(target, items, envelope, profile):
@@ -101,6 +104,7 @@ def test_failure_names_each_failing_item_and_why(target, items, envelope, profil
                expected=f"code {inv.code!r} (or a message naming {inv.field!r})", seen=short(r.error or r.raw))
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-03", clause="a failed atomic batch gets a 4xx saying the batch failed, and "
                   "every valid item is marked not applied")
 def test_failure_says_not_applied(target, items, envelope, profile):
@@ -132,6 +136,7 @@ def test_failure_says_not_applied(target, items, envelope, profile):
                expected=f"an error result (e.g. {not_applied!r})", seen=short(r.raw))
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-04", clause="an all-valid atomic batch gets a 2xx, every item ok and "
                   "readable")
 def test_all_valid_atomic_batch_applies_every_item(target, items, envelope, profile):
@@ -152,6 +157,7 @@ def test_all_valid_atomic_batch_applies_every_item(target, items, envelope, prof
                expected="every item readable", seen=f"not readable: {missing}")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-04", clause="an all-valid atomic batch of exactly limits.atomic_max_items "
                   "items gets a 2xx, all ok and readable")
 def test_atomic_batch_at_its_limit_is_applied(target, items, envelope, profile):
@@ -188,6 +194,7 @@ def _selection(ep: dict[str, Any]) -> dict[str, Any]:
     return {k: ep.get(k) or None for k in _SELECTORS if k != "method"} | {"method": ep.get("method", "POST")}
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-05", clause="the atomic mode has its own endpoint or flag (endpoints.atomic "
                   "is not the plain batch endpoint)")
 def test_atomic_mode_is_explicit(profile):
@@ -200,6 +207,7 @@ def test_atomic_mode_is_explicit(profile):
            seen={"atomic": atomic, "batch": batch})
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-05", clause="a mixed batch to the non-atomic endpoint applies its valid "
                   "items (atomic is not the default)")
 def test_atomic_is_not_the_silent_default(target, items, profile):
@@ -226,6 +234,7 @@ def _mentions_atomic(node: Any) -> bool:
                                           for k in node)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ATOM-05", clause="the OpenAPI document describes the atomic endpoint or flag")
 def test_atomic_mode_is_documented(target, profile):
     """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""

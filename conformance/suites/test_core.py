@@ -15,6 +15,7 @@ from conformance.checks import (
 MACHINE_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]*$")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-01", clause="a batch of valid items gets a 2xx other than 207 with a JSON "
                   "body")
 def test_valid_batch_gets_2xx_and_json(target, items):
@@ -26,6 +27,7 @@ def test_valid_batch_gets_2xx_and_json(target, items):
     response_json(resp, "the batch response")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-02", clause="a mixed batch gets exactly one result per item, each echoing "
                   "its item's id, none invented")
 def test_one_result_per_item(target, items, envelope):
@@ -76,6 +78,7 @@ def _one_failure_per_failed_item(envelope, mixed, doc, results) -> None:
              "(none missing, duplicated or invented) were observed, not a result per valid item")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-03", clause="each result is ok with data (valid items) or error with an "
                   "error object (invalid items)")
 def test_result_status_and_payload(target, items, envelope):
@@ -102,6 +105,7 @@ def test_result_status_and_payload(target, items, envelope):
            expected="valid items ok, invalid items error", seen={i: by_id[i].status for i in wrong})
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-04", clause="each error result carries a machine-readable code and a "
                   "message")
 def test_error_is_object_with_code_and_message(target, items, envelope):
@@ -121,6 +125,7 @@ def test_error_is_object_with_code_and_message(target, items, envelope):
                f"the error of {item_id!r} has no message", expected="error.message", seen=short(r.error))
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-05", clause="results come in request order (split ok/error lists: each in "
                   "request order)")
 def test_results_in_request_order(target, items, envelope):
@@ -153,6 +158,7 @@ def test_results_in_request_order(target, items, envelope):
     expect(ids == mixed.ids, "results are not in request order", expected=mixed.ids, seen=ids)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-06", clause="the batch response is labelled JSON, has its result list where "
                   "the profile says, and validates against the batch-response "
                   "schema (in canonical form)")
@@ -173,6 +179,7 @@ def test_response_validates_and_is_json(target, items, envelope):
            expected="schemas/batch-response.schema.json", seen="; ".join(errs[:5]))
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-07", clause="a batch with a duplicated id gets a 4xx naming the id (or an error result for "
                   "each duplicate), and the read endpoint shows neither the duplicated id nor, after a 4xx, any "
                   "other item of the batch applied")
@@ -223,6 +230,7 @@ def test_duplicate_ids_rejected_before_applying(target, items, envelope, profile
                    expected="nothing applied", seen=f"{items.id_of(other)!r} present")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-08", clause="the summary fields where the envelope's summary mapping puts them (counts, an "
                   "`errors` flag) agree with the items of a mixed batch and of an all-valid batch")
 def test_summary_fields_agree(target, items, envelope):
@@ -263,6 +271,7 @@ def test_summary_fields_agree(target, items, envelope):
            expected={k: actual[k] for k in wrong}, seen=wrong)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("CORE-09", clause="for position-correlated targets, results have the request's "
                   "length and each position's outcome (and id, where given) "
                   "matches its item")

@@ -22,6 +22,7 @@ def _all_invalid(items) -> list[dict[str, Any]]:
     return [b.item for b in items.invalid(max(3, len(items.profile.get("items.invalid") or [])))]
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("HTTP-01", clause="a batch with mixed outcomes gets a 2xx other than 207")
 def test_mixed_batch_gets_2xx(target, items):
     """HTTP-01 MUST: a batch with mixed outcomes returns a 2xx status (never 4xx, 5xx or 207)."""
@@ -31,6 +32,7 @@ def test_mixed_batch_gets_2xx(target, items):
            expected="2xx other than 207", seen=f"{resp.status_code}: {short(resp.text, 300)}")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("HTTP-02", clause="no batch response is 207: all-valid, mixed and all-invalid batches, a failed "
                   "atomic batch, a refused (malformed) body, and an accepted async job")
 def test_no_batch_response_is_207(target, items, profile):
@@ -52,6 +54,7 @@ def test_no_batch_response_is_207(target, items, profile):
     expect(not bad, "a batch response used 207 Multi-Status", expected="no 207", seen=seen)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("HTTP-03", clause="a batch of invalid items only gets a 2xx with an error result "
                   "for every item")
 def test_all_invalid_batch_gets_2xx_with_item_errors(target, items, envelope):
@@ -94,6 +97,7 @@ def _malformed_cases(envelope: Envelope, items) -> dict[str, bytes]:
     return cases
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("HTTP-04", clause="bodies that are not a batch (truncated JSON, trailing comma, "
                   "scalars, null, a wrong items member) get exactly 400 with a "
                   "JSON error")
@@ -140,6 +144,7 @@ def _duplicated(items) -> list[dict[str, Any]]:
     return [a, b]
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("HTTP-05", clause="the batch-level 4xx errors (malformed, empty, duplicates, "
                   "wrong media type, over the limit) share one recognised body "
                   "shape")
@@ -159,6 +164,7 @@ def test_batch_level_errors_share_one_shape(target, items, envelope, profile):
     expect(len(kinds) == 1, "batch-level errors use different body shapes", expected="one shape", seen=shapes)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("HTTP-06", clause="a valid batch labelled text/plain or form-urlencoded gets 415")
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
 def test_non_json_content_type_gets_415(target, items, envelope, content_type):
@@ -169,6 +175,7 @@ def test_non_json_content_type_gets_415(target, items, envelope, content_type):
            expected="415 Unsupported Media Type", seen=f"{resp.status_code}: {short(resp.text, 200)}")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("HTTP-07", clause="a processed batch (all-valid, mixed, all-invalid) answered 2xx "
                   "is answered exactly 200")
 def test_processed_batches_answer_200(target, items):

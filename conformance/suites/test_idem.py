@@ -122,6 +122,7 @@ def other_payload(items, item: dict[str, Any]) -> dict[str, Any]:
 
 # -- batch keys ----------------------------------------------------------------
 
+@pytest.mark.concurrent
 @pytest.mark.rule("IDEM-01", clause="a retry with the same key and body gets the first status and "
                   "body, and applies nothing again (read endpoint / effect "
                   "counter)")
@@ -144,6 +145,7 @@ def test_same_key_same_body_replays_and_applies_nothing(target, items, envelope,
            expected=before, seen=after)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("IDEM-02", clause="the same key with another body gets 409 "
                   "idempotency_key_reused, applies nothing of that body and "
                   "leaves the first request's items unchanged")
@@ -305,6 +307,7 @@ def _fire_duplicates(target, items, envelope, profile, once: Any, n: int) -> tup
     return inflight, lead, len(in_use)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("IDEM-04", clause="a replay carries Idempotent-Replayed: true and the first "
                   "(fresh) response does not")
 def test_replay_is_marked(target, items, envelope, profile):
@@ -323,6 +326,7 @@ def test_replay_is_marked(target, items, envelope, profile):
            expected=f"no {marker}: true on the first response", seen=first.headers.get(marker))
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("IDEM-05", clause="another credential's request with the same key (same or other "
                   "body) is processed as its own, never a replay, and the first "
                   "client's retry still replays its own response")
@@ -361,6 +365,7 @@ def test_keys_are_scoped_to_the_credential(target, items, envelope, profile):
 
 # -- item keys -----------------------------------------------------------------
 
+@pytest.mark.concurrent
 @pytest.mark.rule("IDEM-06", clause="a batch retried with item keys gives succeeded items their "
                   "original result without applying them again, and re-attempts "
                   "the failed ones")
@@ -417,6 +422,7 @@ def test_item_keys_retry_only_failed_items(target, items, envelope, profile):
                expected="an error result, nothing applied", seen=short(r.raw if r is not None else "no result"))
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("IDEM-07", clause="an item key reused with another payload fails that item with "
                   "idempotency_key_reused, applies nothing of it and affects no "
                   "other item")
@@ -464,6 +470,7 @@ def send_and_drop(target, headers: dict[str, str], batch_items: list[dict[str, A
                note="raw: connection closed right after sending, before reading the response")
 
 
+@pytest.mark.concurrent(seconds=0.5)
 @pytest.mark.rule("IDEM-08", clause="a keyed batch whose connection was dropped before the answer, "
                   "retried with the key, gets the outcome and applies each item "
                   "once (effect counter)")
@@ -503,6 +510,7 @@ def test_retry_after_dropped_connection_applies_once(target, items, envelope, pr
                expected=f"{profile.get('items.effect_counter')} = {once!r} (applied once)", seen=twice)
 
 
+@pytest.mark.concurrent(seconds=1)
 @pytest.mark.rule("IDEM-09", clause="the retention window is declared, and a retry with the key is replayed (not "
                   "applied again) after 1 s, or at idempotency.retention_check_fraction of the window in a long run")
 def test_key_honoured_within_retention(target, items, envelope, profile):
@@ -533,6 +541,7 @@ def test_key_honoured_within_retention(target, items, envelope, profile):
                  "retries at that fraction of the window)")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("IDEM-10", clause="an empty key and a 256-character key (and no key where "
                   "required) get 400 and apply nothing")
 def test_malformed_or_missing_key_gets_400(target, items, envelope, profile):
@@ -553,6 +562,7 @@ def test_malformed_or_missing_key_gets_400(target, items, envelope, profile):
                seen=f"present: {applied}")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("IDEM-11", clause="one item key on two items of a batch is rejected (4xx, nothing "
                   "applied) or answered per item with at most one applied")
 def test_item_key_twice_in_one_batch(target, items, envelope, profile):

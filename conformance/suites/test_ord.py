@@ -35,6 +35,7 @@ def _same_fields(item: dict[str, Any], got: Any, skip: set[str], id_pointer: str
     return {k: got[k] for k, v in item.items() if k in got and got[k] != v}
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ORD-01", clause="results of independent items are correlated by id: each ok "
                   "result's item reads back with its own values, no invalid item's "
                   "id applied")
@@ -90,6 +91,7 @@ def _chain(items, profile, n: int) -> list[dict[str, Any]]:
     return list(reversed(chain))
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ORD-02", clause="dependents listed before their dependencies (chains of 2 and 3) are all ok and "
                   "readable; with dependencies.reference_field, each references its dependency, which shows it ran "
                   "after it (without it, the order is not observed and the PASS says so)")
@@ -132,6 +134,7 @@ def _names(r, dep_id: str) -> bool:
     return dep_id in text
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ORD-03", clause="an item depending on a failed item fails with dependency_failed "
                   "naming it (and its dependent too), and is not applied")
 def test_failed_dependency_fails_dependents(target, items, envelope, profile):
@@ -199,6 +202,7 @@ def _clear_error(target, envelope, batch: list[dict[str, Any]], bad_ids: list[st
     return resp
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ORD-04", clause="an item depending on an unknown id gets a clear error (4xx or "
                   "item error) and is not applied")
 def test_unknown_dependency_gets_clear_error(target, items, envelope, profile):
@@ -214,6 +218,7 @@ def test_unknown_dependency_gets_clear_error(target, items, envelope, profile):
                expected="not readable", seen="readable")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("ORD-04", clause="items in a dependency cycle (2 and 3 long) get a clear error, "
                   "promptly, and none is applied")
 @pytest.mark.parametrize("length", [2, 3])

@@ -12,6 +12,7 @@ def _comparable(doc: Any, ignore: set[str]) -> Any:
     return without_fields(doc, ignore) if isinstance(doc, dict) else doc
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PAR-01", clause="an ok result's data equals the single endpoint's response for "
                   "the same payload (server fields ignored)")
 def test_ok_data_matches_single_response(target, items, envelope, profile):
@@ -43,6 +44,7 @@ def test_ok_data_matches_single_response(target, items, envelope, profile):
            expected=f"equal, ignoring {sorted(ignore)}", seen=differ)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PAR-02", clause="an invalid item gets the same error code from the single "
                   "endpoint and in a batch")
 def test_invalid_item_same_code_single_and_batch(target, items, envelope, profile):
@@ -66,6 +68,7 @@ def test_invalid_item_same_code_single_and_batch(target, items, envelope, profil
            expected="the same code", seen=differ)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PAR-03", clause="the OpenAPI batch item schema is the single endpoint's request "
                   "schema")
 def test_batch_item_schema_is_single_request_schema(target, envelope, profile):

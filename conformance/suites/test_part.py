@@ -16,6 +16,7 @@ def _need_read(profile) -> None:
     profile.require("endpoints.read")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PART-01", clause="every valid item of a mixed batch is applied (read endpoint)")
 def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
     """PART-01 MUST: in a mixed batch every valid item is applied (visible through the read endpoint)."""
@@ -27,6 +28,7 @@ def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
            seen=f"not readable: {missing}")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PART-02", clause="no invalid item (fresh id) of a mixed batch is readable "
                   "afterwards")
 def test_failed_items_are_not_readable(target, items, profile):
@@ -39,6 +41,7 @@ def test_failed_items_are_not_readable(target, items, profile):
            expected="no invalid item readable", seen=f"readable: {present}")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PART-02", clause="an item failing because its id exists leaves the stored "
                   "resource unchanged (whole read document)")
 def test_failed_item_leaves_existing_resource_untouched(target, items, envelope, profile):
@@ -71,6 +74,7 @@ def _names_field(message: str | None, field: str) -> bool:
     return field.lower() in low or field.lower().replace("_", " ") in low
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PART-03", clause="each invalid example gets its declared error code and a "
                   "message naming its field")
 def test_item_error_names_code_and_field(target, items, envelope):
@@ -168,6 +172,7 @@ def test_resubmitting_the_whole_batch_corrected_applies_nothing_twice(target, it
     expect(not absent, "a corrected item reported ok is not readable", expected="readable", seen=absent)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PART-05", clause="each item's outcome and error code is the same alone as in a "
                   "mixed batch")
 def test_item_result_independent_of_batch(target, items, envelope):
@@ -207,6 +212,7 @@ def retry_signal(result) -> bool | None:
     return None
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("PART-06", clause="every error result says whether a retry can succeed, and a "
                   "validation error does not say it can")
 def test_error_results_say_whether_retry_can_succeed(target, items, envelope):

@@ -49,6 +49,7 @@ def _over_limit(items, envelope, profile) -> tuple[int, list[dict[str, Any]]]:
     return limit, batch
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("SIZE-01", clause="max_items + 1 items get a 4xx batch_too_large naming the limit "
                   "and the count, and nothing is applied")
 def test_over_max_items_rejected(target, items, envelope, profile):
@@ -70,6 +71,7 @@ def test_over_max_items_rejected(target, items, envelope, profile):
                seen=f"readable: {applied}")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("SIZE-02", clause="exactly max_items items are accepted, all ok and readable")
 def test_exactly_max_items_processed(target, items, envelope, profile):
     """SIZE-02 MUST: exactly the maximum is accepted and processed."""
@@ -114,6 +116,7 @@ def _none_applied(target, profile, ids: list[str]) -> list[str]:
     return [i for i in ids if target.exists(i)]
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("SIZE-03", clause="a body over max_bytes gets 413 with a clear error, and nothing "
                   "is applied")
 def test_over_max_bytes_gets_413_in_process(target, items, envelope, profile):
@@ -176,6 +179,7 @@ def test_over_max_bytes_refused_while_streaming(target, items, envelope, profile
     expect(not applied, "items of an over-limit streamed body were applied", expected="nothing applied", seen=applied)
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("SIZE-04", clause="the OpenAPI document's maxItems for the batch items (where there is one) is the "
                   "declared limit, and the error of a max_items + 1 batch names the limit")
 def test_limits_discoverable(target, items, envelope, profile):
@@ -205,6 +209,7 @@ def test_limits_discoverable(target, items, envelope, profile):
                  "as far as the profile says so")
 
 
+@pytest.mark.concurrent
 @pytest.mark.rule("SIZE-05", clause="an empty batch gets a 4xx batch_empty or a 2xx with an empty "
                   "result list")
 def test_empty_batch_clear_answer(target, envelope):

@@ -80,9 +80,7 @@ class LocalIdempotency:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
         key = headers.get(b"idempotency-key")
-        keys = [v for n, v in scope.get("headers") or [] if n.lower() == b"idempotency-key"]
-        if scope["type"] != "http" or scope["method"] != "POST" or not key or len(keys) > 1 or len(key) > 255:
-            # No key, or a malformed one: the server validates it (IDEM-10) as usual.
+        if scope["type"] != "http" or scope["method"] != "POST" or not key:
             await self.app(scope, receive, send)
             return
         body = b""
@@ -168,10 +166,7 @@ def job_store_local_to_each_instance(app):
 
 
 @mutant("FLEET-01", "two instances on separate databases declared as one service",
-        also=["FLEET-02", "FLEET-04"], profile=PROFILE,
-        # Concurrent duplicates over two stores are each applied once in their own: FLEET-03 sees
-        # it only when the two answers differ (FLEET-01 is the rule that catches the split).
-        may_also=["FLEET-03"],
+        also=["FLEET-02", "FLEET-03", "FLEET-04"], profile=PROFILE,
         check="test_applied_items_are_readable_on_every_instance")
 def separate_databases(app):
     from reference_server import create_app
@@ -183,8 +178,8 @@ LAG_S = 1.5
 
 
 @mutant("FLEET-01", f"reads on one instance lag {LAG_S:g}s behind the writes made on the other (an async replica)",
-        # FLEET-03 reads the duplicates' items back on every instance: it sees the lag only when it
-        # reads within LAG_S of the write (a loaded machine may read later).
+        # FLEET-03 reads back on the first instance that answered; whether that is the one that wrote
+        # (no lag) or the other (404 within the lag) is a race of its concurrent duplicates: timing-bound.
         may_also=["FLEET-03"], profile=PROFILE, check="test_applied_items_are_readable_on_every_instance")
 def reads_lag_behind_writes(app):
     written: dict[tuple[str, str], tuple[str, float]] = {}

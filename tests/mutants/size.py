@@ -57,22 +57,22 @@ def vague_too_large_message(app):
         check="test_over_max_items_rejected")
 def applies_up_to_the_limit(app):
     limit = _service(app).settings.max_items
-    over: dict[str, int] = {}
+    # Kept on the request (the Call), not on the server: checks run concurrently, and another request
+    # between this one's request and its response must not see its count.
 
     def req(call: Call) -> None:
         doc = call.json()
         ops = _ops(call)
         if ops is not None and len(ops) > limit and not doc.get("atomic"):
-            over["received"] = len(ops)
+            call.received_items = len(ops)  # type: ignore[attr-defined]
             doc["operations"] = ops[:limit]
             call.set_json(doc)
-        else:
-            over.pop("received", None)
 
     def resp(call: Call) -> None:
-        if "received" in over and call.status == 200:
+        received = getattr(call, "received_items", None)
+        if received is not None and call.status == 200:
             call.set_response_json({"error": "batch_too_large",
-                                    "message": f"Maximum {limit} items per batch; received {over['received']}"}, 413)
+                                    "message": f"Maximum {limit} items per batch; received {received}"}, 413)
     return Rewrite(app, request=req, response=resp)
 
 
