@@ -80,7 +80,9 @@ class LocalIdempotency:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
         key = headers.get(b"idempotency-key")
-        if scope["type"] != "http" or scope["method"] != "POST" or not key:
+        keys = [v for n, v in scope.get("headers") or [] if n.lower() == b"idempotency-key"]
+        if scope["type"] != "http" or scope["method"] != "POST" or not key or len(keys) > 1 or len(key) > 255:
+            # No key, or a malformed one: the server validates it (IDEM-10) as usual.
             await self.app(scope, receive, send)
             return
         body = b""
@@ -166,7 +168,10 @@ def job_store_local_to_each_instance(app):
 
 
 @mutant("FLEET-01", "two instances on separate databases declared as one service",
-        also=["FLEET-02", "FLEET-03", "FLEET-04"], profile=PROFILE,
+        also=["FLEET-02", "FLEET-04"], profile=PROFILE,
+        # Concurrent duplicates over two stores are each applied once in their own: FLEET-03 sees
+        # it only when the two answers differ (FLEET-01 is the rule that catches the split).
+        may_also=["FLEET-03"],
         check="test_applied_items_are_readable_on_every_instance")
 def separate_databases(app):
     from reference_server import create_app
@@ -219,3 +224,33 @@ def instances_differ_in_server_header_and_timing(app):
         return Rewrite(inner, method=None, path=None, response=tag)
 
     return Fleet(tagged(app, "edge-a/1.0", 0.0), tagged(_another(app), "edge-b/2.3 (canary)", 0.03))
+
+
+class _CancelOnlyWhereRunning:
+    """An instance that cancels only the jobs it runs itself: a DELETE of a job reaches no shared store."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.router = getattr(app, "router", None)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "DELETE" and scope["path"].startswith("/imports/batch/"):
+            job_id = scope["path"].rsplit("/", 1)[-1]
+            await _json(send, 404, {"error": "job_not_found", "message": f"no job '{job_id}' runs on this instance"})
+            return
+        await self.app(scope, receive, send)
+
+
+@mutant("FLEET-04", "a job can be cancelled only on the instance it was submitted to (the other answers 404)",
+        profile=PROFILE, check="test_job_can_be_cancelled_from_another_instance")
+def cancel_only_on_the_submitting_instance(app):
+    return Fleet(app, _CancelOnlyWhereRunning(_another(app)))
+
+
+@mutant("FLEET-03", "finished idempotency keys are shared, but each instance guards its in-flight keys alone: "
+                    "duplicates arriving together on two instances are both applied",
+        profile=PROFILE, check="test_concurrent_duplicates_over_instances_apply_once")
+def in_flight_keys_local_to_each_instance(app):
+    first, second = LocalIdempotency(app), LocalIdempotency(_another(app))
+    second.done = first.done  # a retry after the end is a replay everywhere (FLEET-02 holds)
+    return Fleet(first, second)
