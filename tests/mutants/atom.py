@@ -1,6 +1,7 @@
 """Mutants of class ATOM: the all-or-nothing mode of the batch endpoint (`"atomic": true` in the body)."""
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 from ._base import Call, Rewrite, mutant, variation
@@ -33,11 +34,28 @@ def _failure_shape(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class _Remember:
-    """Keeps whether the current request asked for the atomic mode (one request at a time per check)."""
+    """Whether the current request asked for the atomic mode, and its items: kept per request (one
+    context per ASGI request), because the kit runs independent checks concurrently and another
+    check's request may come between this request and its response."""
 
     def __init__(self) -> None:
-        self.atomic = False
-        self.items: list[dict[str, Any]] = []
+        object.__setattr__(self, "_var", contextvars.ContextVar(f"remember-{id(self)}"))
+
+    def _state(self) -> dict[str, Any]:
+        state = self._var.get(None)
+        if state is None:
+            state = {"atomic": False, "items": []}
+            self._var.set(state)
+        return state
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._state()[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._state()[name] = value
 
 
 def _rewrite(app: Any, on_request, on_response, path: str = PATH) -> Rewrite:

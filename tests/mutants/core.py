@@ -41,8 +41,10 @@ def drops_last_result(app):
     return on_batch_response(fn)(app)
 
 
-@mutant("CORE-02", "a result is duplicated", also=["ATOM-04"],
-        errors=["PERF-01"],
+@mutant("CORE-02", "a result is duplicated",
+        # ATOM-04 fails and PERF-01 errs only when their batches get the duplicated result in a way
+        # they read (not in every run of the full matrix): timing-bound.
+        may_also=["ATOM-04", "PERF-01"],
         check="test_one_result_per_item")
 def duplicates_a_result(app):
     def fn(call: Call) -> None:
