@@ -153,7 +153,9 @@ def test_an_interrupted_run_writes_reports_that_say_so(signame, code, tmp_path):
     assert r.returncode == code, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     m = re.search(r"interrupted after (\d+) of (\d+) checks", r.stderr)
-    assert m and 5 <= int(m.group(1)) < int(m.group(2)), r.stderr
+    # The signal went after the [5/N] progress line; checks running concurrently when it arrived are
+    # dropped (their outcomes frozen), so the count said can be below 5, never 0 nor the whole run.
+    assert m and 1 <= int(m.group(1)) < int(m.group(2)), r.stderr
     assert signame in r.stderr and len(r.stderr.strip().splitlines()) == 1
     said = m.group(0)
     doc = json.loads((out / "report.json").read_text())
