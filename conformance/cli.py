@@ -234,27 +234,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.report_dir:
         _check_report_dir(args.report_dir)  # before the first request (SPEC §5: exit 2)
     server = None
-    died = None
     tmp = None
     if embedded:
-        # A child process, not a thread of this one: the server's work then runs on another core
-        # instead of taking turns with the checks for one interpreter (docs/performance.md).
-        from reference_server import start_in_subprocess, start_in_thread
+        from reference_server import start_in_thread
 
         tmp = tempfile.TemporaryDirectory(prefix="batchspec-")
-        start = start_in_subprocess if os.name == "posix" else start_in_thread
-        server = start(db_path=os.path.join(tmp.name, "reference.db"))
+        server = start_in_thread(db_path=os.path.join(tmp.name, "reference.db"))
         profile = profile.with_base_url(server.base_url)
         _print(f"batchspec: started the embedded reference server at {server.base_url}", flush=True)
     live = None if args.quiet else Live(sys.stdout)
-
-    def progress(outcome: Any, done: int, total: int) -> None:
-        if live:
-            live.check(outcome, done, total)
-        if server is not None and done >= total:
-            # The last check has ended: the server shuts down while the reports are written.
-            server.request_stop()
-
     try:
         shown = profile.base_url
         for secret in profile.secrets():
@@ -268,7 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             report_dir=args.report_dir,
             waivers=waivers,
             waivers_source=args.waivers,
-            progress=progress,
+            progress=live.check if live else None,
             status=live.status if live else None,
             maxfail=maxfail,
             evidence=args.evidence,
@@ -277,15 +265,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         if server is not None:
-            died = getattr(server, "exited", lambda: None)()  # before stop(), which ends it
             server.stop()
         if tmp is not None:
             tmp.cleanup()
     if live:
         live._clear()
-    if died is not None:
-        _print(f"batchspec: the embedded reference server exited with status {died} during the run "
-               "(its error, if any, is above)", file=sys.stderr)
     if report.preflight and not report.preflight.get("ok", True) and not report.interrupted:
         _print(f"batchspec: target unusable: {report.preflight.get('reason')}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -6,8 +6,6 @@ from typing import Any
 import asyncio
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,10 +65,6 @@ class RunningServer:
     app: Starlette
     _stopped: bool = field(default=False, repr=False)
 
-    def request_stop(self) -> None:
-        """Ask uvicorn to exit without waiting for the thread."""
-        self.server.should_exit = True
-
     def stop(self, timeout: float = 10.0) -> None:
         """Ask uvicorn to exit and wait for the thread."""
         if self._stopped:
@@ -115,70 +109,3 @@ def start_in_thread(db_path: str | None = None, host: str = "127.0.0.1", *,
         time.sleep(0.01)
     shown = f"[{host}]" if ":" in host else host
     return RunningServer(base_url=f"http://{shown}:{port}", server=server, thread=thread, app=app)
-
-
-@dataclass
-class ServerProcess:
-    """A reference server running in a child process (``start_in_subprocess``)."""
-
-    base_url: str
-    process: subprocess.Popen[bytes]
-    _stop_requested: bool = field(default=False, repr=False)
-
-    def exited(self) -> int | None:
-        """The child's exit status if it ended on its own (before any stop was asked), else None."""
-        return None if self._stop_requested else self.process.poll()
-
-    def request_stop(self) -> None:
-        """Tell the child to shut down (close its standard input) without waiting for it."""
-        self._stop_requested = True
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            try:
-                self.process.stdin.close()
-            except OSError:
-                pass
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Close the child's standard input (it shuts down on end of file) and wait; kill it after `timeout`."""
-        if self.process.poll() is not None:
-            return
-        self.request_stop()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def start_in_subprocess(db_path: str | None = None, host: str = "127.0.0.1") -> ServerProcess:
-    """Start the reference server on a free port of ``host`` in a child process; return at once.
-
-    Why a process: the kit's checks and the server then use two cores instead of taking turns
-    with one interpreter lock, and the server's work is not counted in the kit's memory. The
-    socket is bound and listening before the child starts, so the port is known and connections
-    queue while the child imports; a child that fails to start closes the socket (connections are
-    then refused, and ``exited()`` says so). POSIX only (an inherited descriptor): elsewhere use
-    ``start_in_thread``.
-    """
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
-        sock.listen(2048)
-        port = sock.getsockname()[1]
-        cmd = [sys.executable, "-m", "reference_server._embedded", "--fd", str(sock.fileno())]
-        if db_path is not None:
-            cmd += ["--db", db_path]
-        # Its own session: a Ctrl-C at the terminal reaches the kit, which stops the server after
-        # writing its reports, instead of killing the target under the checks still in flight.
-        process = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(sock.fileno(),), start_new_session=True)
-    finally:
-        sock.close()  # the child holds the listening socket now
-    shown = f"[{host}]" if ":" in host else host
-    return ServerProcess(base_url=f"http://{shown}:{port}", process=process)
