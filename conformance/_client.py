@@ -37,6 +37,38 @@ class SetupError(Exception):
     """The kit could not set up a check (ERROR, never a FAIL of the rule)."""
 
 
+# A broken target may send an answer that never ends (an endless chunked body, a slow drip): read
+# unbounded, it fills the kit's memory or holds the run forever. The body is read up to
+# target.max_response_bytes (after decoding: a compressed bomb counts at its real size), within
+# `target.timeout` seconds of the answer's headers (httpx's timeout is per read: a drip resets it).
+DEFAULT_MAX_RESPONSE_BYTES = _rawhttp.DEFAULT_MAX_RESPONSE_BYTES
+
+
+class AnswerTooLong(httpx.RequestError):
+    """The answer's body passed `target.max_response_bytes`, or did not end within `target.timeout`
+    seconds of its headers: the rest was not read (the check is an ERROR that says so). Not a
+    transport error: the target answered, so it is not probed as one that stopped answering."""
+
+
+def read_bounded(resp: httpx.Response, max_bytes: int, seconds: float) -> bytes:
+    """``resp.read()`` for a response sent with ``stream=True``, bounded in size and time."""
+    deadline = time.monotonic() + seconds
+    parts: list[bytes] = []
+    total = 0
+    for chunk in resp.iter_bytes():
+        total += len(chunk)
+        if total > max_bytes:
+            raise AnswerTooLong(f"the answer's body passed {max_bytes} bytes (target.max_response_bytes); "
+                                "the rest was not read", request=resp.request)
+        if time.monotonic() > deadline:
+            raise AnswerTooLong(f"the answer's body did not end within {seconds:g}s of its headers "
+                                f"(target.timeout; {total} bytes had come); the rest was not read",
+                                request=resp.request)
+        parts.append(chunk)
+    resp._content = b"".join(parts)  # what Response.read() stores; httpx has no public setter
+    return resp._content
+
+
 class _SensitiveNames:
     """`name in names`: a credential header name, or one the profile marks secret (lower-case)."""
 
@@ -149,6 +181,7 @@ class Session:
         t = profile.target
         verify = self.verify = tls_verify(t)
         self.timeout = float(t.get("timeout") or 10)
+        self.max_response_bytes = int(t.get("max_response_bytes") or DEFAULT_MAX_RESPONSE_BYTES)
         self.client = httpx.Client(
             base_url=profile.base_url,
             timeout=httpx.Timeout(self.timeout),
@@ -310,8 +343,15 @@ class Target:
         s.watch.refuse(req)  # the target stopped answering earlier: nothing more is sent
         start = time.perf_counter()
         try:
-            resp = s.client.send(req)
-            resp.read()
+            resp = s.client.send(req, stream=True)
+            try:
+                read_bounded(resp, s.max_response_bytes, s.timeout)
+            except AnswerTooLong:
+                ex.status = resp.status_code  # what did come is evidence too
+                ex.response_headers = red.header_map(resp.headers.items())
+                raise
+            finally:
+                resp.close()
         except httpx.HTTPError as exc:
             ex.elapsed_ms = round((time.perf_counter() - start) * 1000, 3)  # µs: PERF-01 times single requests with it
             ex.error = f"{type(exc).__name__}: {red.text(str(exc)) or 'no detail'}"
@@ -434,7 +474,8 @@ class Target:
         else:
             out = _rawhttp.exchange(sock, method, url.raw_path.decode("ascii"), host, list(hdrs.items()), stream,
                                     framing=framing, declared_length=declared_length, half_close=half_close,
-                                    read_answer=read_answer, timeout=wait)
+                                    read_answer=read_answer, timeout=wait,
+                                    max_body=self.session.max_response_bytes)
         red = self.session.redactor
         ex.status = out.status
         ex.response_headers = red.header_map(out.headers.items())
@@ -449,6 +490,8 @@ class Target:
             self.session.watch.answered(ex)
         elif read_answer and not (out.error or "").startswith("cannot connect"):
             self.session.watch.dropped(ex, "no answer on a raw exchange" if out.hung else "closed without an answer")
+        if out.too_long:  # as on the httpx path: the check cannot judge an answer it did not read
+            raise AnswerTooLong(out.error or "the answer's body passed target.max_response_bytes")
         return out
 
     def atomic(self, items: list[Any], **kw: Any) -> httpx.Response:

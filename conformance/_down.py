@@ -149,7 +149,9 @@ def _alive(client: httpx.Client, timeout: float) -> bool:
     for wait in (0.05, 1.0):
         time.sleep(wait)
         try:
-            client.get("", timeout=timeout)
+            # Headers are enough: the body is not read (a broken target's may never end).
+            with client.stream("GET", "", timeout=timeout):
+                pass
         except httpx.HTTPError:
             continue
         return True

@@ -22,6 +22,10 @@ from typing import Any, Iterable
 
 import h11
 
+# An answer is read up to this many bytes of body: a broken target's may never end
+# (target.max_response_bytes; conformance._client reads httpx answers with the same bound).
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
 
 @dataclass
 class RawOutcome:
@@ -38,6 +42,8 @@ class RawOutcome:
     """The target closed the connection without an answer."""
     hung: bool = False
     """Neither an answer nor a close before the timeout."""
+    too_long: bool = False
+    """The answer's body passed the byte limit: `body` holds its start, the rest was not read."""
     error: str | None = None
     elapsed_s: float = 0.0
 
@@ -90,8 +96,10 @@ def _answered(sock: socket.socket, conn: h11.Connection) -> bool:
     return True
 
 
-def _read_answer(conn: h11.Connection, sock: socket.socket, deadline: float, out: RawOutcome) -> None:
-    """Feed the socket to h11 until the answer is complete, the target closes, or the deadline."""
+def _read_answer(conn: h11.Connection, sock: socket.socket, deadline: float, out: RawOutcome,
+                 max_body: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+    """Feed the socket to h11 until the answer is complete, the target closes, the deadline, or
+    more than `max_body` bytes of body."""
     body = bytearray()
     got_any = False
     while True:
@@ -129,6 +137,10 @@ def _read_answer(conn: h11.Connection, sock: socket.socket, deadline: float, out
             out.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
         elif isinstance(event, h11.Data):
             body += event.data
+            if len(body) > max_body:
+                out.too_long = True
+                out.error = f"the answer's body passed {max_body} bytes (target.max_response_bytes); the rest was not read"
+                break
         elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
             if out.status is None:
                 out.closed = True
@@ -139,7 +151,8 @@ def _read_answer(conn: h11.Connection, sock: socket.socket, deadline: float, out
 
 def exchange(sock: socket.socket, method: str, target: str, host: str, headers: list[tuple[str, str]],
              chunks: Iterable[bytes], *, framing: str = "content-length", declared_length: int | None = None,
-             half_close: bool = False, read_answer: bool = True, timeout: float = 10.0) -> RawOutcome:
+             half_close: bool = False, read_answer: bool = True, timeout: float = 10.0,
+             max_body: int = DEFAULT_MAX_RESPONSE_BYTES) -> RawOutcome:
     """Send one request on `sock` and read its answer.
 
     framing: "content-length" (declared_length, or the real length of `chunks` joined) or "chunked".
@@ -193,8 +206,8 @@ def exchange(sock: socket.socket, method: str, target: str, host: str, headers: 
             except OSError:
                 pass
         if read_answer:
-            _read_answer(conn, sock, deadline, out)
-            if out.status is not None:
+            _read_answer(conn, sock, deadline, out, max_body)
+            if out.status is not None and not out.too_long:
                 out.error = None  # an answer came: what the checks judge is there
     except h11.LocalProtocolError as exc:
         out.error = f"the request could not be framed: {exc}"
