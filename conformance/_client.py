@@ -537,7 +537,7 @@ class Target:
         pointer = ep.get("resource")
         try:
             doc = resp.json() if resp.content or pointer else None
-        except ValueError:
+        except (ValueError, RecursionError):
             if pointer:
                 raise SetupError("read endpoint did not answer JSON") from None
             return True, _NOT_JSON

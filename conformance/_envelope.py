@@ -125,12 +125,13 @@ def pointer_set(doc: dict[str, Any], pointer: str, value: Any) -> None:
 
 
 def json_of(resp: httpx.Response | Any) -> Any:
-    """The response body as JSON, or None (no exception) when it is not JSON."""
+    """The response body as JSON, or None (no exception) when it is not JSON the kit can read:
+    invalid, or nested deeper than Python's parser goes (a RecursionError, ~1,000 levels)."""
     if not isinstance(resp, httpx.Response):
         return resp
     try:
         return json.loads(resp.content) if resp.content else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 

@@ -55,7 +55,7 @@ class RawOutcome:
         """The answer's body as JSON, or None."""
         try:
             return json.loads(self.body) if self.body else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
 
 

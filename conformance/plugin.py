@@ -144,6 +144,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def _preflight(ctx: RunContext) -> dict[str, Any]:
+    try:
+        return _preflight_exchange(ctx)
+    except Exception as exc:  # noqa: BLE001 - whatever the target sent, the run ends with one clear line
+        return {"ok": False, "evidence": [],
+                "reason": f"the kit could not read the answer to one small valid batch: {type(exc).__name__}: {exc}"}
+
+
+def _preflight_exchange(ctx: RunContext) -> dict[str, Any]:
     evidence: list[Exchange] = []
     target = Target(ctx.session, evidence)
     factory = ItemFactory(ctx.profile, ctx.run_id)
@@ -175,7 +183,8 @@ def _preflight(ctx: RunContext) -> dict[str, Any]:
     elif not 200 <= status < 300:
         info["reason"] = f"one small valid batch got {status}; check endpoints.batch and items.valid"
     elif json_of(resp) is None:
-        info["reason"] = "one small valid batch got a body that is not JSON"
+        info["reason"] = ("one small valid batch got a body that is not JSON the kit can read (invalid, or nested "
+                          "deeper than about 1,000 levels)")
     elif status != 202 and (missing := _no_result(ctx.session.envelope, resp, sent)):
         info["reason"] = missing
     else:

@@ -1,8 +1,9 @@
-"""A broken target whose answer never ends: an endless chunked body, a body that drips a byte at a
-time, an answer far over any sane size. The kit reads at most `target.max_response_bytes` of a body
+"""Broken answers a target may send. One that never ends: an endless chunked body, a body that drips
+a byte at a time, an answer far over any sane size. The kit reads at most `target.max_response_bytes` of a body
 and waits at most `target.timeout` seconds after its headers for the rest; the check is an ERROR
 that says which, the evidence keeps what came, and the kit's memory stays bounded. Served over a
-real loopback socket (uvicorn in a thread) and in process."""
+real loopback socket (uvicorn in a thread) and in process. One nested deeper than Python's parser
+goes: it is not JSON the kit can read, never a traceback."""
 from __future__ import annotations
 
 import asyncio
@@ -35,6 +36,9 @@ def _broken(tmp_path, mode: str, after: int = 1):
         for _ in range(64 * LIMIT // len(chunk)):
             yield chunk
 
+    async def deep():
+        yield b"[" * 200_000 + b"]" * 200_000
+
     async def drip():
         yield b'{"results": ['
         for _ in range(300):
@@ -46,7 +50,8 @@ def _broken(tmp_path, mode: str, after: int = 1):
             calls[0] += 1
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/orders/batch" \
                 and calls[0] > after:
-            body = StreamingResponse(endless() if mode == "endless" else drip(), media_type="application/json")
+            body = StreamingResponse({"endless": endless, "drip": drip, "deep": deep}[mode](),
+                                     media_type="application/json")
             await body(scope, receive, send)
             return
         await inner(scope, receive, send)
@@ -114,3 +119,22 @@ def test_the_raw_layer_stops_reading_at_the_limit(tmp_path):
     assert out.status == 200
     assert out.error and f"passed {LIMIT} bytes" in out.error
     assert LIMIT < len(out.body) <= LIMIT + 256 * 1024
+
+
+def test_a_preflight_answer_nested_too_deep_is_one_clear_line(tmp_path):
+    report = run_kit(_broken(tmp_path, "deep", after=0), rules=["CORE-01"])
+    assert report.preflight["ok"] is False
+    assert "not JSON the kit can read (invalid, or nested deeper than about 1,000 levels)" in report.preflight["reason"]
+    assert report.exit_code() == 3
+
+
+def test_a_check_answer_nested_too_deep_is_judged_not_a_crash(tmp_path):
+    report = run_kit(_broken(tmp_path, "deep"), rules=["CORE-01", "CORE-06"])
+    got = verdicts(report)
+    # The target answered something that is not a JSON document the kit (or most clients) can read:
+    # CORE-01 wants JSON; whatever the verdict, it is one the checks reached, with a reason.
+    for rid in ("CORE-01", "CORE-06"):
+        rule = next(r for r in report.rules if r.id == rid)
+        assert rule.verdict in (Verdict.FAIL, Verdict.ERROR) and rule.reason, (rid, rule.verdict, rule.reason)
+        assert "did not run" not in rule.reason, rule.reason
+    assert got["CORE-01"] == Verdict.FAIL
