@@ -170,6 +170,12 @@ def _preflight_exchange(ctx: RunContext) -> dict[str, Any]:
     except httpx.TimeoutException:
         info.update(unreachable=True, reason=f"{base} did not answer within {ctx.session.timeout:g}s")
         return info
+    except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+        # Connected, but no answer the kit can read: closed without one, or not readable HTTP/1.1
+        # (h11 refuses headers over 64 KiB and broken framing), or a body that does not decode.
+        info.update(unreachable=True, reason=f"{base} took the connection but gave no readable HTTP answer to one "
+                                            f"small valid batch: {type(exc).__name__}: {exc}")
+        return info
     except httpx.HTTPError as exc:
         info.update(unreachable=True, reason=f"cannot reach {base}: {type(exc).__name__}: {exc}")
         return info

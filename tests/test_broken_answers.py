@@ -138,3 +138,37 @@ def test_a_check_answer_nested_too_deep_is_judged_not_a_crash(tmp_path):
         assert rule.verdict in (Verdict.FAIL, Verdict.ERROR) and rule.reason, (rid, rule.verdict, rule.reason)
         assert "did not run" not in rule.reason, rule.reason
     assert got["CORE-01"] == Verdict.FAIL
+
+
+def test_an_answer_that_is_not_readable_http_is_one_clear_line(tmp_path):
+    # Headers over h11's 64 KiB: connected, answered, but nothing an HTTP/1.1 client can read.
+    import threading
+
+    import conformance
+    from conftest import reference_profile
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Big: " + b"a" * 200_000
+                                 + b"\r\nContent-Length: 2\r\n\r\n{}")
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        report = conformance.run(reference_profile(f"http://127.0.0.1:{port}"), rules=["CORE-01"])
+    finally:
+        listener.close()
+    assert report.preflight["ok"] is False and report.exit_code() == 3
+    assert "took the connection but gave no readable HTTP answer" in report.preflight["reason"], report.preflight
