@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,23 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import load, machine  # the benchmarks' shared machine line (benchmarks/_common.py)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def run_kit(tree: Path, report_dir: Path, extra: list[str]) -> dict[str, Any]:
