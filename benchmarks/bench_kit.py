@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import load, machine  # the benchmarks' shared machine line (benchmarks/_common.py)
+from _common import load, machine, print_figures  # benchmarks/_common.py
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,12 +118,7 @@ def main() -> None:
         rows.append(("rules on one side only (catalogue changes)",
                      ", ".join(f"{r} ({'/'.join(sorted({c['verdicts'].get(r, '-') for c in cur}))})" for r in newer)
                      + (f"; gone: {', '.join(sorted(only - set(newer)))}" if only - set(newer) else "")))
-    width = max(len(a) for a, _ in rows)
-    print()
-    print(f"| {'figure':<{width}} | value: median (min-max, n) |")
-    print(f"|{'-' * (width + 2)}|---|")
-    for a, b in rows:
-        print(f"| {a:<{width}} | {b} |")
+    print_figures(rows)
     names = sorted({n for r in base + cur for n in r["durations"]},
                    key=lambda n: -statistics.median([r["durations"].get(n, 0.0) for r in base]))
     print()

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from reference_server import create_app  # noqa: E402  (benchmark script: the tree under test)
 from reference_server.batch import parse_batch  # noqa: E402
 
-from _common import load, machine  # noqa: E402  (benchmarks/_common.py)
+from _common import load, machine, print_figures  # noqa: E402  (benchmarks/_common.py)
 
 CLIENT = "bearer:bench"
 HEADERS = {"content-type": "application/json", "authorization": "Bearer bench"}
@@ -180,12 +180,7 @@ def main() -> None:
             ("batch vs singles throughput (medians; goal >= 50x)", f"{sm / em:.0f}x"),
         ]
     rows.append(("items/s end to end (median batch)", f"{n / em * 1000:,.0f}"))
-    width = max(len(a) for a, _ in rows)
-    print()
-    print(f"| {'figure':<{width}} | value: median (min-max, n) |")
-    print(f"|{'-' * (width + 2)}|---|")
-    for a, b in rows:
-        print(f"| {a:<{width}} | {b} |")
+    print_figures(rows)
 
 
 if __name__ == "__main__":
