@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,23 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import load, machine, print_figures  # benchmarks/_common.py
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def run_kit(tree: Path, report_dir: Path, extra: list[str]) -> dict[str, Any]:
@@ -133,12 +118,7 @@ def main() -> None:
         rows.append(("rules on one side only (catalogue changes)",
                      ", ".join(f"{r} ({'/'.join(sorted({c['verdicts'].get(r, '-') for c in cur}))})" for r in newer)
                      + (f"; gone: {', '.join(sorted(only - set(newer)))}" if only - set(newer) else "")))
-    width = max(len(a) for a, _ in rows)
-    print()
-    print(f"| {'figure':<{width}} | value: median (min-max, n) |")
-    print(f"|{'-' * (width + 2)}|---|")
-    for a, b in rows:
-        print(f"| {a:<{width}} | {b} |")
+    print_figures(rows)
     names = sorted({n for r in base + cur for n in r["durations"]},
                    key=lambda n: -statistics.median([r["durations"].get(n, 0.0) for r in base]))
     print()

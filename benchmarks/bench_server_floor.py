@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from reference_server import create_app  # noqa: E402  (benchmark script: the tree under test)
 from reference_server.batch import parse_batch  # noqa: E402
+
+from _common import load, machine, print_figures  # noqa: E402  (benchmarks/_common.py)
 
 CLIENT = "bearer:bench"
 HEADERS = {"content-type": "application/json", "authorization": "Bearer bench"}
@@ -115,18 +116,6 @@ def spread(values: list[float], unit: str = "ms", digits: int = 2) -> str:
             f"n={len(values)})")
 
 
-def machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="rounds of floor + end-to-end batch")
@@ -134,7 +123,7 @@ def main() -> None:
     parser.add_argument("--singles-rounds", type=int, default=3, help="rounds that also send --items singles")
     args = parser.parse_args()
     n = args.items
-    print(f"machine: {machine()}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"machine: {machine()}; load average before: {load()}")
     floor_ms: list[float] = []
     e2e_ms: list[float] = []
     singles_ms: list[float] = []
@@ -191,12 +180,7 @@ def main() -> None:
             ("batch vs singles throughput (medians; goal >= 50x)", f"{sm / em:.0f}x"),
         ]
     rows.append(("items/s end to end (median batch)", f"{n / em * 1000:,.0f}"))
-    width = max(len(a) for a, _ in rows)
-    print()
-    print(f"| {'figure':<{width}} | value: median (min-max, n) |")
-    print(f"|{'-' * (width + 2)}|---|")
-    for a, b in rows:
-        print(f"| {a:<{width}} | {b} |")
+    print_figures(rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,33 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from _postgres import PostgresCluster, unavailable  # noqa: E402
+from _reference_process import start_server, stop_server  # noqa: E402
 
 BATCH = 1000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_instance(db: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "reference_server", "--port", str(port), "--db", db],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"an instance exited: {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(base + "/openapi.json", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("an instance did not start")
 
 
 def measure(bases: list[str], seconds: float, clients: int) -> tuple[float, int]:
@@ -119,7 +94,7 @@ def main() -> int:
         configs: dict[str, list[str]] = {}
 
         def fleet(name: str, db: str, n: int) -> None:
-            started = [start_instance(db) for _ in range(n)]
+            started = [start_server(db, timeout=30) for _ in range(n)]
             procs.extend(p for p, _ in started)
             configs[name] = [b for _, b in started]
 
@@ -137,8 +112,7 @@ def main() -> int:
                 errors[name] += bad
     finally:
         for p in procs:
-            p.kill()
-            p.wait(10)
+            stop_server(p)
         cluster.stop()
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)

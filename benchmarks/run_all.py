@@ -29,6 +29,8 @@ from typing import Any
 import httpx
 import orjson
 
+from _common import cpu_model  # benchmarks/_common.py
+
 ROOT = Path(__file__).resolve().parent.parent
 HEADERS = {"content-type": "application/json", "authorization": "Bearer bench"}
 Row = tuple[str, str, str]  # (benchmark, figure, value)
@@ -304,15 +306,8 @@ DEFAULT_RUNS = {"single_vs_batch": 5, "scaling": 15, "idempotency": 15, "async":
 
 
 def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return (f"{os.cpu_count()} cores (nproc), {cpu_model()}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
 
 
 def main() -> None:

@@ -245,19 +245,9 @@ def read_back(base: str, ids: dict[str, str], workers: int = 16) -> tuple[int, i
 
 
 def _start_server() -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
+    """One instance on a fresh SQLite database in a temporary folder: (process, base URL, the folder)."""
     tmp = tempfile.TemporaryDirectory(prefix="batchspec-soak-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "reference_server", "--port", str(port),
-                             "--db", os.path.join(tmp.name, "soak.db")])
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(base + "/openapi.json", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    proc, base = _start_instance(os.path.join(tmp.name, "soak.db"))
     return proc, base, tmp
 
 

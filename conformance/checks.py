@@ -34,6 +34,9 @@ __all__ = [
     "expect",
     "setup_failed",
     "key_header",
+    "new_key",
+    "effects",
+    "outcomes",
     "setup_ok",
     "ItemFactory",
     "InvalidItem",
@@ -156,6 +159,12 @@ def key_header(profile: Profile) -> str:
 
         pytest.skip("profile declares no idempotency.header (batch-level key)")
     return str(name)
+
+
+def new_key(items: ItemFactory, what: str = "key") -> str:
+    """A fresh idempotency key (or other unique value: `what` names it), run-prefixed like item ids so
+    it never collides with another run's."""
+    return f"{items.prefix}{what}-{uuid.uuid4().hex}"
 
 
 def setup_failed(message: str) -> NoReturn:
@@ -331,6 +340,24 @@ def as_stored(item: Any, stored: Any, id_pointer: str | None = None) -> Any:
 
 def is_2xx(resp: Any) -> bool:
     return 200 <= resp.status_code < 300
+
+
+def outcomes(envelope: Envelope, resp: Any, batch: list[dict[str, Any]]) -> dict[Any, tuple]:
+    """Per item id, what the answer said of it (ok, error code, data): two answers to the same batch
+    compare equal when they report the same outcome for every item, in any order."""
+    return {rid: (r.ok, r.error_code, r.data) for rid, r in envelope.result_map(resp, batch).items()}
+
+
+def effects(target: Target, profile: Profile, ids: list[Any]) -> dict[Any, Any]:
+    """Per item, read through `target`'s read endpoint: its effect counter where the profile declares
+    `items.effect_counter`, else the whole read resource (None: absent). Effects are verified this
+    way, never taken from a response."""
+    pointer = profile.get("items.effect_counter")
+    out: dict[Any, Any] = {}
+    for item_id in ids:
+        doc = target.read_json(item_id)
+        out[item_id] = None if doc is None else (pointer_get(doc, pointer, doc) if pointer else doc)
+    return out
 
 
 def canonical_results(results: list[Result], ids: list[Any] | None = None) -> dict[str, Any]:

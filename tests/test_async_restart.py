@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from _reference_process import start_server, stop_server
 from conftest import JOB_TERMINAL as TERMINAL, finish_job
 
-ROOT = Path(__file__).resolve().parent.parent
 ITEMS = 2500
 BAD = 7  # the index of the one invalid item
 
@@ -46,72 +42,50 @@ main(sys.argv[1:])
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(db: str, code: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    args = ["--host", "127.0.0.1", "--port", str(port), "--db", db]
-    cmd = [sys.executable, "-m", "reference_server", *args] if code is None else [sys.executable, "-c", code, *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(base + "/openapi.json", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the server did not start")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-
-
 def _job_items(tag: str) -> list[dict[str, Any]]:
     items = [{"id": f"{tag}-{k:05d}", "amount": 1.5, "currency": "EUR"} for k in range(ITEMS)]
     items[BAD] = {"id": f"{tag}-{BAD:05d}", "amount": -1, "currency": "EUR"}
     return items
 
 
+def _kill_when_part_way(client: httpx.Client, tag: str, kill: Callable[[], None]) -> tuple[str, list[dict[str, Any]], int]:
+    """Create jobs through `client` until one is seen running part-way, then `kill()` the server that
+    runs it: (status URL, items, items done then). Fails after 5 jobs that finished too quickly."""
+    for attempt in range(5):
+        items = _job_items(f"{tag}{attempt}-{os.urandom(3).hex()}")
+        resp = client.post("/imports/batch", content=orjson.dumps({"operations": items}),
+                           headers={"Content-Type": "application/json"})
+        assert resp.status_code == 202, resp.text
+        url = resp.json()["status_url"]
+        while True:
+            job = client.get(url, params={"limit": 0}).json()
+            done = job["succeeded"] + job["failed"]
+            if job["status"] in TERMINAL:
+                break  # too quick for us this time: try a new job
+            if 0 < done < ITEMS:
+                kill()
+                return url, items, done
+    pytest.fail("could not catch a job in progress in 5 attempts")
+
+
 def _kill_mid_job(db: str, code: str | None = None) -> tuple[str, list[dict[str, Any]], int]:
     """Create jobs until one is seen running part-way, then SIGKILL the server: (status URL, items, done)."""
-    proc, base = _start(db, code)
+    proc, base = start_server(db, code)
+
+    def kill() -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
     try:
         with httpx.Client(base_url=base, timeout=10) as client:
-            for attempt in range(5):
-                items = _job_items(f"r{attempt}-{os.urandom(3).hex()}")
-                resp = client.post("/imports/batch", content=orjson.dumps({"operations": items}),
-                                   headers={"Content-Type": "application/json"})
-                assert resp.status_code == 202, resp.text
-                url = resp.json()["status_url"]
-                while True:
-                    job = client.get(url, params={"limit": 0}).json()
-                    done = job["succeeded"] + job["failed"]
-                    if job["status"] in TERMINAL:
-                        break  # too quick for us this time: try a new job
-                    if 0 < done < ITEMS:
-                        proc.send_signal(signal.SIGKILL)
-                        proc.wait(10)
-                        return url, items, done
-        pytest.fail("could not catch a job in progress in 5 attempts")
+            return _kill_when_part_way(client, "r", kill)
     finally:
-        _stop(proc)
+        stop_server(proc)
 
 
 def _finish(db: str, url: str, code: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], dict]:
     """Start again on the same database; wait for the job; (job, every result, stored order by id)."""
-    proc, base = _start(db, code)
+    proc, base = start_server(db, code)
     try:
         with httpx.Client(base_url=base, timeout=10) as client:
             job, results = finish_job(client, url, timeout=30, interval=0.02)
@@ -131,7 +105,7 @@ def _finish(db: str, url: str, code: str | None = None) -> tuple[dict[str, Any],
                 stored.update(part)
         return job, results, stored
     finally:
-        _stop(proc)
+        stop_server(proc)
 
 
 def _verdict(job: dict[str, Any], results: list[dict[str, Any]], stored: dict, items: list[dict]) -> list[str]:

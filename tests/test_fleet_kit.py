@@ -12,7 +12,7 @@ import conformance
 from conformance import ProfileError, Verdict
 from conformance._profile import loads
 from conftest import reference_profile, verdicts
-from test_async_restart import _start, _stop
+from _reference_process import start_server, stop_server
 
 BASE = """
 version: 1
@@ -66,12 +66,12 @@ BATCHSPEC_SERVE = "import sys; from conformance.cli import main; sys.exit(main([
 @pytest.fixture
 def two_instances(postgres):
     db = postgres.new_database("kitfleet")
-    procs = [_start(db, BATCHSPEC_SERVE) for _ in range(2)]
+    procs = [start_server(db, BATCHSPEC_SERVE) for _ in range(2)]
     try:
         yield [url for _, url in procs]
     finally:
         for proc, _ in procs:
-            _stop(proc)
+            stop_server(proc)
 
 
 def test_real_postgresql_fleet_passes_every_fleet_rule(two_instances, tmp_path):
@@ -89,13 +89,13 @@ def test_real_postgresql_fleet_passes_every_fleet_rule(two_instances, tmp_path):
 
 def test_real_instances_on_separate_databases_fail_fleet_01(postgres, tmp_path):
     """Negative control with real components: two processes, two databases, declared as one service."""
-    procs = [_start(postgres.new_database("apart")) for _ in range(2)]
+    procs = [start_server(postgres.new_database("apart")) for _ in range(2)]
     try:
         report = conformance.run(_fleet_profile(procs[0][1], procs[1][1]), rules=["FLEET-01", "FLEET-02"],
                                  report_dir=str(tmp_path / "r"))
     finally:
         for proc, _ in procs:
-            _stop(proc)
+            stop_server(proc)
     got = verdicts(report)
     assert got["FLEET-01"] == Verdict.FAIL and got["FLEET-02"] == Verdict.FAIL
 

@@ -21,7 +21,8 @@ import orjson
 import pytest
 
 from conftest import finish_job
-from test_async_restart import BAD, ITEMS, TERMINAL, _job_items, _start, _stop, _verdict
+from _reference_process import start_server, stop_server
+from test_async_restart import BAD, ITEMS, _kill_when_part_way, _verdict
 
 JSON = {"Content-Type": "application/json"}
 
@@ -65,7 +66,7 @@ class Fleet:
             self.start(i)
 
     def start(self, i: int) -> None:
-        self.procs[i], self.urls[i] = _start(self.db, self.codes[i])
+        self.procs[i], self.urls[i] = start_server(self.db, self.codes[i])
 
     def kill(self, i: int) -> None:
         self.procs[i].send_signal(signal.SIGKILL)
@@ -74,7 +75,7 @@ class Fleet:
     def close(self) -> None:
         for p in self.procs:
             if p is not None:
-                _stop(p)
+                stop_server(p)
 
 
 @pytest.fixture(scope="module")
@@ -217,20 +218,7 @@ def test_job_submitted_to_one_instance_is_seen_and_cancelled_from_another(fleet)
 def _kill_mid_job(fleet: Fleet) -> tuple[str, list[dict[str, Any]], int]:
     """Submit to instance 0, SIGKILL it once the job is part-way: (status URL, items, items done then)."""
     with httpx.Client(base_url=fleet.urls[0], timeout=10) as client:
-        for attempt in range(5):
-            items = _job_items(f"f{attempt}-{uuid.uuid4().hex[:6]}")
-            resp = client.post("/imports/batch", content=orjson.dumps({"operations": items}), headers=JSON)
-            assert resp.status_code == 202, resp.text
-            url = resp.json()["status_url"]
-            while True:
-                job = client.get(url, params={"limit": 0}).json()
-                done = job["succeeded"] + job["failed"]
-                if job["status"] in TERMINAL:
-                    break
-                if 0 < done < ITEMS:
-                    fleet.kill(0)
-                    return url, items, done
-    pytest.fail("could not catch a job in progress in 5 attempts")
+        return _kill_when_part_way(client, "f", lambda: fleet.kill(0))
 
 
 def _finish_on(base: str, url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -287,47 +287,39 @@ def test_stored_reports_are_small_valid_reports_without_evidence():
         assert not doc.get("preflight") and all(r["evidence"] == [] for r in doc["rules"]), p
 
 
+def _assert_live_run(name: str, base_url: str, pinned: dict[str, Any], report_dir: Path,
+                     env: dict[str, str] | None = None) -> None:
+    """The profile conformance/profiles/<name>.yaml run against a live API: its preflight passes, its
+    verdicts are the pinned ones in the four declared classes, and its stored report says the same."""
+    report = _run(PROFILES / f"{name}.yaml", base_url, env, report_dir=report_dir)
+    assert report.preflight.get("ok"), report.preflight
+    _assert_pinned(report, pinned, {"CORE", "HTTP", "PART", "SIZE"})
+    _assert_recorded(report_dir, name)
+
+
 def test_sqs_send_message_batch_on_moto(moto, tmp_path):
     queue_url = f"{moto}/123456789012/batchspec"
-    report = _run(PROFILES / "sqs-moto.yaml", moto, {"BATCHSPEC_SQS_QUEUE_URL": queue_url}, report_dir=tmp_path)
-    assert report.preflight.get("ok"), report.preflight
-    _assert_pinned(report, SQS_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
-    _assert_recorded(tmp_path, "sqs-moto")
+    _assert_live_run("sqs-moto", moto, SQS_VERDICTS, tmp_path, {"BATCHSPEC_SQS_QUEUE_URL": queue_url})
 
 
 def test_eventbridge_put_events_on_moto(moto, tmp_path):
-    report = _run(PROFILES / "eventbridge-moto.yaml", moto, report_dir=tmp_path)
-    assert report.preflight.get("ok"), report.preflight
-    _assert_pinned(report, EVENTBRIDGE_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
-    _assert_recorded(tmp_path, "eventbridge-moto")
+    _assert_live_run("eventbridge-moto", moto, EVENTBRIDGE_VERDICTS, tmp_path)
 
 
 def test_kinesis_put_records_on_moto(moto, tmp_path):
-    report = _run(PROFILES / "kinesis-moto.yaml", moto, report_dir=tmp_path)
-    assert report.preflight.get("ok"), report.preflight
-    _assert_pinned(report, KINESIS_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
-    _assert_recorded(tmp_path, "kinesis-moto")
+    _assert_live_run("kinesis-moto", moto, KINESIS_VERDICTS, tmp_path)
 
 
 def test_firehose_put_record_batch_on_moto(moto, tmp_path):
-    report = _run(PROFILES / "firehose-moto.yaml", moto, report_dir=tmp_path)
-    assert report.preflight.get("ok"), report.preflight
-    _assert_pinned(report, FIREHOSE_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
-    _assert_recorded(tmp_path, "firehose-moto")
+    _assert_live_run("firehose-moto", moto, FIREHOSE_VERDICTS, tmp_path)
 
 
 def test_dynamodb_batch_write_item_on_moto(moto, tmp_path):
-    report = _run(PROFILES / "dynamodb-moto.yaml", moto, report_dir=tmp_path)
-    assert report.preflight.get("ok"), report.preflight
-    _assert_pinned(report, DYNAMODB_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
-    _assert_recorded(tmp_path, "dynamodb-moto")
+    _assert_live_run("dynamodb-moto", moto, DYNAMODB_VERDICTS, tmp_path)
 
 
 def test_couchdb_bulk_docs_on_pouchdb_server(pouchdb, tmp_path):
-    report = _run(PROFILES / "couchdb-pouchdb.yaml", pouchdb, report_dir=tmp_path)
-    assert report.preflight.get("ok"), report.preflight
-    _assert_pinned(report, COUCHDB_VERDICTS, {"CORE", "HTTP", "PART", "SIZE"})
-    _assert_recorded(tmp_path, "couchdb-pouchdb")
+    _assert_live_run("couchdb-pouchdb", pouchdb, COUCHDB_VERDICTS, tmp_path)
 
 
 # -- a batch API the kit has never seen, described by a profile only ------------------------------

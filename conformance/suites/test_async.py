@@ -17,7 +17,7 @@ import pytest
 
 from conformance.checks import (
     COUNTS, STATUSES, TERMINAL, CallbackReceiver, Jobs, loopback_host, Snapshot, by_id, fingerprint, retry_after_seconds,
-    expect, is_json_content_type, json_of, mixed_batch, observed, pointer_get, response_json, series, setup_failed,
+    expect, is_json_content_type, json_of, mixed_batch, new_key, observed, pointer_get, response_json, series, setup_failed,
     short,
 )
 
@@ -392,7 +392,7 @@ def test_retried_creation_returns_the_same_job(jobs, items, profile, target):
     """ASYNC-08 MUST: creating a job honours the batch idempotency key: a retry returns the same job."""
     profile.require("idempotency.header")
     header = profile.get("idempotency.header")
-    key = f"{items.prefix}job-{uuid.uuid4().hex}"
+    key = new_key(items, "job")
     batch = items.valid(3)
     acc = jobs.create(batch, headers={header: key})
     again = jobs.submit(batch, headers={header: key}, note="the same job request retried with the same key")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from conformance.checks import Jobs, expect, is_2xx, json_of, key_header, observed, pointer_get, setup_failed, setup_ok, short
+from conformance.checks import (Jobs, effects, expect, is_2xx, json_of, key_header, new_key, observed, outcomes,
+                               setup_failed, setup_ok, short)
 
 READ_WAIT_S = 0.3  # how long a cancelled job is watched for further progress on every instance
 
@@ -33,26 +33,8 @@ def fleet(target, profile) -> list[Any]:
     return [target.on(url) for url in urls]
 
 
-def _new_key(items) -> str:
-    return f"{items.prefix}fleet-{uuid.uuid4().hex}"
-
-
 def _ids(items, batch: list[dict[str, Any]]) -> list[Any]:
     return [it[items.id_field] for it in batch]
-
-
-def _outcomes(envelope, resp, batch) -> dict[Any, tuple]:
-    return {rid: (r.ok, r.error_code, r.data) for rid, r in envelope.result_map(resp, batch).items()}
-
-
-def _effects(on, profile, ids: list[Any]) -> dict[Any, Any]:
-    """Per item, read on instance `on`: its effect counter where declared, else the resource (None: absent)."""
-    pointer = profile.get("items.effect_counter")
-    out: dict[Any, Any] = {}
-    for item_id in ids:
-        doc = on.read_json(item_id)
-        out[item_id] = None if doc is None else (pointer_get(doc, pointer, doc) if pointer else doc)
-    return out
 
 
 def _name(k: int, fleet: list[Any]) -> str:
@@ -103,16 +85,16 @@ def test_keyed_retry_on_another_instance_is_a_replay(fleet, items, envelope, pro
     """FLEET-02 MUST: a batch retried with the same idempotency key on another instance is a replay: applied once, same answer (the marker of IDEM-04 where the target has one)."""
     header = key_header(profile)
     marker = str(profile.get("idempotency.replayed_header") or "Idempotent-Replayed")
-    key = _new_key(items)
+    key = new_key(items, "fleet")
     batch = items.valid(3)
     ids = _ids(items, batch)
     first = setup_ok(fleet[0].batch(batch, headers={header: key}, note=f"first attempt on {_name(0, fleet)}"),
                      "a keyed batch")
-    before = _effects(fleet[0], profile, ids) if profile.get("endpoints.read") else None
+    before = effects(fleet[0], profile, ids) if profile.get("endpoints.read") else None
     for k in range(1, len(fleet)):
         again = fleet[k].batch(batch, headers={header: key}, note=f"the retry, same key and body, on {_name(k, fleet)}")
         expect(is_2xx(again) and again.status_code == first.status_code
-               and _outcomes(envelope, again, batch) == _outcomes(envelope, first, batch),
+               and outcomes(envelope, again, batch) == outcomes(envelope, first, batch),
                f"the retry on {_name(k, fleet)} was not a replay of the first attempt's answer: the key is not "
                "known there (instance-local idempotency) and the batch was processed again",
                expected=f"{first.status_code}: {short(first.text, 300)}",
@@ -120,7 +102,7 @@ def test_keyed_retry_on_another_instance_is_a_replay(fleet, items, envelope, pro
     if before is None:
         observed("no endpoints.read: applications were judged by the answers only")
     else:
-        after = _effects(fleet[0], profile, ids)
+        after = effects(fleet[0], profile, ids)
         expect(after == before, "the retries on other instances applied the batch again (read endpoint)",
                expected=before, seen=after)
     # IDEM-04's marker: where a replay on the first instance is marked, so must one on another be.
@@ -142,7 +124,7 @@ def test_keyed_retry_on_another_instance_is_a_replay(fleet, items, envelope, pro
 def test_concurrent_duplicates_over_instances_apply_once(fleet, items, envelope, profile):
     """FLEET-03 MUST: the same keyed batch sent concurrently to different instances is applied once; the others replay it or get 409."""
     header = key_header(profile)
-    key = _new_key(items)
+    key = new_key(items, "fleet")
     batch = items.valid(3)
     ids = _ids(items, batch)
     n = max(4, 2 * len(fleet))
@@ -166,9 +148,9 @@ def test_concurrent_duplicates_over_instances_apply_once(fleet, items, envelope,
            seen=[f"{_name(at, fleet)}: {r.status_code}: {short(r.text, 200)}" for at, r in other])
     expect(answered, "no concurrent duplicate was processed", expected="one 2xx",
            seen=[r.status_code for _, r in answers])
-    first = _outcomes(envelope, answered[0][1], batch)
+    first = outcomes(envelope, answered[0][1], batch)
     differing = [f"{_name(at, fleet)}: {short(r.text, 300)}" for at, r in answered[1:]
-                 if _outcomes(envelope, r, batch) != first]
+                 if outcomes(envelope, r, batch) != first]
     expect(not differing, "concurrent duplicates on different instances got different answers: the batch was "
                           "processed more than once",
            expected=f"one processed answer and its replays: {short(answered[0][1].text, 300)}", seen=differing)
@@ -176,16 +158,16 @@ def test_concurrent_duplicates_over_instances_apply_once(fleet, items, envelope,
         observed("no endpoints.read: applications were judged by the answers only")
         return
     hosts = sorted({at for at, _ in answered})
-    state = _effects(fleet[hosts[0]], profile, ids)
+    state = effects(fleet[hosts[0]], profile, ids)
     absent = [i for i, v in state.items() if v is None]
     expect(not absent, "items of the processed duplicate are not readable", expected="every item applied",
            seen=f"absent: {absent}")
     counter = profile.get("items.effect_counter")
     if counter:
         control = items.one()
-        setup_ok(fleet[hosts[0]].batch([control], headers={header: _new_key(items)},
+        setup_ok(fleet[hosts[0]].batch([control], headers={header: new_key(items, "fleet")},
                                        note="control item, applied once"), "a control batch")
-        once = _effects(fleet[hosts[0]], profile, [control[items.id_field]])[control[items.id_field]]
+        once = effects(fleet[hosts[0]], profile, [control[items.id_field]])[control[items.id_field]]
         twice = {i: v for i, v in state.items() if v != once}
         expect(not twice, "an item was applied more than once by the concurrent duplicates (effect counter)",
                expected=f"{counter} = {once!r} (applied once)", seen=twice)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from conformance.checks import expect, is_2xx, key_header, observed, pointer_get, response_json, setup_failed, setup_ok, short
+from conformance.checks import (effects, expect, is_2xx, key_header, new_key, observed, outcomes, response_json,
+                               setup_failed, setup_ok, short)
 
 MAX_KEY = 255
 CONCURRENT = 8
@@ -39,11 +39,6 @@ def replayed_header(profile) -> str:
     return str(profile.get("idempotency.replayed_header") or "Idempotent-Replayed")
 
 
-def new_key(items, what: str = "key") -> str:
-    # Run-prefixed like item ids, so a key never collides with another run's.
-    return f"{items.prefix}{what}-{uuid.uuid4().hex}"
-
-
 def send(target, profile, items, batch_items: list[dict[str, Any]], key: str | None = None,
          note: str | None = None) -> httpx.Response:
     """A batch with batch key `key`; where the profile says a key is required, a fresh one when none is given."""
@@ -57,16 +52,6 @@ def send(target, profile, items, batch_items: list[dict[str, Any]], key: str | N
 
 
 # -- what the read endpoint shows ---------------------------------------------
-
-def effects(target, profile, ids: list[str]) -> dict[str, Any]:
-    """Per item: its effect counter where declared, else the whole read resource (None: absent)."""
-    pointer = profile.get("items.effect_counter")
-    out: dict[str, Any] = {}
-    for item_id in ids:
-        doc = target.read_json(item_id)
-        out[item_id] = None if doc is None else (pointer_get(doc, pointer, doc) if pointer else doc)
-    return out
-
 
 def applied_once_value(target, profile, items) -> Any:
     """The effect counter of an item applied exactly once (None when no counter is declared)."""
@@ -84,11 +69,6 @@ def require_applied(state: dict[str, Any], what: str) -> None:
     absent = [i for i, v in state.items() if v is None]
     if absent:
         setup_failed(f"{what}: items the target accepted are not readable: {absent} (PART-01 reports that)")
-
-
-def outcomes(envelope, resp: httpx.Response, batch_items: list[dict[str, Any]]) -> dict[Any, tuple]:
-    """Per item id: ok or not, error code, data — what a replay must reproduce."""
-    return {rid: (r.ok, r.error_code, r.data) for rid, r in envelope.result_map(resp, batch_items).items()}
 
 
 def is_replay_of(envelope, first: httpx.Response, again: httpx.Response, batch_items: list[dict[str, Any]]) -> bool:

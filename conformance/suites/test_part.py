@@ -105,14 +105,37 @@ def _applied_marker(profile, resource: Any) -> Any:
     return resource
 
 
+def _answered_mixed_batch(target, items, envelope) -> tuple[Any, dict[Any, Any]]:
+    """PART-04's first step: a mixed batch (3 valid, 2 invalid) sent, and its results by item id."""
+    mixed = mixed_batch(items, 3, 2)
+    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    return mixed, envelope.result_map(response_json(resp), mixed.items)
+
+
+def _applied_again(profile, before: dict[Any, Any], after: dict[Any, Any]) -> dict[Any, Any]:
+    """The items of `before` (id -> resource read) whose applied marker differs in `after`."""
+    return {i: {"before": short(_applied_marker(profile, before[i]), 200),
+                "after": short(_applied_marker(profile, after[i]), 200)}
+            for i in before if _applied_marker(profile, before[i]) != _applied_marker(profile, after[i])}
+
+
+def _expect_corrected_applied(target, envelope, resp, sent: list[dict[str, Any]], corrected_ids: list[Any],
+                              message: str) -> None:
+    """Every corrected item got an ok result in `resp` (the answer to `sent`) and reads back."""
+    results = envelope.result_map(response_json(resp), sent)
+    not_ok = {i: (short(results[i].raw, 200) if i in results else "no result") for i in corrected_ids
+              if i not in results or results[i].ok is not True}
+    expect(not not_ok, message, expected="ok for every corrected item", seen=not_ok)
+    absent = [i for i in corrected_ids if not target.exists(i)]
+    expect(not absent, "a corrected item reported ok is not readable", expected="readable", seen=absent)
+
+
 @pytest.mark.rule("PART-04", clause="resubmitting only the failed items, corrected, succeeds and they read back; the "
                   "earlier successes are unchanged")
 def test_resubmitting_corrected_failures(target, items, envelope, profile):
     """PART-04 MUST: resubmitting only the failed items, corrected, succeeds; items that succeeded before are not applied again."""
     _need_read(profile)
-    mixed = mixed_batch(items, 3, 2)
-    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
-    by_id = envelope.result_map(response_json(resp), mixed.items)
+    mixed, by_id = _answered_mixed_batch(target, items, envelope)
     failed = [i for i in mixed.invalid if i in by_id and by_id[i].ok is False]
     if not failed:
         pytest.skip("no item of the mixed batch failed (PART-03 reports that)")
@@ -122,16 +145,9 @@ def test_resubmitting_corrected_failures(target, items, envelope, profile):
     resp2 = target.batch(corrected, note="the failed items, corrected, same ids")
     expect(200 <= resp2.status_code < 300, "resubmitting the corrected failed items was not accepted",
            expected="2xx", seen=f"{resp2.status_code}: {short(resp2.text, 300)}")
-    res2 = envelope.result_map(response_json(resp2), corrected)
-    not_ok = {i: (short(res2[i].raw, 200) if i in res2 else "no result") for i in failed
-              if i not in res2 or res2[i].ok is not True}
-    expect(not not_ok, "a corrected item failed on resubmission", expected="ok for every corrected item", seen=not_ok)
-    absent = [i for i in failed if not target.exists(i)]
-    expect(not absent, "a corrected item reported ok is not readable", expected="readable", seen=absent)
+    _expect_corrected_applied(target, envelope, resp2, corrected, failed, "a corrected item failed on resubmission")
     after = {i: target.read_json(i) for i in mixed.valid_ids}
-    redone = {i: {"before": short(_applied_marker(profile, before[i]), 200),
-                  "after": short(_applied_marker(profile, after[i]), 200)}
-              for i in mixed.valid_ids if _applied_marker(profile, before[i]) != _applied_marker(profile, after[i])}
+    redone = _applied_again(profile, before, after)
     expect(not redone, "an item that had succeeded was applied again by the resubmission",
            expected="unchanged", seen=redone)
 
@@ -142,9 +158,7 @@ def test_resubmitting_corrected_failures(target, items, envelope, profile):
 def test_resubmitting_the_whole_batch_corrected_applies_nothing_twice(target, items, envelope, profile):
     """PART-04 MUST: resubmitting only the failed items, corrected, succeeds; items that succeeded before are not applied again."""
     _need_read(profile)
-    mixed = mixed_batch(items, 3, 2)
-    resp = setup_ok(target.batch(mixed.items), "a mixed batch")
-    by_id = envelope.result_map(response_json(resp), mixed.items)
+    mixed, by_id = _answered_mixed_batch(target, items, envelope)
     succeeded = [i for i in mixed.valid_ids if i in by_id and by_id[i].ok is True]
     if not succeeded:
         pytest.skip("no item of the mixed batch succeeded (CORE-03 reports that)")
@@ -158,18 +172,11 @@ def test_resubmitting_the_whole_batch_corrected_applies_nothing_twice(target, it
            expected="2xx (earlier successes may be ok or errors; nothing applied twice)",
            seen=f"{resp2.status_code}: {short(resp2.text, 300)}")
     after = {i: target.read_json(i) for i in succeeded}
-    redone = {i: {"before": short(_applied_marker(profile, before[i]), 200),
-                  "after": short(_applied_marker(profile, after[i]), 200)}
-              for i in succeeded if _applied_marker(profile, before[i]) != _applied_marker(profile, after[i])}
+    redone = _applied_again(profile, before, after)
     expect(not redone, "an item that had succeeded was applied again when the whole batch was resubmitted",
            expected="unchanged", seen=redone)
-    res2 = envelope.result_map(response_json(resp2), whole)
-    not_ok = {i: (short(res2[i].raw, 200) if i in res2 else "no result") for i in mixed.invalid
-              if i not in res2 or res2[i].ok is not True}
-    expect(not not_ok, "a corrected item failed when the whole batch was resubmitted",
-           expected="ok for every corrected item", seen=not_ok)
-    absent = [i for i in mixed.invalid if not target.exists(i)]
-    expect(not absent, "a corrected item reported ok is not readable", expected="readable", seen=absent)
+    _expect_corrected_applied(target, envelope, resp2, whole, mixed.invalid,
+                              "a corrected item failed when the whole batch was resubmitted")
 
 
 @pytest.mark.concurrent

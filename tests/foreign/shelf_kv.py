@@ -40,13 +40,14 @@ X-Shelf-Op: PutItem (one write)
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from . import loads_strict, nests_deeper
 
 MAX_WRITES = 25
 MAX_BYTES = 32768
@@ -80,23 +81,6 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 def _answer(doc: Any) -> JSONResponse:
     return JSONResponse(doc, media_type=CTYPE)
-
-
-def _depth(node: Any, limit: int) -> bool:
-    stack = [(node, 1)]
-    while stack:
-        cur, d = stack.pop()
-        if d > limit:
-            return True
-        if isinstance(cur, dict):
-            stack.extend((v, d + 1) for v in cur.values())
-        elif isinstance(cur, list):
-            stack.extend((v, d + 1) for v in cur)
-    return False
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _key(write: Any) -> str | None:
@@ -141,10 +125,10 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             text = raw.decode("utf-8")
             if "crashes_on_nesting" in bugs and text.count("[") + text.count("{") > 1000:
                 raise RuntimeError("stack overflow")  # the planted crash: a 500
-            doc = json.loads(text, parse_constant=_no_constant)
+            doc = loads_strict(text)
         except (ValueError, RecursionError, UnicodeDecodeError):
             return _error(400, "SerializationException", "the body is not JSON")
-        if _depth(doc, MAX_DEPTH):
+        if nests_deeper(doc, MAX_DEPTH):
             return _error(400, "SerializationException", f"the body nests deeper than {MAX_DEPTH} levels")
         if not isinstance(doc, dict):
             return _error(400, "ValidationException", "the body is a JSON object")

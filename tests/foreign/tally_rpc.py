@@ -36,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse as _Starlette_JSONResponse
 from starlette.routing import Route
 
+from . import loads_strict, nests_deeper
+
 MAX_ITEMS = 20
 MAX_BYTES = 65536
 MAX_DEPTH = 64
@@ -69,24 +71,6 @@ def _error(status: int, code: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def _depth(node: Any, limit: int) -> bool:
-    """Whether `node` nests deeper than `limit` (iteratively: no recursion on hostile input)."""
-    stack = [(node, 1)]
-    while stack:
-        cur, d = stack.pop()
-        if d > limit:
-            return True
-        if isinstance(cur, dict):
-            stack.extend((v, d + 1) for v in cur.values())
-        elif isinstance(cur, list):
-            stack.extend((v, d + 1) for v in cur)
-    return False
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
     store: dict[str, dict[str, Any]] = {}
 
@@ -104,10 +88,10 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
             text = raw.decode("utf-8")
             if "crashes_on_nesting" in bugs and text.count("[") > 1000:
                 raise RuntimeError("stack overflow")  # the planted crash: a 500
-            doc = json.loads(text, parse_constant=_no_constant)
+            doc = loads_strict(text)
         except (ValueError, RecursionError, UnicodeDecodeError):
             return _error(400, -32700, "the body is not JSON")
-        if _depth(doc, MAX_DEPTH):
+        if nests_deeper(doc, MAX_DEPTH):
             return _error(400, -32700, f"the body nests deeper than {MAX_DEPTH} levels")
         if not isinstance(doc, list):
             return _error(400, -32600, "the body must be a JSON array of items")
@@ -177,7 +161,7 @@ def create_app(bugs: frozenset[str] = frozenset()) -> Starlette:
         if ctype != "application/json":
             return _error(415, -32012, f"send application/json, not {ctype or 'nothing'}")
         try:
-            item = json.loads(await request.body(), parse_constant=_no_constant)
+            item = loads_strict(await request.body())
         except (ValueError, RecursionError, UnicodeDecodeError):
             return _error(400, -32700, "the body is not JSON")
         if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:

@@ -63,7 +63,15 @@ def variation(description: str, *, classes: list[str] | None = None, profile: di
 
 @dataclass
 class Call:
-    """One intercepted request/response, as plain data the rewrite functions change."""
+    """One intercepted request/response, as plain data the rewrite functions change.
+
+    `state` is what a mutant's request hook remembers for its response hook (whether the request
+    asked for the atomic mode, its items, how many it sent...): a `Rewrite` hands the same `Call` to
+    both hooks of one exchange, and every exchange gets a fresh `Call`, so nothing is kept on the
+    server. The kit runs independent checks concurrently: another check's request may come between
+    this request and its response, and must not see (or overwrite) what this one asked for. A
+    request the hook never saw (a body over PASS_THROUGH_BYTES is streamed on untouched) leaves it
+    empty."""
 
     method: str
     path: str
@@ -73,6 +81,7 @@ class Call:
     status: int = 0
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     response_body: bytes = b""
+    state: dict[str, Any] = field(default_factory=dict)
 
     def json(self) -> Any:
         try:

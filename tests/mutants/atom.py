@@ -1,7 +1,6 @@
 """Mutants of class ATOM: the all-or-nothing mode of the batch endpoint (`"atomic": true` in the body)."""
 from __future__ import annotations
 
-import contextvars
 from typing import Any
 
 from ._base import Call, Rewrite, mutant, variation
@@ -33,31 +32,6 @@ def _failure_shape(results: list[dict[str, Any]]) -> dict[str, Any]:
             "results": out, "summary": {"total": len(out), "succeeded": 0, "failed": len(out)}}
 
 
-class _Remember:
-    """Whether the current request asked for the atomic mode, and its items: kept per request (one
-    context per ASGI request), because the kit runs independent checks concurrently and another
-    check's request may come between this request and its response."""
-
-    def __init__(self) -> None:
-        object.__setattr__(self, "_var", contextvars.ContextVar(f"remember-{id(self)}"))
-
-    def _state(self) -> dict[str, Any]:
-        state = self._var.get(None)
-        if state is None:
-            state = {"atomic": False, "items": []}
-            self._var.set(state)
-        return state
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._state()[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self._state()[name] = value
-
-
 def _rewrite(app: Any, on_request, on_response, path: str = PATH) -> Rewrite:
     return Rewrite(app, path=path, request=on_request, response=on_response)
 
@@ -65,18 +39,16 @@ def _rewrite(app: Any, on_request, on_response, path: str = PATH) -> Rewrite:
 @mutant("ATOM-01", "atomic batch reported failed but the valid items were committed (no rollback)",
         check="test_failing_item_means_nothing_applied")
 def no_rollback(app):
-    seen = _Remember()
-
     def req(call: Call) -> None:
         doc = call.json()
-        seen.atomic = _is_atomic(doc)
-        if seen.atomic:
+        call.state["atomic"] = _is_atomic(doc)
+        if call.state["atomic"]:
             doc.pop("atomic")
             call.set_json(doc)
 
     def resp(call: Call) -> None:
         doc = call.response_json()
-        if seen.atomic and call.status == 200 and any(r.get("status") == "error" for r in doc["results"]):
+        if call.state.get("atomic") and call.status == 200 and any(r.get("status") == "error" for r in doc["results"]):
             call.set_response_json(_failure_shape(doc["results"]), 422)
     return _rewrite(app, req, resp)
 
@@ -87,19 +59,17 @@ def validation_only_rollback(app):
     from reference_server.validation import ItemValidator
 
     check = ItemValidator().check_item
-    seen = _Remember()
 
     def req(call: Call) -> None:
         doc = call.json()
-        seen.atomic = False
         if _is_atomic(doc) and all(isinstance(i, dict) and check(i) is None for i in doc["operations"]):
-            seen.atomic = True
+            call.state["atomic"] = True
             doc.pop("atomic")
             call.set_json(doc)
 
     def resp(call: Call) -> None:
         doc = call.response_json()
-        if seen.atomic and call.status == 200 and any(r.get("status") == "error" for r in doc["results"]):
+        if call.state.get("atomic") and call.status == 200 and any(r.get("status") == "error" for r in doc["results"]):
             call.set_response_json(_failure_shape(doc["results"]), 422)
     return _rewrite(app, req, resp)
 
@@ -162,16 +132,14 @@ def failure_without_status(app):
 @mutant("ATOM-03", "the valid items of a failed atomic batch are reported ok with data although rolled back",
         check="test_failure_says_not_applied")
 def rolled_back_items_reported_ok(app):
-    seen = _Remember()
-
     def req(call: Call) -> None:
         doc = call.json()
-        seen.items = doc["operations"] if _is_atomic(doc) else []
+        call.state["items"] = doc["operations"] if _is_atomic(doc) else []
 
     def resp(call: Call) -> None:
         doc = call.response_json()
         if isinstance(doc, dict) and doc.get("status") == "failed":
-            by_id = {i.get("id"): i for i in seen.items if isinstance(i, dict)}
+            by_id = {i.get("id"): i for i in call.state.get("items", []) if isinstance(i, dict)}
             doc["results"] = [r if r["error"]["code"] != "not_applied" else
                               {"id": r["id"], "status": "ok", "data": dict(by_id.get(r["id"], {}), version=1)}
                               for r in doc["results"]]
@@ -182,23 +150,21 @@ def rolled_back_items_reported_ok(app):
 def _with_sentinel(app, on_all_valid):
     """Every atomic batch gets an invalid sentinel item (so the transaction always rolls back);
     `on_all_valid(call, results, items)` rewrites the answer when only the sentinel failed."""
-    seen = _Remember()
-
     def req(call: Call) -> None:
         doc = call.json()
-        seen.atomic = _is_atomic(doc)
-        if seen.atomic:
-            seen.items = list(doc["operations"])
+        call.state["atomic"] = _is_atomic(doc)
+        if call.state["atomic"]:
+            call.state["items"] = list(doc["operations"])
             doc["operations"].append(dict(SENTINEL))
             call.set_json(doc)
 
     def resp(call: Call) -> None:
         doc = call.response_json()
-        if not seen.atomic or not isinstance(doc, dict) or "results" not in doc:
+        if not call.state.get("atomic") or not isinstance(doc, dict) or "results" not in doc:
             return
         results = [r for r in doc["results"] if r.get("id") != SENTINEL_ID]
         if all(r["status"] == "error" and r["error"]["code"] == "not_applied" for r in results):
-            on_all_valid(call, results, seen.items)
+            on_all_valid(call, results, call.state.get("items", []))
         else:
             doc["results"] = results
             doc["summary"] = {"total": len(results), "succeeded": 0, "failed": len(results)}
@@ -226,19 +192,18 @@ def always_rolled_back(app):
 @mutant("ATOM-04", "atomic batches are capped at 50 items although 100 are declared",
         check="test_atomic_batch_at_its_limit_is_applied")
 def atomic_limit_below_declared(app):
-    seen = _Remember()
-
     def req(call: Call) -> None:
         doc = call.json()
-        seen.items = doc["operations"] if _is_atomic(doc) and len(doc["operations"]) > 50 else []
-        if seen.items:
+        if _is_atomic(doc) and len(doc["operations"]) > 50:
+            call.state["items"] = doc["operations"]
             doc["operations"] = []  # nothing reaches the store
             call.set_json(doc)
 
     def resp(call: Call) -> None:
-        if seen.items:
+        items = call.state.get("items")
+        if items:
             call.set_response_json({"error": "batch_too_large",
-                                    "message": f"Maximum 50 items per batch; received {len(seen.items)}"}, 413)
+                                    "message": f"Maximum 50 items per batch; received {len(items)}"}, 413)
     return _rewrite(app, req, resp)
 
 
@@ -258,19 +223,17 @@ def atomic_undocumented(app):
         errors=["IDEM-01", "IDEM-06"],
         check="test_atomic_is_not_the_silent_default")
 def atomic_by_default(app):
-    seen = _Remember()
-
     def req(call: Call) -> None:
         doc = call.json()
-        seen.atomic = isinstance(doc, dict) and "atomic" not in doc and isinstance(doc.get("operations"), list) \
+        call.state["atomic"] = isinstance(doc, dict) and "atomic" not in doc and isinstance(doc.get("operations"), list) \
             and 0 < len(doc["operations"]) <= 100
-        if seen.atomic:
+        if call.state["atomic"]:
             doc["atomic"] = True
             call.set_json(doc)
 
     def resp(call: Call) -> None:
         doc = call.response_json()
-        if seen.atomic and isinstance(doc, dict) and doc.get("status") == "failed":
+        if call.state.get("atomic") and isinstance(doc, dict) and doc.get("status") == "failed":
             call.set_response_json({"results": doc["results"], "summary": doc["summary"]}, 200)
     return _rewrite(app, req, resp)
 

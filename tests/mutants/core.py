@@ -230,12 +230,12 @@ def duplicate_rejected_but_others_applied(app):
         ops = doc.get("operations") if isinstance(doc, dict) else None
         dups = _duplicated(ops) if isinstance(ops, list) else []
         if dups:
-            call.dups = dups  # type: ignore[attr-defined]
+            call.state["dups"] = dups
             doc["operations"] = [op for op in ops if not (isinstance(op, dict) and op.get("id") in dups)]
             call.set_json(doc)
 
     def response(call: Call) -> None:
-        dups = getattr(call, "dups", None)
+        dups = call.state.get("dups")
         if dups:
             call.set_response_json({"error": "duplicate_id", "message": f"duplicate item ids in one batch: {dups!r}",
                                     "ids": dups}, status=400)

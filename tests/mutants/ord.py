@@ -7,6 +7,7 @@ the inner app as a batch of one, without its `depends_on`. Each knob of `Depende
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -33,9 +34,8 @@ def _error(item_id: str, code: str, message: str, **extra: Any) -> dict[str, Any
     return {"id": item_id, "status": "error", "error": {"code": code, "message": message, **extra}}
 
 
-async def _call_inner(app: Any, scope: dict[str, Any], body: bytes) -> tuple[int, Any]:
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-    headers.append((b"content-length", str(len(body)).encode()))
+def _receive_once(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI receive that gives the whole `body` once, then waits (the client never disconnects)."""
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -44,7 +44,13 @@ async def _call_inner(app: Any, scope: dict[str, Any], body: bytes) -> tuple[int
             await anyio.sleep_forever()
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
+    return receive
 
+
+async def _call_inner(app: Any, scope: dict[str, Any], body: bytes) -> tuple[int, Any]:
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    receive = _receive_once(body)
     status, parts = 0, []
 
     async def send(msg: dict[str, Any]) -> None:
@@ -92,15 +98,7 @@ class DependencyLayer:
         except (ValueError, RecursionError):  # not JSON, or hostile nesting: the inner app answers it
             ops = None
         if ops is None:  # passed through whole: the inner app's own status, headers and body
-            replayed = False
-
-            async def replay() -> dict[str, Any]:
-                nonlocal replayed
-                if replayed:
-                    await anyio.sleep_forever()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await self.app(scope, replay, send)
+            await self.app(scope, _receive_once(body), send)
             return
         schedule, cyclic = self._schedule(ops)
         if cyclic and self.cycle == "hang":

@@ -57,19 +57,17 @@ def vague_too_large_message(app):
         check="test_over_max_items_rejected")
 def applies_up_to_the_limit(app):
     limit = _service(app).settings.max_items
-    # Kept on the request (the Call), not on the server: checks run concurrently, and another request
-    # between this one's request and its response must not see its count.
 
     def req(call: Call) -> None:
         doc = call.json()
         ops = _ops(call)
         if ops is not None and len(ops) > limit and not doc.get("atomic"):
-            call.received_items = len(ops)  # type: ignore[attr-defined]
+            call.state["received_items"] = len(ops)  # per exchange (Call.state), never per server
             doc["operations"] = ops[:limit]
             call.set_json(doc)
 
     def resp(call: Call) -> None:
-        received = getattr(call, "received_items", None)
+        received = call.state.get("received_items")
         if received is not None and call.status == 200:
             call.set_response_json({"error": "batch_too_large",
                                     "message": f"Maximum {limit} items per batch; received {received}"}, 413)
