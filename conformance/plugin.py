@@ -33,6 +33,8 @@ PREV_TERM = pytest.StashKey[Any]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    ctx = config.stash.get(CTX, None)
+    _RUNS[:] = [c for c in _RUNS if c is not ctx]
     prev = config.stash.get(PREV_TERM, None)
     if prev is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, prev)
@@ -68,6 +70,7 @@ def pytest_configure(config: pytest.Config) -> None:
                             "seconds: about how long it takes, to start the longest first; group: checks of one group never run at "
                             "the same time (docs/performance.md)")
     if _context(config) is not None:
+        _RUNS.append(_context(config))
         return
     url = config.getoption("--target", None)
     path = config.getoption("--profile", None)
@@ -113,6 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
         waivers=waivers,
         waivers_source=wpath,
     )
+    _RUNS.append(config.stash[CTX])
 
 
 def rule_of(item: pytest.Item) -> str | None:
@@ -451,14 +455,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
                 item.session.shouldstop = ctx.stopped
 
 
-def pytest_keyboard_interrupt(excinfo: Any) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_keyboard_interrupt(excinfo: Any) -> Iterator[None]:
     # Called on the session's config only; every context of this process is the same run.
-    if isinstance(excinfo.value, pytest.Session.Interrupted):
-        return  # -x / --maxfail stopping the session, not a signal
-    _INTERRUPTS.append("SIGTERM" if isinstance(excinfo.value, Terminated) else "SIGINT")
+    if not isinstance(excinfo.value, pytest.Session.Interrupted):  # -x / --maxfail: not a signal
+        _INTERRUPTS.append("SIGTERM" if isinstance(excinfo.value, Terminated) else "SIGINT")
+    try:
+        return (yield)
+    except Exception:
+        if not _RUNS:
+            raise  # not a batchspec session: pytest's business
+        # pytest's terminal reporter renders the interrupted traceback here, and that can fail (on
+        # CPython 3.11 a frame caught by the signal between two instructions has no line number: a
+        # TypeError in its formatting, then exit 1 instead of 130/143). The interrupt is recorded
+        # above; the reports and the exit code follow in pytest_sessionfinish all the same.
+        return None
 
 
 _INTERRUPTS: list[str] = []
+_RUNS: list[RunContext] = []  # batchspec contexts configured in this process (plain pytest or the engine)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -412,16 +412,27 @@ def test_init_from_an_unusable_document_is_exit_2(content, says, tmp_path):
     assert r.returncode == 2 and says in r.stderr and not (tmp_path / "p.yaml").exists()
 
 
-def test_plain_pytest_interrupted_by_sigterm_writes_reports_and_exits_143(tmp_path):
+@pytest.mark.parametrize("render", ["pytest renders the interrupt", "pytest's rendering fails"])
+def test_plain_pytest_interrupted_by_sigterm_writes_reports_and_exits_143(tmp_path, render):
+    import os
     import signal
     import time
 
     from reference_server import start_in_thread
 
+    extra: list[str] = []
+    env = dict(os.environ)
+    if "fails" in render:
+        # What CPython 3.11 did once in the full suite: formatting the interrupted traceback raised
+        # (a frame with no line number), which made the run exit 1 instead of 143.
+        (tmp_path / "failing_render.py").write_text(
+            "def pytest_keyboard_interrupt(excinfo):\n    raise TypeError('tb_lineno is None')\n")
+        extra = ["-p", "failing_render"]
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     with start_in_thread(db_path=str(tmp_path / "ref.db")) as server:
-        proc = subprocess.Popen([PY, "-m", "pytest", "-p", "conformance.plugin", "--pyargs", "conformance", "-p",
+        proc = subprocess.Popen([PY, "-m", "pytest", "-p", "conformance.plugin", *extra, "--pyargs", "conformance", "-p",
                                  "no:xdist", "-v", "--target", server.base_url, "--report-dir", str(tmp_path / "r")],
-                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         deadline, passed = time.monotonic() + 120, 0
         while time.monotonic() < deadline and passed < 3:
             line = proc.stdout.readline()
