@@ -7,13 +7,16 @@ the requests go to the target only. schemathesis judges each answer with its res
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
 from . import _live, _openapi
+from ._client import AnswerTooLong
 
 _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "authorization", "cookie"}
 
@@ -272,6 +275,10 @@ def _fuzz_mode(target: Any, path: str, operation: Any, mode_name: str, *, max_ex
             problem = f"the connection failed ({type(exc).__name__}): the target dropped it or went down"
             run.stopped = f"stopped after a dropped connection ({mode_name} {label})"
             resp = None
+        except AnswerTooLong as exc:
+            problem = str(exc)
+            run.stopped = f"stopped after an answer that did not end ({mode_name} {label})"
+            resp = None
         else:
             cls = f"{resp.status_code // 100}xx"
             run.by_status[cls] = run.by_status.get(cls, 0) + 1
@@ -287,11 +294,41 @@ def _fuzz_mode(target: Any, path: str, operation: Any, mode_name: str, *, max_ex
     from hypothesis.errors import Unsatisfiable
 
     try:
-        one()
+        with _no_local_constants():
+            one()
     except Unsatisfiable:  # e.g. no way to violate an unconstrained string path parameter: nothing to send
         run.not_generated.add(f"{mode_name} {label}")
     except _Enough:
         pass
+
+
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis (6.131+) mixes constants mined from the source of "local" modules into what it
+    draws: every imported module outside site-packages, so the kit's own code (and an in-process
+    target's) under an editable install, but not under `pip install .`. That made ROB-01's cases
+    depend on how the kit was installed, and the first run in each directory paid the mining:
+    +3 s and +130 MiB of peak memory (over issue 18's 200 MB), cached in ./.hypothesis/constants.
+    A black-box fuzzer of a remote target has no business reading its own source: off while ROB-01
+    draws. Internal to hypothesis, hence the guard: without the hook nothing changes."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - another hypothesis layout: nothing to turn off
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    empty = getattr(providers, "_local_constants", None)
+    if original is None or empty is None:
+        yield
+        return
+    blank = copy.deepcopy(empty)  # the same (sorted) containers, emptied: what hypothesis expects
+    for name in ("integers", "floats", "bytes", "strings"):
+        getattr(blank, name, set()).clear()
+    providers._get_local_constants = lambda: blank
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
 
 
 def _resolved_body_schema(alternative: Any) -> Any:
