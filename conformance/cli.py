@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
@@ -459,7 +460,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop a run cleanly.
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            if not sys.warnoptions and not os.environ.get("BATCHSPEC_DEBUG"):
+                # Libraries' warnings are not the kit's to print: stderr carries its own lines
+                # only. Worker sessions (threads) run outside pytest's per-check warning capture.
+                warnings.simplefilter("ignore")
+            return int(args.func(args))
     except (UsageError, ProfileError) as exc:
         _print(f"batchspec: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -280,12 +280,15 @@ def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:
     return True
 
 
-@pytest.hookimpl(hookwrapper=True)
+# New-style wrappers (wrapper=True): an exception raised in an old-style wrapper's teardown (a
+# Ctrl-C landing there) makes pluggy print a PluggyTeardownRaisedWarning to stderr, where the CLI
+# promises one line.
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     # observed()/series() find the check they belong to through the thread that runs it.
     _CURRENT.nodeid = item.nodeid
     try:
-        yield
+        return (yield)
     finally:
         _CURRENT.nodeid = None
 
@@ -422,14 +425,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 _REPORTING = threading.Lock()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
     with _REPORTING:
-        result = yield
+        rep: pytest.TestReport = yield
+    _record(item, call, rep)
+    return rep
+
+
+def _record(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport) -> None:
+    """The check's outcome into the run's context, once per check (from its first decisive report)."""
     ctx = _context(item.config)
     if ctx is None:
         return
-    rep: pytest.TestReport = result.get_result()
     if item.stash.get(RECORDED, False):
         return
     if rep.when == "setup" and rep.passed:
