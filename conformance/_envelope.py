@@ -124,6 +124,15 @@ def pointer_set(doc: dict[str, Any], pointer: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _as_key(value: Any) -> Any:
+    """A result's id as a key results can be looked up by. An object or array where an id belongs
+    (a target's defect) becomes its canonical JSON text: it matches no item the kit sent, so the
+    checks judge it (CORE-02: no result for the item), instead of the kit failing to hash it."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return value
+
+
 def json_of(resp: httpx.Response | Any) -> Any:
     """The response body as JSON, or None (no exception) when it is not JSON the kit can read:
     invalid, or nested deeper than Python's parser goes (a RecursionError, ~1,000 levels)."""
@@ -453,7 +462,7 @@ class Envelope:
         return Result(
             http_status=http_status if isinstance(http_status, int) and not isinstance(http_status, bool) else None,
             retry_after=pointer_get(raw, self.m["result_retry_after"], None) if self.m.get("result_retry_after") else None,
-            id=pointer_get(raw, self.m["result_id"], None) if self.m.get("result_id") is not None else None,
+            id=_as_key(pointer_get(raw, self.m["result_id"], None)) if self.m.get("result_id") is not None else None,
             ok=ok,
             status=status,
             data=self._read(raw, "data", ok),

@@ -172,3 +172,35 @@ def test_an_answer_that_is_not_readable_http_is_one_clear_line(tmp_path):
         listener.close()
     assert report.preflight["ok"] is False and report.exit_code() == 3
     assert "took the connection but gave no readable HTTP answer" in report.preflight["reason"], report.preflight
+
+
+def test_result_ids_that_are_objects_are_judged_not_a_crash(tmp_path):
+    # {"id": {"value": "bs-..."}} where an id belongs: it matches no item sent, so CORE-02 FAILs
+    # with its evidence (the kit used to stop at the preflight on "unhashable type: 'dict'").
+    import json as _json
+
+    inner = create_app(str(tmp_path / "ref.db"))
+
+    async def app(scope, receive, send):
+        if not (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/orders/batch"):
+            await inner(scope, receive, send)
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        ops = _json.loads(body or b"{}").get("operations") or []
+        answer = {"results": [{"id": {"value": op.get("id")} if isinstance(op, dict) else None, "status": "ok"}
+                              for op in ops]}
+        raw = _json.dumps(answer).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+        await send({"type": "http.response.body", "body": raw})
+
+    report = run_kit(app, rules=["CORE-02"])
+    assert report.preflight["ok"] is True, report.preflight
+    rule = next(r for r in report.rules if r.id == "CORE-02")
+    assert rule.verdict == Verdict.FAIL, (rule.verdict, rule.reason)
+    assert "unhashable" not in rule.reason
