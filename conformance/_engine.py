@@ -1,6 +1,7 @@
 """The one engine: a run is a pytest session over `conformance.suites` with the plugin active."""
 from __future__ import annotations
 
+import ast
 import datetime as _dt
 import importlib.metadata
 import importlib.resources
@@ -488,6 +489,30 @@ def worker_args(files: list[str]) -> list[str]:
     ]
 
 
+# CPython 3.11 keeps the parser's recursion depth per interpreter, not per thread: two threads in
+# ast.parse at once can fail with "SystemError: AST constructor recursion depth mismatch", which
+# kills the pytest session it happens in (an INTERNALERROR traceback on stderr). Parsers run beside
+# each other here: pytest rendering a failing check's source, hypothesis reading a lambda's source
+# or a module's constants under ROB-01, the traceback module's carets. While worker sessions run,
+# ast.parse takes one lock (microseconds to milliseconds each; nothing here parses in a hot loop).
+_PARSE_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _one_parser_at_a_time() -> Any:
+    original = ast.parse
+
+    def parse(*args: Any, **kwargs: Any) -> Any:
+        with _PARSE_LOCK:
+            return original(*args, **kwargs)
+
+    ast.parse = parse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        ast.parse = original  # type: ignore[assignment]
+
+
 def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
     """Run the concurrent checks `items` in `ctx.concurrency` worker sessions; return the node ids of
     those no worker ran (a worker that failed to collect them): the caller runs them alone.
@@ -510,16 +535,8 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
 
     threads = [threading.Thread(target=work, name=f"batchspec-worker-{k}", daemon=True) for k in range(n)]
     try:
-        threads[0].start()
-        # The longest check starts first, before the other workers compete with it for the
-        # interpreter while they start up and collect (a worker's start-up costs ~0.3-1 s of CPU).
-        while threads[0].is_alive() and not scheduler.started.wait(0.1):
-            pass
-        for t in threads[1:]:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.1)  # short joins: SIGINT/SIGTERM reach the main thread while it waits
+        with _one_parser_at_a_time():
+            _run_workers(threads, scheduler)
     except BaseException:
         scheduler.stop()
         with ctx.lock:
@@ -527,6 +544,19 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
         raise
     release_memory()
     return scheduler.stop() + scheduler.missed
+
+
+def _run_workers(threads: list[threading.Thread], scheduler: Scheduler) -> None:
+    threads[0].start()
+    # The longest check starts first, before the other workers compete with it for the
+    # interpreter while they start up and collect (a worker's start-up costs ~0.3-1 s of CPU).
+    while threads[0].is_alive() and not scheduler.started.wait(0.1):
+        pass
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.1)  # short joins: SIGINT/SIGTERM reach the main thread while it waits
 
 
 def release_memory() -> None:
