@@ -467,6 +467,12 @@ class _WorkerInject:
         config.stash[CTX] = self.ctx
         config.stash[WORKER] = self.scheduler
 
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> bool:
+        # A worker session that dies (CPython 3.11's parser race, an interrupt mid-report) prints
+        # nothing: the check it had taken goes back to the main session, which runs it alone, and
+        # stderr carries the kit's own lines only.
+        return True
+
 
 def worker_args(files: list[str]) -> list[str]:
     """A worker session's arguments: the suite files it may be handed checks from, and none of the
@@ -493,24 +499,24 @@ def worker_args(files: list[str]) -> list[str]:
 # ast.parse at once can fail with "SystemError: AST constructor recursion depth mismatch", which
 # kills the pytest session it happens in (an INTERNALERROR traceback on stderr). Parsers run beside
 # each other here: pytest rendering a failing check's source, hypothesis reading a lambda's source
-# or a module's constants under ROB-01, the traceback module's carets. While worker sessions run,
-# ast.parse takes one lock (microseconds to milliseconds each; nothing here parses in a hot loop).
+# or a module's constants under ROB-01, the traceback module's carets. Once worker sessions have
+# run, ast.parse takes one lock (microseconds to milliseconds each; nothing here parses in a hot loop).
 _PARSE_LOCK = threading.RLock()
 
 
-@contextlib.contextmanager
-def _one_parser_at_a_time() -> Any:
+def _one_parser_at_a_time() -> None:
+    """Installed once and left in place: on an interrupt the workers' checks in flight end on their
+    own after the main thread has moved on, and they still parse (a lock is transparent otherwise)."""
+    if getattr(ast.parse, "_batchspec_serial", False):
+        return
     original = ast.parse
 
     def parse(*args: Any, **kwargs: Any) -> Any:
         with _PARSE_LOCK:
             return original(*args, **kwargs)
 
+    parse._batchspec_serial = True  # type: ignore[attr-defined]
     ast.parse = parse  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        ast.parse = original  # type: ignore[assignment]
 
 
 def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
@@ -535,8 +541,8 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
 
     threads = [threading.Thread(target=work, name=f"batchspec-worker-{k}", daemon=True) for k in range(n)]
     try:
-        with _one_parser_at_a_time():
-            _run_workers(threads, scheduler)
+        _one_parser_at_a_time()
+        _run_workers(threads, scheduler)
     except BaseException:
         scheduler.stop()
         with ctx.lock:
