@@ -179,18 +179,15 @@ def test_result_ids_that_are_objects_are_judged_not_a_crash(tmp_path):
     # with its evidence (the kit used to stop at the preflight on "unhashable type: 'dict'").
     import json as _json
 
+    from mutants._base import read_body
+
     inner = create_app(str(tmp_path / "ref.db"))
 
     async def app(scope, receive, send):
         if not (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/orders/batch"):
             await inner(scope, receive, send)
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         ops = _json.loads(body or b"{}").get("operations") or []
         answer = {"results": [{"id": {"value": op.get("id")} if isinstance(op, dict) else None, "status": "ok"}
                               for op in ops]}

@@ -200,6 +200,16 @@ class Rewrite:
 PASS_THROUGH_BYTES = 1_048_576
 
 
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request's whole body (the messages joined until the last)."""
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return body
+
+
 def _prepend(first: bytes, more: bool, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
     """An ASGI receive that yields `first`, then (if `more`) the rest of the original stream."""
     given = False

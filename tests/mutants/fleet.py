@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from ._base import Call, Rewrite, mutant, variation
+from ._base import Call, Rewrite, mutant, read_body, variation
 
 INSTANCE_2 = "http://instance-2.test"
 PROFILE = {"target": {"instances": [INSTANCE_2]}}
@@ -85,12 +85,7 @@ class LocalIdempotency:
             # No key, or a malformed one: the server validates it (IDEM-10) as usual.
             await self.app(scope, receive, send)
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         k = (headers.get(b"authorization", b"").decode("latin-1"), key.decode("latin-1"))
         fp = scope["path"].encode() + b"\n" + body
         if k in self.done:
