@@ -482,6 +482,7 @@ class Target:
         ex.response_body = red.text(_body_text(out.body))
         ex.elapsed_ms = round(out.elapsed_s * 1000, 3)
         ex.error = red.text(out.error) if out.error else ("closed without an answer" if out.closed else None)
+        ex.recorded_at = time.time()  # when it ended, as on the httpx path (the HAR's start is this minus elapsed)
         if chunks is not None and body_text:
             ex.request_body = red.text(f"{body_text}; {out.bytes_sent} bytes sent when the sending stopped")
         with self._lock:
@@ -493,6 +494,75 @@ class Target:
         if out.too_long:  # as on the httpx path: the check cannot judge an answer it did not read
             raise AnswerTooLong(out.error or "the answer's body passed target.max_response_bytes")
         return out
+
+    def answers_beside_a_stalled_body(self, items: list[Any], wait: float = 1.0) -> bool:
+        """Whether the target answers another request while one request to the batch endpoint waits
+        for its body. The kit sends the head of a batch of `items` and holds its body back, gives a
+        GET of the base URL on a new connection `wait` seconds to be answered (any status; headers
+        are enough), then sends the body and reads the batch's answer: a slow client, never a cut
+        body (a target that mishandles clients that vanish mid-body is ROB-02's and ROB-03's to
+        judge, not the preflight's to break). False on a target that serves one request at a time:
+        a check that holds a body that never comes (ROB-02's lying length) would stall every check
+        beside it for the target's body timeout, or for ever, so it runs alone there. Both
+        exchanges are kept as evidence."""
+        if self.in_process:
+            return False
+        ep = self.endpoint("batch")
+        method = ep.get("method", "POST")
+        body = self.envelope.body(items, None)
+        if isinstance(body, dict) and ep.get("body"):
+            body = {**copy.deepcopy(ep["body"]), **body}
+        content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        hdrs = {**self.auth_headers(), **(ep.get("headers") or {}), "Content-Type": self.envelope.content_type}
+        key_header = self.profile.get("idempotency.header")
+        if self.profile.get("idempotency.required") and key_header:
+            import uuid
+
+            hdrs[key_header] = f"bs-{uuid.uuid4()}"
+        url = self.session.client.build_request(method, self.url_for("batch"), params=ep.get("query") or None).url
+        base = self.session.client.build_request("GET", self.base_url).url
+        held = self._exchange(method, str(url), [*hdrs.items(), ("Content-Length", str(len(content)))], content, None,
+                              f"preflight: a valid batch whose body is held back while another request is sent "
+                              f"(answered within {wait:g}s?), then sent")
+        probe = self._exchange("GET", str(base), [*self.auth_headers().items()], None, None,
+                               "preflight: sent on a new connection while the request before waits for its body")
+        answered = False
+        red = self.session.redactor
+        began = time.monotonic()
+        try:
+            sock = _rawhttp.connect(url.scheme, url.host, url.port, timeout=wait, verify=self.session.verify)
+            conn = _rawhttp.send_head(sock, method, url.raw_path.decode("ascii"),
+                                      url.netloc.decode("ascii").rsplit("@", 1)[-1], list(hdrs.items()),
+                                      declared_length=len(content), timeout=wait)
+        except (OSError, ssl.SSLError) as exc:
+            held.error = red.text(f"cannot connect: {type(exc).__name__}: {exc}")
+            with self._lock:
+                self.evidence.append(held)
+            return False
+        try:
+            other = _rawhttp.connect(base.scheme, base.host, base.port, timeout=wait, verify=self.session.verify)
+        except (OSError, ssl.SSLError) as exc:
+            probe.error = f"cannot connect: {type(exc).__name__}"
+        else:
+            out = _rawhttp.exchange(other, "GET", base.raw_path.decode("ascii"),
+                                    base.netloc.decode("ascii").rsplit("@", 1)[-1],
+                                    list(self.auth_headers().items()), [], timeout=wait, max_body=64 * 1024)
+            probe.status, probe.elapsed_ms = out.status, round(out.elapsed_s * 1000, 3)
+            probe.response_headers = red.header_map(out.headers.items())
+            answered = out.status is not None
+            if not answered:
+                probe.error = red.text(out.error) or ("no answer" if out.hung else "closed without an answer")
+        probe.recorded_at = time.time()
+        done = _rawhttp.send_body(sock, conn, content, timeout=float(self.session.timeout),
+                                  max_body=self.session.max_response_bytes)
+        held.status, held.elapsed_ms = done.status, round((time.monotonic() - began) * 1000, 3)
+        held.recorded_at = time.time()
+        held.response_headers = red.header_map(done.headers.items())
+        held.response_body = red.text(_body_text(done.body))
+        held.error = red.text(done.error) if done.error else None
+        with self._lock:
+            self.evidence.extend([held, probe])
+        return answered
 
     def atomic(self, items: list[Any], **kw: Any) -> httpx.Response:
         return self.batch(items, endpoint="atomic", **kw)

@@ -404,6 +404,15 @@ def is_concurrent(item: pytest.Item) -> bool:
     return item.get_closest_marker("concurrent") is not None
 
 
+def holds_a_stalled_body(item: pytest.Item) -> bool:
+    """`concurrent(holds_a_stalled_body=True)`: the check keeps a request open whose body never comes
+    (it waits for the target's body timeout). It runs beside the others only on a target the
+    preflight saw answering another request meanwhile (Target.answers_beside_a_stalled_body); on one
+    that serves a request at a time it would stall them all, so there it runs alone."""
+    m = item.get_closest_marker("concurrent")
+    return bool(m and m.kwargs.get("holds_a_stalled_body"))
+
+
 def expected_seconds(item: pytest.Item) -> float:
     m = item.get_closest_marker("concurrent")
     return float(m.kwargs.get("seconds", 0) or 0) if m else 0.0

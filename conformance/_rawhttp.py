@@ -149,6 +149,43 @@ def _read_answer(conn: h11.Connection, sock: socket.socket, deadline: float, out
     out.body = bytes(body)
 
 
+def send_head(sock: socket.socket, method: str, target: str, host: str, headers: list[tuple[str, str]],
+              declared_length: int, timeout: float) -> h11.Connection:
+    """Send only a request's head, declaring a body of `declared_length` bytes: the target waits for
+    the body until `send_body` sends it (a slow client; the connection is never cut mid-body)."""
+    hdrs = [(k, v) for k, v in headers if k.lower() not in ("host", "content-length", "transfer-encoding",
+                                                            "connection")]
+    hdrs = [("Host", host), *hdrs, ("Connection", "close"), ("Content-Length", str(declared_length))]
+    conn = h11.Connection(h11.CLIENT)
+    sock.settimeout(timeout)
+    sock.sendall(conn.send(h11.Request(method=method, target=target, headers=hdrs)))
+    return conn
+
+
+def send_body(sock: socket.socket, conn: h11.Connection, body: bytes, *, timeout: float,
+              max_body: int = DEFAULT_MAX_RESPONSE_BYTES) -> RawOutcome:
+    """The rest of a request begun by `send_head`: its body, then its answer (closes the socket)."""
+    out = RawOutcome()
+    start = time.monotonic()
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+            out.bytes_sent, out.body_complete = len(body), True
+        except OSError:
+            pass  # the target gave up on the body first: its answer (a 408) may be waiting
+        _read_answer(conn, sock, start + timeout, out, max_body)
+    except h11.LocalProtocolError as exc:
+        out.error = f"the request could not be framed: {exc}"
+    finally:
+        out.elapsed_s = round(time.monotonic() - start, 3)
+        try:
+            sock.close()
+        except OSError:
+            pass
+    return out
+
+
 def exchange(sock: socket.socket, method: str, target: str, host: str, headers: list[tuple[str, str]],
              chunks: Iterable[bytes], *, framing: str = "content-length", declared_length: int | None = None,
              half_close: bool = False, read_answer: bool = True, timeout: float = 10.0,

@@ -68,7 +68,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "concurrent(seconds=0): the check may run at the same time as the other "
                             "concurrent checks (it neither disturbs them nor needs the target otherwise idle); "
                             "seconds: about how long it takes, to start the longest first; group: checks of one group never run at "
-                            "the same time (docs/performance.md)")
+                            "the same time; holds_a_stalled_body: the check keeps a request open whose body never comes, and "
+                            "runs beside the others only on a target seen answering meanwhile (docs/performance.md)")
     if _context(config) is not None:
         _RUNS.append(_context(config))
         return
@@ -250,14 +251,31 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     if not pre["ok"]:
         return True  # no check runs against a target that cannot take one batch
     if ctx.concurrency > 1 and not ctx.maxfail and not session.config.option.collectonly:
-        from ._engine import is_concurrent, run_concurrently
+        from ._engine import holds_a_stalled_body, is_concurrent, run_concurrently
 
         concurrent = [item for item in session.items if is_concurrent(item)]
+        if len(concurrent) > 1 and any(holds_a_stalled_body(item) for item in concurrent) \
+                and not _answers_beside_a_stalled_body(ctx):
+            concurrent = [item for item in concurrent if not holds_a_stalled_body(item)]
         if len(concurrent) > 1:
-            left = set(run_concurrently(ctx, concurrent))
+            ran = {item.nodeid for item in concurrent} - set(run_concurrently(ctx, concurrent))
             # Then every other check, alone and in collection order (pytest's own loop).
-            session.items[:] = [item for item in session.items if not is_concurrent(item) or item.nodeid in left]
+            session.items[:] = [item for item in session.items if item.nodeid not in ran]
     return None
+
+
+def _answers_beside_a_stalled_body(ctx: RunContext) -> bool:
+    """The preflight's second question, asked only when a check would hold a stalled body beside the
+    others; the answer and its two exchanges go to the report's preflight section."""
+    evidence: list[Exchange] = []
+    try:
+        beside = Target(ctx.session, evidence).answers_beside_a_stalled_body(
+            ItemFactory(ctx.profile, ctx.run_id).valid(1))
+    except Exception:  # noqa: BLE001 - unsure means no: the check then runs alone, as it always may
+        beside = False
+    ctx.preflight["answers_beside_a_stalled_body"] = beside
+    ctx.preflight.setdefault("evidence", []).extend(e.to_dict() for e in evidence)
+    return beside
 
 
 def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:

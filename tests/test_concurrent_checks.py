@@ -10,12 +10,15 @@ from conformance import Verdict
 from conftest import run_kit
 
 # Never beside other checks: their verdict needs the target otherwise idle (the overlap IDEM-03
-# arranges itself, PERF-01's timing, SIZE-03's "promptly", ROB-02's slow clients) or their traffic may
-# disturb other checks on a fragile target (ROB-02/ROB-03's hostile bodies, FLEET's instance deaths),
+# arranges itself, PERF-01's timing, SIZE-03's "promptly") or their traffic may disturb other checks
+# on a fragile target (ROB-02's hostile corpus, ROB-03's replay of it, FLEET's instance deaths),
 # or whether the target takes a request as a retry of the client's previous one (PART-04).
-ALONE = {"IDEM-03", "PART-04", "ASYNC-05", "PERF-01", "ROB-02", "ROB-03", "ASYNC-11", "FLEET-01", "FLEET-02", "FLEET-03", "FLEET-04",
+ALONE = {"IDEM-03", "PART-04", "ASYNC-05", "PERF-01", "ROB-03", "ASYNC-11", "FLEET-01", "FLEET-02", "FLEET-03", "FLEET-04",
          "FLEET-05"}
-ALONE_CHECKS = {"test_over_max_bytes_refused_while_streaming"}  # SIZE-03 over a socket (the in-process one may run beside)
+ALONE_CHECKS = {"test_over_max_bytes_refused_while_streaming",  # SIZE-03 over a socket (the in-process one may run beside)
+                "test_hostile_inputs_rejected_cleanly"}  # ROB-02's hostile corpus
+# ROB-02's lying Content-Length: beside the others only where the preflight saw that safe (test_stalled_body.py).
+STALLED = {"test_body_shorter_than_its_length_is_not_awaited_for_ever"}
 
 
 def _collected() -> list[pytest.Item]:
@@ -46,6 +49,9 @@ def test_checks_that_need_the_target_alone_are_never_marked_concurrent():
     marked = {rule_of(i) for i in items if is_concurrent(i)}
     assert not marked & ALONE, sorted(marked & ALONE)
     assert not {i.originalname for i in items if is_concurrent(i)} & ALONE_CHECKS
+    from conformance._engine import holds_a_stalled_body
+
+    assert {i.originalname for i in items if holds_a_stalled_body(i)} == STALLED
     # The waiting checks are the ones that gain: they are marked, and started first (ROB-01 the very first).
     from conformance._engine import expected_seconds
 

@@ -174,7 +174,7 @@ def test_status_resource_reports_status_and_counts(jobs, items, envelope):
 
 # -- ASYNC-03 --------------------------------------------------------------------------------------
 
-@pytest.mark.concurrent(seconds=0.7, group="large jobs")
+@pytest.mark.concurrent(seconds=1.5, group="large jobs")
 @pytest.mark.rule("ASYNC-03", clause="per-item results appear as they become known (every item a running job "
                   "counts as finished has its result listed), in the sync result shape (ok with data, error with "
                   "the sync endpoint's code)")
@@ -450,7 +450,7 @@ def _cancel_size(profile, item: dict[str, Any], grow: int = 1) -> int:
     return max(2, n)
 
 
-@pytest.mark.concurrent(seconds=0.5, group="large jobs")
+@pytest.mark.concurrent(seconds=2, group="large jobs")
 @pytest.mark.rule("ASYNC-10", clause="a large job cancelled while it runs ends cancelled and makes "
                   "no more progress; items finished before the cancel stay "
                   "readable, items without an ok result are not applied (read "

@@ -450,7 +450,7 @@ def send_and_drop(target, headers: dict[str, str], batch_items: list[dict[str, A
                note="raw: connection closed right after sending, before reading the response")
 
 
-@pytest.mark.concurrent(seconds=0.5)
+@pytest.mark.concurrent(seconds=1.2)
 @pytest.mark.rule("IDEM-08", clause="a keyed batch whose connection was dropped before the answer, "
                   "retried with the key, gets the outcome and applies each item "
                   "once (effect counter)")

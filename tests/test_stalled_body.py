@@ -1,0 +1,70 @@
+"""ROB-02's lying Content-Length runs beside the other checks only where that cannot stall them.
+
+The check holds a request whose body never comes until the target gives up on it (the reference
+server after 3 s). Beside the other checks that is free time; on a target that serves one request at
+a time it would stall every check in flight, so the preflight first asks whether the target answers
+another request while a body is stalled (Target.answers_beside_a_stalled_body), and the check runs
+alone where it does not. The verdict is the same either way; a server that waits for ever FAILs
+(tests/mutants/rob.py, awaits_a_short_body_for_ever, in the kill matrix).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from conftest import run_kit_socket, verdicts
+
+from conformance import Verdict
+
+# ROB-02 with two concurrent checks of CORE: a concurrent phase, so the preflight's question is asked.
+RULES = ["ROB-02", "CORE-01", "CORE-02"]
+
+
+def _one_request_at_a_time(app: Any) -> Any:
+    """The reference server behind one lock held for a whole request, body included: a worker that
+    serves a request at a time, as a single-threaded WSGI server does."""
+    lock = asyncio.Lock()
+
+    async def serial(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        async with lock:
+            await app(scope, receive, send)
+    serial.router = getattr(app, "router", None)  # type: ignore[attr-defined]
+    return serial
+
+
+def _stall_evidence(report: Any) -> list[dict[str, Any]]:
+    return [e for e in report.preflight.get("evidence", []) if "body is held back" in (e.get("note") or "")
+            or "waits for its body" in (e.get("note") or "")]
+
+
+def test_a_target_that_answers_meanwhile_holds_the_stalled_body_beside_the_other_checks(reference_app):
+    report = run_kit_socket(reference_app, rules=RULES)
+    assert report.preflight["answers_beside_a_stalled_body"] is True
+    held, probe = _stall_evidence(report)
+    assert probe["request"]["method"] == "GET" and probe["response"]["status"] < 500
+    # A slow client, never a cut body: the held batch was sent whole in the end, and answered.
+    assert held["request"]["headers"]["Content-Length"] == str(len(held["request"]["body"].encode()))
+    assert held["response"]["status"] == 200
+    assert verdicts(report)["ROB-02"] == Verdict.PASS
+    rob = next(r for r in report.rules if r.id == "ROB-02")
+    lying = next(c for c in rob.checks if c.name == "test_body_shorter_than_its_length_is_not_awaited_for_ever")
+    assert lying.verdict == Verdict.PASS and lying.figures["cases"] == ["lying_content_length"]
+    # The reference server gives up on the missing bytes after its 3 s body timeout: observed, not assumed.
+    assert lying.figures["waited_s"][0] >= 2.5
+
+
+def test_a_target_that_serves_one_request_at_a_time_gets_the_stalled_body_alone(reference_app):
+    report = run_kit_socket(_one_request_at_a_time(reference_app), rules=RULES)
+    assert report.preflight["answers_beside_a_stalled_body"] is False
+    held, probe = _stall_evidence(report)
+    assert probe["response"] is None and probe["error"]  # the probe waited behind the held request
+    assert held["response"]["status"] == 200  # then the held batch was sent whole and answered
+    # Run alone, the check still waits for the target's own body timeout and judges the same; and no
+    # check waited behind it (beside it, each would have queued ~3 s behind the held request).
+    lying = next(c for r in report.rules for c in r.checks if c.name.startswith("test_body_shorter_than"))
+    assert lying.figures["waited_s"][0] >= 2.5
+    others = [c for r in report.rules if r.id.startswith("CORE") for c in r.checks if c.verdict == Verdict.PASS]
+    assert others and max(c.duration_s for c in others) < 2.0, [(c.name, c.duration_s) for c in others]
+    assert {rule: verdicts(report)[rule] for rule in RULES} == dict.fromkeys(RULES, Verdict.PASS)
