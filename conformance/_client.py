@@ -528,6 +528,7 @@ class Target:
                                "preflight: sent on a new connection while the request before waits for its body")
         answered = False
         red = self.session.redactor
+        self.session.pacer.wait()
         began = time.monotonic()
         try:
             sock = _rawhttp.connect(url.scheme, url.host, url.port, timeout=wait, verify=self.session.verify)
@@ -539,6 +540,7 @@ class Target:
             with self._lock:
                 self.evidence.append(held)
             return False
+        self.session.pacer.wait()
         try:
             other = _rawhttp.connect(base.scheme, base.host, base.port, timeout=wait, verify=self.session.verify)
         except (OSError, ssl.SSLError) as exc:
