@@ -149,6 +149,15 @@ def _read_answer(conn: h11.Connection, sock: socket.socket, deadline: float, out
     out.body = bytes(body)
 
 
+def _close(sock: socket.socket, out: RawOutcome, start: float) -> None:
+    """An exchange is over: its time, and the socket closed (whatever state it is in)."""
+    out.elapsed_s = round(time.monotonic() - start, 3)
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 def send_head(sock: socket.socket, method: str, target: str, host: str, headers: list[tuple[str, str]],
               declared_length: int, timeout: float) -> h11.Connection:
     """Send only a request's head, declaring a body of `declared_length` bytes: the target waits for
@@ -175,14 +184,12 @@ def send_body(sock: socket.socket, conn: h11.Connection, body: bytes, *, timeout
         except OSError:
             pass  # the target gave up on the body first: its answer (a 408) may be waiting
         _read_answer(conn, sock, start + timeout, out, max_body)
+        if out.status is not None and not out.too_long:
+            out.error = None  # an answer came
     except h11.LocalProtocolError as exc:
         out.error = f"the request could not be framed: {exc}"
     finally:
-        out.elapsed_s = round(time.monotonic() - start, 3)
-        try:
-            sock.close()
-        except OSError:
-            pass
+        _close(sock, out, start)
     return out
 
 
@@ -249,9 +256,5 @@ def exchange(sock: socket.socket, method: str, target: str, host: str, headers: 
     except h11.LocalProtocolError as exc:
         out.error = f"the request could not be framed: {exc}"
     finally:
-        out.elapsed_s = round(time.monotonic() - start, 3)
-        try:
-            sock.close()
-        except OSError:
-            pass
+        _close(sock, out, start)
     return out
