@@ -161,7 +161,7 @@ def _preflight_exchange(ctx: RunContext) -> dict[str, Any]:
     target = Target(ctx.session, evidence)
     factory = ItemFactory(ctx.profile, ctx.run_id)
     base = ctx.profile.base_url
-    info: dict[str, Any] = {"ok": False, "evidence": evidence}
+    info: dict[str, Any] = {"ok": False, "evidence": evidence, "created": factory.created}
     try:
         not_ready = run_setup(target)
         if not_ready:
@@ -245,6 +245,9 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     if ctx.status:
         _live.install(ctx.status)
     pre = _preflight(ctx)
+    created = pre.pop("created", None)
+    if pre["ok"] and created and ctx.profile.get("endpoints.delete"):
+        _cleanup(ctx, created)  # the preflight's item, like a check's (a target that failed it is left alone)
     ctx.preflight = {k: v for k, v in pre.items() if k != "evidence"}
     ctx.preflight["reason"] = ctx.session.redactor.text(ctx.preflight.get("reason", "")) or ""
     ctx.preflight["evidence"] = [e.to_dict() for e in pre["evidence"]]
@@ -268,11 +271,13 @@ def _answers_beside_a_stalled_body(ctx: RunContext) -> bool:
     """The preflight's second question, asked only when a check would hold a stalled body beside the
     others; the answer and its two exchanges go to the report's preflight section."""
     evidence: list[Exchange] = []
+    factory = ItemFactory(ctx.profile, ctx.run_id, "preflight-stall")
     try:
-        beside = Target(ctx.session, evidence).answers_beside_a_stalled_body(
-            ItemFactory(ctx.profile, ctx.run_id).valid(1))
+        beside = Target(ctx.session, evidence).answers_beside_a_stalled_body(factory.valid(1))
     except Exception:  # noqa: BLE001 - unsure means no: the check then runs alone, as it always may
         beside = False
+    if ctx.profile.get("endpoints.delete"):
+        _cleanup(ctx, factory.created)
     ctx.preflight["answers_beside_a_stalled_body"] = beside
     ctx.preflight.setdefault("evidence", []).extend(e.to_dict() for e in evidence)
     return beside

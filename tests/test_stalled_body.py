@@ -68,3 +68,27 @@ def test_a_target_that_serves_one_request_at_a_time_gets_the_stalled_body_alone(
     others = [c for r in report.rules if r.id.startswith("CORE") for c in r.checks if c.verdict == Verdict.PASS]
     assert others and max(c.duration_s for c in others) < 2.0, [(c.name, c.duration_s) for c in others]
     assert {rule: verdicts(report)[rule] for rule in RULES} == dict.fromkeys(RULES, Verdict.PASS)
+
+
+def test_the_preflights_items_are_deleted_where_the_profile_declares_a_delete(reference_app):
+    """The preflight's batch and the stalled-body question's batch each apply one item; with
+    `endpoints.delete` the kit deletes them afterwards, as it does a check's."""
+    deleted: list[str] = []
+
+    async def with_delete(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "DELETE" and scope["path"].startswith("/orders/"):
+            deleted.append(scope["path"].removeprefix("/orders/"))
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await reference_app(scope, receive, send)
+    with_delete.router = getattr(reference_app, "router", None)  # type: ignore[attr-defined]
+
+    report = run_kit_socket(with_delete, rules=RULES,
+                            overrides={"endpoints": {"delete": {"method": "DELETE", "path": "/orders/{id}"}}})
+    assert report.preflight["answers_beside_a_stalled_body"] is True
+    import json
+
+    sent = [json.loads(e["request"]["body"]) for e in report.preflight["evidence"] if e["request"]["method"] == "POST"]
+    ids = [item["id"] for body in sent for item in body["operations"]]
+    assert len(ids) == 2 and set(ids) <= set(deleted), (ids, deleted)
