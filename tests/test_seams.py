@@ -183,6 +183,26 @@ def test_verify_tls_false_and_endpoint_query_reach_every_raw_request(tmp_path):
         server.close()
 
 
+def test_the_stalled_body_question_goes_over_tls_with_the_endpoint_query(tmp_path):
+    """The preflight's question (Target.answers_beside_a_stalled_body) takes the raw layer's road:
+    verify_tls, the endpoint's fixed query, and both exchanges kept as evidence."""
+    server = _RecordingTLSServer(*_self_signed(tmp_path))
+    try:
+        target = _raw_target(server.port, verify=False)
+        # This server reads one connection at a time but gives up on a missing body after 0.3 s:
+        # the GET is answered within the 1 s the kit gives it.
+        assert target.answers_beside_a_stalled_body([{"id": "bs-tls-1", "amount": 1}]) is True
+        for _ in range(50):
+            if len(server.lines) == 2:
+                break
+            threading.Event().wait(0.05)
+        assert server.lines == ["POST /v1/orders/batch?api-version=2024-01&tag=a+b HTTP/1.1", "GET /v1 HTTP/1.1"]
+        held, probe = target.evidence
+        assert held.status == 413 and probe.status == 413 and "bs-tls-1" in (held.request_body or "")
+    finally:
+        server.close()
+
+
 def test_raw_requests_verify_tls_by_default(tmp_path):
     server = _RecordingTLSServer(*_self_signed(tmp_path))
     try:
