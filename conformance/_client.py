@@ -106,6 +106,11 @@ class Redactor:
         return out
 
 
+def _host(url: httpx.URL) -> str:
+    """The Host header of `url`: its netloc without credentials."""
+    return url.netloc.decode("ascii").rsplit("@", 1)[-1]
+
+
 def _body_text(content: bytes | None) -> str | None:
     if content is None or content == b"":
         return None
@@ -393,16 +398,20 @@ class Target:
     def batch(self, items: list[Any], *, headers: dict[str, str] | None = None,
               extra: dict[str, Any] | None = None, endpoint: str = "batch", note: str | None = None,
               timeout: float | None = None, auto_key: bool = True) -> httpx.Response:
+        headers = self._with_required_key(headers) if auto_key else dict(headers or {})
+        return self.call(endpoint, json_body=self.envelope.body(items, extra), headers=headers,
+                         note=note, timeout=timeout)
+
+    def _with_required_key(self, headers: dict[str, str] | None) -> dict[str, str]:
+        """`headers`, plus a fresh key when the target requires one (idempotency.required) and they name none."""
         headers = dict(headers or {})
         key_header = self.profile.get("idempotency.header")
-        if (auto_key and self.profile.get("idempotency.required") and key_header
+        if (self.profile.get("idempotency.required") and key_header
                 and not any(k.lower() == key_header.lower() for k in headers)):
-            # A target that requires a key gets a fresh one on every batch that names none.
             import uuid
 
             headers[key_header] = f"bs-{uuid.uuid4()}"
-        return self.call(endpoint, json_body=self.envelope.body(items, extra), headers=headers,
-                         note=note, timeout=timeout)
+        return headers
 
     def _exchange(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | None,
                   body_text: str | None, note: str | None) -> Exchange:
@@ -438,21 +447,9 @@ class Target:
             import pytest
 
             pytest.skip("a raw exchange needs a real socket (the run is in-process)")
-        ep = self.endpoint(name)
-        method = ep.get("method", "POST")
-        if json_body is not None:
-            if isinstance(json_body, dict) and ep.get("body"):
-                merged = copy.deepcopy(ep["body"])
-                merged.update(json_body)
-                json_body = merged
-            content = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
-        hdrs = {**self.auth_headers(), **(ep.get("headers") or {})}
-        if content is not None or chunks is not None:
-            hdrs.setdefault("Content-Type", self.envelope.content_type)
-        hdrs.update(headers or {})
-        url = self.session.client.build_request(method, self.url_for(name, **(path_params or {})),
-                                                params=ep.get("query") or None).url
-        host = url.netloc.decode("ascii").rsplit("@", 1)[-1]
+        method, url, hdrs, content = self._raw_parts(name, content=content, json_body=json_body,
+                                                     streamed=chunks is not None, headers=headers,
+                                                     path_params=path_params)
         if chunks is None:
             body = content or b""
             if send_bytes is not None:
@@ -472,17 +469,12 @@ class Target:
         except (OSError, ssl.SSLError) as exc:
             out = RawOutcome(error=f"cannot connect: {type(exc).__name__}: {exc}", closed=True)
         else:
-            out = _rawhttp.exchange(sock, method, url.raw_path.decode("ascii"), host, list(hdrs.items()), stream,
-                                    framing=framing, declared_length=declared_length, half_close=half_close,
-                                    read_answer=read_answer, timeout=wait,
+            out = _rawhttp.exchange(sock, method, url.raw_path.decode("ascii"), _host(url), list(hdrs.items()),
+                                    stream, framing=framing, declared_length=declared_length,
+                                    half_close=half_close, read_answer=read_answer, timeout=wait,
                                     max_body=self.session.max_response_bytes)
         red = self.session.redactor
-        ex.status = out.status
-        ex.response_headers = red.header_map(out.headers.items())
-        ex.response_body = red.text(_body_text(out.body))
-        ex.elapsed_ms = round(out.elapsed_s * 1000, 3)
-        ex.error = red.text(out.error) if out.error else ("closed without an answer" if out.closed else None)
-        ex.recorded_at = time.time()  # when it ended, as on the httpx path (the HAR's start is this minus elapsed)
+        self._answered_raw(ex, out)
         if chunks is not None and body_text:
             ex.request_body = red.text(f"{body_text}; {out.bytes_sent} bytes sent when the sending stopped")
         with self._lock:
@@ -494,6 +486,40 @@ class Target:
         if out.too_long:  # as on the httpx path: the check cannot judge an answer it did not read
             raise AnswerTooLong(out.error or "the answer's body passed target.max_response_bytes")
         return out
+
+    def _raw_parts(self, name: str, *, content: bytes | None = None, json_body: Any = None, streamed: bool = False,
+                   headers: dict[str, str] | None = None,
+                   path_params: dict[str, Any] | None = None) -> tuple[str, httpx.URL, dict[str, str], bytes | None]:
+        """(method, URL, headers, body) of a raw request to a declared endpoint, built as `call` builds
+        them: the path template and the endpoint's fixed query; credentials, the endpoint's headers,
+        Content-Type (when there is a body), then `headers`; `json_body` merged into the endpoint's
+        fixed body members."""
+        ep = self.endpoint(name)
+        method = ep.get("method", "POST")
+        if json_body is not None:
+            if isinstance(json_body, dict) and ep.get("body"):
+                merged = copy.deepcopy(ep["body"])
+                merged.update(json_body)
+                json_body = merged
+            content = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+        hdrs = {**self.auth_headers(), **(ep.get("headers") or {})}
+        if content is not None or streamed:
+            hdrs.setdefault("Content-Type", self.envelope.content_type)
+        hdrs.update(headers or {})
+        url = self.session.client.build_request(method, self.url_for(name, **(path_params or {})),
+                                                params=ep.get("query") or None).url
+        return method, url, hdrs, content
+
+    def _answered_raw(self, ex: Exchange, out: RawOutcome) -> None:
+        """What came back on a raw exchange, onto its evidence (redacted), stamped when it ended, as
+        on the httpx path (the HAR's start time is that minus the elapsed time)."""
+        red = self.session.redactor
+        ex.status = out.status
+        ex.response_headers = red.header_map(out.headers.items())
+        ex.response_body = red.text(_body_text(out.body))
+        ex.elapsed_ms = round(out.elapsed_s * 1000, 3)
+        ex.error = red.text(out.error) if out.error else ("closed without an answer" if out.closed else None)
+        ex.recorded_at = time.time()
 
     def answers_beside_a_stalled_body(self, items: list[Any], wait: float = 1.0) -> bool:
         """Whether the target answers another request while one request to the batch endpoint waits
@@ -507,36 +533,23 @@ class Target:
         exchanges are kept as evidence."""
         if self.in_process:
             return False
-        ep = self.endpoint("batch")
-        method = ep.get("method", "POST")
-        body = self.envelope.body(items, None)
-        if isinstance(body, dict) and ep.get("body"):
-            body = {**copy.deepcopy(ep["body"]), **body}
-        content = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        hdrs = {**self.auth_headers(), **(ep.get("headers") or {}), "Content-Type": self.envelope.content_type}
-        key_header = self.profile.get("idempotency.header")
-        if self.profile.get("idempotency.required") and key_header:
-            import uuid
-
-            hdrs[key_header] = f"bs-{uuid.uuid4()}"
-        url = self.session.client.build_request(method, self.url_for("batch"), params=ep.get("query") or None).url
+        method, url, hdrs, content = self._raw_parts("batch", json_body=self.envelope.body(items, None),
+                                                     headers=self._with_required_key(None))
+        content = content or b""
         base = self.session.client.build_request("GET", self.base_url).url
         held = self._exchange(method, str(url), [*hdrs.items(), ("Content-Length", str(len(content)))], content, None,
                               f"preflight: a valid batch whose body is held back while another request is sent "
                               f"(answered within {wait:g}s?), then sent")
         probe = self._exchange("GET", str(base), [*self.auth_headers().items()], None, None,
                                "preflight: sent on a new connection while the request before waits for its body")
-        answered = False
-        red = self.session.redactor
         self.session.pacer.wait()
         began = time.monotonic()
         try:
             sock = _rawhttp.connect(url.scheme, url.host, url.port, timeout=wait, verify=self.session.verify)
-            conn = _rawhttp.send_head(sock, method, url.raw_path.decode("ascii"),
-                                      url.netloc.decode("ascii").rsplit("@", 1)[-1], list(hdrs.items()),
+            conn = _rawhttp.send_head(sock, method, url.raw_path.decode("ascii"), _host(url), list(hdrs.items()),
                                       declared_length=len(content), timeout=wait)
         except (OSError, ssl.SSLError) as exc:
-            held.error = red.text(f"cannot connect: {type(exc).__name__}: {exc}")
+            self._answered_raw(held, RawOutcome(error=f"cannot connect: {type(exc).__name__}: {exc}", closed=True))
             with self._lock:
                 self.evidence.append(held)
             return False
@@ -544,27 +557,17 @@ class Target:
         try:
             other = _rawhttp.connect(base.scheme, base.host, base.port, timeout=wait, verify=self.session.verify)
         except (OSError, ssl.SSLError) as exc:
-            probe.error = f"cannot connect: {type(exc).__name__}"
+            seen = RawOutcome(error=f"cannot connect: {type(exc).__name__}: {exc}", closed=True)
         else:
-            out = _rawhttp.exchange(other, "GET", base.raw_path.decode("ascii"),
-                                    base.netloc.decode("ascii").rsplit("@", 1)[-1],
-                                    list(self.auth_headers().items()), [], timeout=wait, max_body=64 * 1024)
-            probe.status, probe.elapsed_ms = out.status, round(out.elapsed_s * 1000, 3)
-            probe.response_headers = red.header_map(out.headers.items())
-            answered = out.status is not None
-            if not answered:
-                probe.error = red.text(out.error) or ("no answer" if out.hung else "closed without an answer")
-        probe.recorded_at = time.time()
-        done = _rawhttp.send_body(sock, conn, content, timeout=float(self.session.timeout),
-                                  max_body=self.session.max_response_bytes)
-        held.status, held.elapsed_ms = done.status, round((time.monotonic() - began) * 1000, 3)
-        held.recorded_at = time.time()
-        held.response_headers = red.header_map(done.headers.items())
-        held.response_body = red.text(_body_text(done.body))
-        held.error = red.text(done.error) if done.error else None
+            seen = _rawhttp.exchange(other, "GET", base.raw_path.decode("ascii"), _host(base),
+                                     list(self.auth_headers().items()), [], timeout=wait, max_body=64 * 1024)
+        self._answered_raw(probe, seen)
+        self._answered_raw(held, _rawhttp.send_body(sock, conn, content, timeout=float(self.session.timeout),
+                                                    max_body=self.session.max_response_bytes))
+        held.elapsed_ms = round((time.monotonic() - began) * 1000, 3)  # head, the held time and the answer
         with self._lock:
             self.evidence.extend([held, probe])
-        return answered
+        return seen.status is not None
 
     def atomic(self, items: list[Any], **kw: Any) -> httpx.Response:
         return self.batch(items, endpoint="atomic", **kw)

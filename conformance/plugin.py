@@ -246,7 +246,7 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
         _live.install(ctx.status)
     pre = _preflight(ctx)
     created = pre.pop("created", None)
-    if pre["ok"] and created and ctx.profile.get("endpoints.delete"):
+    if pre["ok"] and created:
         _cleanup(ctx, created)  # the preflight's item, like a check's (a target that failed it is left alone)
     ctx.preflight = {k: v for k, v in pre.items() if k != "evidence"}
     ctx.preflight["reason"] = ctx.session.redactor.text(ctx.preflight.get("reason", "")) or ""
@@ -276,8 +276,7 @@ def _answers_beside_a_stalled_body(ctx: RunContext) -> bool:
         beside = Target(ctx.session, evidence).answers_beside_a_stalled_body(factory.valid(1))
     except Exception:  # noqa: BLE001 - unsure means no: the check then runs alone, as it always may
         beside = False
-    if ctx.profile.get("endpoints.delete"):
-        _cleanup(ctx, factory.created)
+    _cleanup(ctx, factory.created)
     ctx.preflight["answers_beside_a_stalled_body"] = beside
     ctx.preflight.setdefault("evidence", []).extend(e.to_dict() for e in evidence)
     return beside
@@ -350,12 +349,14 @@ def items(request: pytest.FixtureRequest) -> Iterator[ItemFactory]:
     ctx = _ctx_or_skip(request)
     factory = ItemFactory(ctx.profile, ctx.run_id, request.node.name)
     yield factory
-    if ctx.profile.get("endpoints.delete"):
-        _cleanup(ctx, factory.created)
+    _cleanup(ctx, factory.created)
 
 
 def _cleanup(ctx: RunContext, ids: list[str]) -> None:
-    """Delete what the check may have created, best effort; kept out of the check's evidence."""
+    """With endpoints.delete, delete what a check (or the preflight) may have created, best effort;
+    kept out of the evidence."""
+    if not ctx.profile.get("endpoints.delete"):
+        return
     target = Target(ctx.session, [])
     for item_id in ids:
         try:
