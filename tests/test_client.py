@@ -97,3 +97,32 @@ def test_transport_errors_are_evidence_too():
     except httpx.ConnectError:
         pass
     assert evidence[-1].status is None and "ConnectError" in evidence[-1].error
+
+
+def test_batch_body_is_what_batch_sends_encoded_once():
+    """IDEM-03 encodes its batch once and sends those bytes from every duplicate: they must be
+    exactly what `batch` would send (the endpoint's fixed body members and headers, the envelope's
+    Content-Type), and the evidence must hold them like any other request."""
+    seen: list[httpx.Request] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(req)
+        return httpx.Response(200, json={"results": []})
+
+    profile = PROFILE.replace("batch: {path: /orders/batch}",
+                              "batch: {path: /orders/batch, body: {QueueUrl: q1}, headers: {X-Fixed: f}}")
+    session = Session(loads_profile(profile, env=ENV), httpx.MockTransport(handler))
+    evidence: list = []
+    target = Target(session, evidence)
+    items = [{"id": "a", "amount": 1}, {"id": "b", "amount": 2}]
+    target.batch(items, headers={"Idempotency-Key": "k1"})
+    body = target.batch_body(items)
+    target.batch(items, headers={"Idempotency-Key": "k1"}, body=body)
+    target.batch(items, headers={"Idempotency-Key": "k1"}, body=body)
+    first, *again = seen
+    assert json.loads(body)["QueueUrl"] == "q1"
+    for req in again:
+        assert req.content == first.content == body
+        assert req.headers["content-type"] == first.headers["content-type"]
+        assert req.headers["x-fixed"] == "f" and req.headers["idempotency-key"] == "k1"
+    assert [ex.request_body for ex in evidence[1:]] == [evidence[0].request_body] * 2
