@@ -171,3 +171,16 @@ def test_kit_connects_to_nothing_but_the_target(monkeypatch):
     assert report.exit_code() == 0
     assert contacted and contacted <= {(host, int(port))}, f"the kit connected elsewhere: {contacted}"
     assert resolved <= {host}, f"the kit resolved other names: {resolved}"
+
+
+def test_checks_judge_with_expect_never_a_bare_assert():
+    """The engine runs the suites with --assert=plain (no rewriting to parse and recompile on each
+    run): that loses nothing only while no check uses a bare assert, whose failure would then carry
+    no message. The checks say what they expected and saw through expect()."""
+    import ast
+    from pathlib import Path
+
+    suites = Path(conformance.__file__).parent / "suites"
+    found = [f"{path.name}:{node.lineno}" for path in sorted(suites.glob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert not found, f"bare asserts in the suites (use expect()): {found}"
