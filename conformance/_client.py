@@ -326,6 +326,9 @@ class Target:
                     self.note(f"redirect to another host not followed: {self.session.redactor.text(target)}")
                     return resp
                 url = target
+                # The Location is the whole URL to follow, its query included: sending the endpoint's
+                # query again would replace it (httpx replaces a URL's query with `params`).
+                params = None
                 continue
             if resp.status_code in (429, 503) and "retry-after" in resp.headers and attempt < retries:
                 wait = retry_after_seconds(resp.headers["retry-after"])

@@ -74,6 +74,23 @@ def test_same_host_redirect_is_followed():
     assert [e.status for e in evidence] == [308, 200]
 
 
+def test_redirect_keeps_the_query_of_its_location():
+    """A same-host redirect is followed to its Location as given, query included (Azure-style
+    `?api-version=` locations): the request's own query must not replace it."""
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(str(req.url))
+        if req.url.path == "/api/jobs/1":
+            return httpx.Response(303, headers={"location": "/api/jobs/1/result?view=final&cursor=10"})
+        return httpx.Response(200, json={"results": []})
+
+    target, _ = target_with(handler)
+    assert target.request("GET", "http://target.test/api/jobs/1", params={"cursor": "10"}).status_code == 200
+    assert seen == ["http://target.test/api/jobs/1?cursor=10",
+                    "http://target.test/api/jobs/1/result?view=final&cursor=10"]
+
+
 def test_retry_after_is_honoured_a_bounded_number_of_times():
     calls = []
 
