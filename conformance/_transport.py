@@ -40,7 +40,10 @@ class ASGIThreadTransport(httpx.BaseTransport):
             areq = httpx.Request(request.method, request.url, headers=request.headers, content=body,
                                  extensions=request.extensions)
             resp = await self._inner.handle_async_request(areq)
-            content = await resp.aread()
+            # The bytes as sent (still gzip'ed where the app compressed them): the client decodes
+            # them once, by the headers passed on. aread() would decode here too, and the client
+            # would then fail decoding plain bytes (a gzip-ing target ERRORed every rule in-process).
+            content = b"".join([chunk async for chunk in resp.aiter_raw()])
             return httpx.Response(resp.status_code, headers=resp.headers, content=content,
                                   extensions=resp.extensions, request=request)
 

@@ -294,3 +294,18 @@ def test_generated_check_docs_are_current():
     checks = gen.collect_checks()
     assert len(checks) > 70 and all(c.requirement.startswith(c.rule) for c in checks), \
         [c.name for c in checks if not c.requirement.startswith(c.rule)]
+
+
+def test_a_gzip_target_in_process_is_read_once(tmp_path):
+    """A target that compresses its answers (Content-Encoding: gzip, a legal variation) is judged in
+    process as over a socket: the in-process transport hands the client the bytes as sent, and the
+    client decodes them once (it used to decode twice: every rule ERRORed on "incorrect header check")."""
+    from starlette.middleware.gzip import GZipMiddleware
+
+    from reference_server import create_app
+
+    app = GZipMiddleware(create_app(str(tmp_path / "gz.db")), minimum_size=0)
+    report = run_kit(app, classes=["CORE"])
+    got = verdicts(report)
+    assert report.preflight.get("ok"), report.preflight
+    assert all(v in (Verdict.PASS, Verdict.SKIP) for v in got.values()), got
