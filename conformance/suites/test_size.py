@@ -95,14 +95,29 @@ def test_exactly_max_items_processed(target, items, envelope, profile):
 
 
 def _padded_batch(items, envelope, pad_to: int) -> tuple[list[str], bytes]:
-    """A batch of valid items padded with JSON whitespace past `pad_to` bytes: a target that ignored
-    the byte limit would parse it and apply the items, which the read endpoint would show."""
+    """A batch of valid items padded past `pad_to` bytes: a target that ignored the byte limit would
+    parse it and apply the items, which the read endpoint would show.
+
+    The padding is a string of 3-byte characters (an extra member of the body, or of its first item
+    where the body is a bare array), so the body is over the limit in bytes but well under it in
+    characters: a target that measures the decoded text (a JavaScript `body.length`, a count of code
+    points) instead of the bytes takes it; whitespace padding, where bytes and characters are the
+    same, let such a target pass."""
     batch = items.valid(3)
-    body = json.dumps(envelope.body(batch)).encode()
-    pad = max(0, pad_to - len(body) + 1)
-    # Whitespace before the final closing bracket is legal JSON anywhere in the envelope.
-    body = body[:-1] + b" " * pad + body[-1:]
+    doc = envelope.body(batch)
+    holder = doc if isinstance(doc, dict) else batch[0]
+    holder[_PAD_MEMBER] = _PAD_TOKEN
+    body = json.dumps(doc, ensure_ascii=False).encode()
+    token = json.dumps(_PAD_TOKEN).encode()
+    width = len(_PAD_CHAR.encode())
+    n = max(0, -(-(pad_to + 1 - (len(body) - len(token) + 2)) // width))  # ceil: over pad_to in bytes
+    body = body.replace(token, json.dumps(_PAD_CHAR * n, ensure_ascii=False).encode(), 1)
     return [items.id_of(it) for it in batch], body
+
+
+_PAD_MEMBER = "batchspec_padding"
+_PAD_TOKEN = "batchspec-padding-goes-here"
+_PAD_CHAR = "\u20ac"  # the euro sign: 3 bytes in UTF-8, one character (one UTF-16 unit)
 
 
 def _clear_error(envelope: Envelope, doc_or_resp: Any) -> bool:

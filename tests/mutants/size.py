@@ -155,6 +155,29 @@ def refuses_after_reading_everything(app):
     return app
 
 
+@mutant("SIZE-03", "the byte limit is checked on the decoded text's length in characters (a JavaScript "
+        "body.length): a body over the limit in bytes but under it in characters is processed",
+        check="test_over_max_bytes_gets_413_in_process")
+def limit_counts_characters(app):
+    svc = _service(app)
+    limit = svc.settings.max_bytes
+
+    async def body(self: Any, request: Any) -> bytes:
+        from reference_server.app import require_json
+
+        require_json(request)
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > 4 * limit:  # bounded: 4 bytes per character at most
+                break
+        if len(data.decode("utf-8", "replace")) > limit:
+            raise ApiError(413, PAYLOAD_TOO_LARGE, f"request body exceeds {limit} bytes")
+        return data
+    svc.body = types.MethodType(body, svc)
+    return app
+
+
 def _openapi_items(call: Call) -> tuple[Any, dict | None]:
     doc = call.response_json()
     try:
