@@ -194,6 +194,30 @@ def test_over_max_bytes_refused_while_streaming(target, items, envelope, profile
     expect(not applied, "items of an over-limit streamed body were applied", expected="nothing applied", seen=applied)
 
 
+@pytest.mark.rule("SIZE-03", clause="a body over max_bytes in bytes but under it in characters (non-ASCII text) "
+                  "gets 413 over a socket, and nothing is applied: the limit is on bytes")
+def test_over_max_bytes_in_bytes_not_characters(target, items, envelope, profile):
+    """SIZE-03 MUST: a body over the byte limit gets 413 with a clear error, promptly, without being processed (also when sent chunked, with no Content-Length)."""
+    max_bytes = _limit(profile, "max_bytes")
+    if target.in_process:
+        pytest.skip("in process, test_over_max_bytes_gets_413_in_process sends this body")
+    # 1 KiB over the limit: the target may read up to its limit before it answers, so how promptly it
+    # answers is the streamed checks' question, not this one's.
+    ids, body = _padded_batch(items, envelope, max_bytes + 1024)
+    chunks = [body[k:k + STREAM_CHUNK] for k in range(0, len(body), STREAM_CHUNK)]
+    out = target.raw("batch", chunks=chunks, framing="content-length",
+                     body_text=f"<{len(body)} bytes ({len(body.decode())} characters): a valid batch padded with "
+                               "3-byte characters>",
+                     note=f"SIZE-03: {len(body)} bytes but {len(body.decode())} characters, limit {max_bytes} bytes")
+    if out.status is None:
+        setup_failed(f"no answer to the body: {out.error}")
+    expect(out.status == 413, "a body over the byte limit, but under it in characters, did not get 413: the limit "
+           "is measured in characters, not bytes", expected="413",
+           seen=f"{out.status}: {short(out.body.decode('utf-8', 'replace'), 300)}")
+    applied = _none_applied(target, profile, ids)
+    expect(not applied, "items of a body over the byte limit were applied", expected="nothing applied", seen=applied)
+
+
 @pytest.mark.concurrent
 @pytest.mark.rule("SIZE-04", clause="the OpenAPI document's maxItems for the batch items (where there is one) is the "
                   "declared limit, and the error of a max_items + 1 batch names the limit")

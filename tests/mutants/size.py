@@ -159,6 +159,17 @@ def refuses_after_reading_everything(app):
         "body.length): a body over the limit in bytes but under it in characters is processed",
         check="test_over_max_bytes_gets_413_in_process")
 def limit_counts_characters(app):
+    return _counts_characters(app)
+
+
+@mutant("SIZE-03", "over a socket: the byte limit is checked on the decoded text's length in characters, so a "
+        "body over the limit in bytes but under it in characters is processed", socket=True,
+        check="test_over_max_bytes_in_bytes_not_characters")
+def limit_counts_characters_over_a_socket(app):
+    return _counts_characters(app)
+
+
+def _counts_characters(app):
     svc = _service(app)
     limit = svc.settings.max_bytes
 
