@@ -104,6 +104,24 @@ def full_batch_drops_last(app):
     return Rewrite(app, request=fn)
 
 
+@mutant("SIZE-02", "a large batch is written in chunks of 128 with an off-by-one slice: the last item of every "
+        "full chunk is reported ok but never stored", check="test_exactly_max_items_processed")
+def chunk_edges_lost(app):
+    storage = _service(app).storage
+
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        res = [r for r in (doc.get("results") or []) if isinstance(r, dict)] if isinstance(doc, dict) else []
+        if call.status != 200 or len(res) < 128:
+            return
+        lost = [res[k]["id"] for k in range(127, (len(res) // 128) * 128, 128) if res[k].get("status") == "ok"]
+        auth = call.header("authorization") or ""
+        client = "bearer:" + auth.partition(" ")[2].strip() if auth.lower().startswith("bearer ") else ""
+        storage.connection().executemany("DELETE FROM orders WHERE client = ? AND id = ?",
+                                         [(client, i) for i in lost])
+    return on_batch_response(fn)(app)
+
+
 @mutant("SIZE-03", "the byte limit is not enforced: an over-limit body is parsed and processed",
         check="test_over_max_bytes_gets_413_in_process")
 def byte_limit_not_enforced(app):
