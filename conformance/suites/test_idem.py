@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance.checks import (effects, expect, is_2xx, key_header, new_key, observed, outcomes, response_json,
-                               setup_failed, setup_ok, short)
+from conformance.checks import (Jobs, effects, expect, is_2xx, key_header, new_key, observed, outcomes,
+                               response_json, setup_failed, setup_ok, short)
 
 MAX_KEY = 255
 CONCURRENT = 8
@@ -101,6 +101,19 @@ def other_payload(items, item: dict[str, Any]) -> dict[str, Any]:
     return None  # type: ignore[return-value]
 
 
+def atomic_by_body_member(profile, n: int) -> bool:
+    """Whether the atomic mode is the batch endpoint with a body member added (`"atomic": true`): the
+    same method, path, query and headers, other fixed body members, and room for `n` items. Only then
+    is an atomic request with the batch's key the same request with a different body (IDEM-02); an
+    atomic mode on another path, or selected by a header or query, is not a different body."""
+    batch, atomic = profile.get("endpoints.batch") or {}, profile.get("endpoints.atomic") or {}
+    if not atomic or int(profile.get("limits.atomic_max_items") or n) < n:
+        return False
+    same = all((batch.get(k) or None) == (atomic.get(k) or None) for k in ("path", "query", "headers"))
+    return (same and str(batch.get("method", "POST")).upper() == str(atomic.get("method", "POST")).upper()
+            and (batch.get("body") or {}) != (atomic.get("body") or {}))
+
+
 # -- batch keys ----------------------------------------------------------------
 
 @pytest.mark.concurrent
@@ -140,11 +153,18 @@ def test_same_key_other_body_is_refused(target, items, envelope, profile):
     require_applied(before, "after the first request")
     # A subtle change (one item's payload, same ids) and a wholly different batch: both reuse the key.
     changed = other_payload(items, batch[0])
-    variants = [("the same ids, one item's payload changed", [changed] + batch[1:]) if changed else
-                ("the same items but the last", batch[:-1]),
-                ("other items", items.valid(2))]
-    for what, body in variants:
-        resp = send(target, profile, items, body, key, f"the same key, {what}")
+    variants = [("the same ids, one item's payload changed", [changed] + batch[1:], "batch") if changed else
+                ("the same items but the last", batch[:-1], "batch"),
+                ("other items", items.valid(2), "batch")]
+    if atomic_by_body_member(profile, len(batch)):
+        # The same items, another member of the body: the fingerprint covers the whole body, not the items.
+        variants.append(("the same items, the atomic mode's body member added", batch, "atomic"))
+    for what, body, endpoint in variants:
+        if endpoint == "batch":
+            resp = send(target, profile, items, body, key, f"the same key, {what}")
+        else:
+            resp = target.batch(body, headers={key_header(profile): key}, endpoint=endpoint,
+                                note=f"the same key, {what}")
         expect(resp.status_code == 422 and envelope.has_error_code(resp, "idempotency_key_reused"),
                f"the same key with a different body ({what}) was not refused with 422 idempotency_key_reused",
                expected=f"422 {envelope.code('idempotency_key_reused')}",
@@ -444,6 +464,20 @@ def test_item_key_reused_with_other_payload(target, items, envelope, profile):
     expect(rb is not None and rb.ok and target.exists(items.id_of(bystander)),
            "another item of the batch was affected by the reused key", expected="ok and applied",
            seen=short(rb.raw if rb is not None else "no result"))
+    # The same key on the same id with a changed payload: a fingerprint of the id alone replays it.
+    changed = other_payload(items, original)
+    if changed is None:
+        observed("the same key on the same id with another payload was not sent: the profile has one item "
+                 "template (items.valid), so only another id with the key was checked")
+    else:
+        changed[name] = key
+        again = send(target, profile, items, [changed], note="the item key again, same id, payload changed")
+        expect(is_2xx(again), "a reused item key (same id, payload changed) failed the whole batch instead of its item",
+               expected="2xx with a per-item error", seen=f"{again.status_code}: {short(again.text, 300)}")
+        r = envelope.result_map(response_json(again), [changed]).get(items.id_of(changed))
+        expect(r is not None and r.ok is False and r.error_code == code,
+               "the item reusing a key with its id but another payload did not get idempotency_key_reused",
+               expected=f"an error result with code {code}", seen=short(r.raw if r is not None else "no result"))
     after = effects(target, profile, [items.id_of(original)])
     expect(after == before, "the reused key changed the original item (read endpoint)", expected=before, seen=after)
 
@@ -536,15 +570,23 @@ def test_malformed_or_missing_key_gets_400(target, items, envelope, profile):
     long_key = new_key(items).ljust(MAX_KEY + 1, "k")
     cases: list[tuple[str, dict[str, str]]] = [("an empty key", {header: ""}),
                                                (f"a key of {len(long_key)} characters", {header: long_key})]
+    # The async endpoint takes the same key header (ASYNC-08): a job request with a malformed key too.
+    sent = [(what, headers, "batch") for what, headers in cases]
+    if profile.get("endpoints.async"):
+        sent += [(what, headers, "async") for what, headers in cases]
     if profile.get("idempotency.required"):
-        cases.append(("no key (the profile says the endpoint requires one)", {}))
-    for what, headers in cases:
+        sent.append(("no key (the profile says the endpoint requires one)", {}, "batch"))
+    for what, headers, endpoint in sent:
         batch = items.valid(2)
-        resp = target.batch(batch, headers=headers, note=f"batch with {what}", auto_key=False)
-        expect(resp.status_code == 400, f"a batch with {what} did not get 400", expected=400,
+        if endpoint == "batch":
+            resp = target.batch(batch, headers=headers, note=f"batch with {what}", auto_key=False)
+        else:
+            resp = Jobs(target, envelope).submit(batch, headers=headers, note=f"async job request with {what}")
+        kind = "a batch" if endpoint == "batch" else "a job request to the async endpoint"
+        expect(resp.status_code == 400, f"{kind} with {what} did not get 400", expected=400,
                seen=f"{resp.status_code}: {short(resp.text, 300)}")
         applied = [i for i in ids_of(items, batch) if target.exists(i)]
-        expect(not applied, f"a batch with {what} was refused but applied", expected="nothing applied",
+        expect(not applied, f"{kind} with {what} was refused but applied", expected="nothing applied",
                seen=f"present: {applied}")
 
 
@@ -564,8 +606,9 @@ def test_item_key_twice_in_one_batch(target, items, envelope, profile):
     twin_ids = ids_of(items, twins)
     resp = send(target, profile, items, batch, note="the same item key on two items")
     if 400 <= resp.status_code < 500:
-        applied = [i for i in twin_ids if target.exists(i)]
-        expect(not applied, "the batch was rejected but an item with the shared key was applied",
+        # Rejected means nothing of the batch applied: the bystander with its own key neither.
+        applied = [i for i in ids_of(items, batch) if target.exists(i)]
+        expect(not applied, "the batch was rejected but items of it were applied",
                expected="nothing applied", seen=f"present: {applied}")
         return
     expect(is_2xx(resp), "a batch with one item key on two items was neither rejected (4xx) nor answered per item",

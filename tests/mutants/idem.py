@@ -15,9 +15,9 @@ from starlette.requests import Request
 
 from reference_server.app import client_of
 from reference_server.batch import apply_batch
-from reference_server.idempotency import Claim, Stored, fingerprint
+from reference_server.idempotency import Claim, Stored, fingerprint, item_fingerprint
 
-from ._base import Call, mutant, on_batch_response
+from ._base import Call, Rewrite, mutant, on_batch_response
 
 KEY = "idempotency-key"
 
@@ -89,6 +89,15 @@ def fingerprint_of_ids_only(app):
         return fingerprint(method, path, [op.get("id") for op in ops or [] if isinstance(op, dict)])
 
     store.fingerprint = ids_only
+    return app
+
+
+@mutant("IDEM-02", "the fingerprint covers only the operations array: the same key and items with `atomic: true` "
+                   "added replays the non-atomic response", check="test_same_key_other_body_is_refused")
+def fingerprint_ignores_body_members(app):
+    store = _store(app)
+    store.fingerprint = lambda method, path, doc: fingerprint(
+        method, path, doc.get("operations") if isinstance(doc, dict) else doc)
     return app
 
 
@@ -204,6 +213,13 @@ def item_fingerprint_not_compared(app):
     return app
 
 
+@mutant("IDEM-07", "the item fingerprint covers only the item's id: the same key on the same id with a changed "
+                   "payload replays the stored result", check="test_item_key_reused_with_other_payload")
+def item_fingerprint_of_id_only(app):
+    _store(app).item_fingerprint = lambda item: item_fingerprint({"id": item.get("id")})
+    return app
+
+
 @mutant("IDEM-08", "the key is recorded only once the response was delivered: a client that hung up leaves the "
                    "batch applied and the key forgotten", socket=True,
         check="test_retry_after_dropped_connection_applies_once")
@@ -263,6 +279,19 @@ def malformed_keys_accepted(app):
     return wrapped
 
 
+@mutant("IDEM-10", "the async endpoint does not validate the key: an empty or 300-character key counts as no key "
+                   "and the job is created", check="test_malformed_or_missing_key_gets_400")
+def async_malformed_keys_accepted(app):
+    async def wrapped(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/imports/batch":
+            scope = dict(scope, headers=[(k, v) for k, v in scope["headers"]
+                                         if not (k.lower() == KEY.encode() and (not v.strip() or len(v) > 255))])
+        await app(scope, receive, send)
+
+    wrapped.router = app.router  # type: ignore[attr-defined]
+    return wrapped
+
+
 @mutant("IDEM-10", "the profile says a key is required, but the endpoint takes batches without one",
         profile={"idempotency": {"required": True}}, check="test_malformed_or_missing_key_gets_400")
 def required_key_not_enforced(app):
@@ -277,3 +306,26 @@ def duplicate_item_keys_applied(app):
     store.keyed_items = lambda items: [(i, k) for i, it in enumerate(items)
                                        if isinstance(k := it.get(name), str) and k]
     return app
+
+
+@mutant("IDEM-11", "the same item key on two items answers 400 duplicate_idempotency_key, but the batch's other "
+                   "items (with keys of their own) were applied", check="test_item_key_twice_in_one_batch")
+def duplicate_item_keys_refused_after_the_rest_applied(app):
+    def request(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if not isinstance(ops, list):
+            return
+        keys = [it.get("idempotency_key") for it in ops if isinstance(it, dict)]
+        dups = {k for k in keys if isinstance(k, str) and k and keys.count(k) > 1}
+        if dups:
+            call.state["dups"] = sorted(dups)
+            doc["operations"] = [it for it in ops if not (isinstance(it, dict) and it.get("idempotency_key") in dups)]
+            call.set_json(doc)
+
+    def response(call: Call) -> None:
+        if call.state.get("dups"):
+            call.set_response_json({"error": "duplicate_idempotency_key",
+                                    "message": f"the same idempotency_key on more than one item: {call.state['dups']}"},
+                                   status=400)
+    return Rewrite(app, request=request, response=response)
