@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -96,6 +96,7 @@ class Accepted:
     job_id: Any
     status_url: Any
     location: str | None
+    base: str | None = None  # the base URL of the instance that answered the 202 (FLEET reads it elsewhere)
 
 
 class Jobs:
@@ -128,25 +129,55 @@ class Jobs:
         if not 200 <= resp.status_code < 300 or job_id in (None, ""):
             raise SetupError(f"creating a job got {resp.status_code} without a job id, so no job to check "
                              "(ASYNC-01 reports it)")
-        return Accepted(resp, job_id, self.map.get(doc, "status_url"), resp.headers.get("location"))
+        return Accepted(resp, job_id, self.map.get(doc, "status_url"), resp.headers.get("location"),
+                        self.target.base_url)
 
     def create(self, items: list[Any], **kw: Any) -> Accepted:
         return self.accepted(self.submit(items, **kw))
 
     # -- where a job lives -----------------------------------------------------------
-    def same_host(self, url: str) -> bool:
-        """Whether a URL the target handed out points at the target itself (the kit calls nothing else)."""
-        full = urljoin(self.target.base_url + "/", url)
-        return urlsplit(full).netloc == urlsplit(self.target.base_url).netloc
+    # A URL the target hands out (a status URL, a Location) is a URI reference: it is resolved against
+    # the URI of the request that returned it (RFC 3986 §5, RFC 9110 §10.2.2), never joined onto the
+    # profile's base path like an `endpoints.*` template: an API under /v1 hands out /v1/jobs/7 (not
+    # /v1/v1/jobs/7), and `batch/7` in answer to POST /imports/batch means /imports/batch/7.
+    def resolve(self, url: str, resp: httpx.Response | None = None) -> str:
+        """`url` resolved against the URI of the request `resp` answered (the target's base URL
+        without one): an absolute URL."""
+        try:
+            base = str(resp.request.url) if resp is not None else None
+        except RuntimeError:  # a response built without a request
+            base = None
+        return urljoin(base or self.target.base_url + "/", url)
+
+    def same_host(self, url: str, resp: httpx.Response | None = None) -> bool:
+        """Whether a URL the target handed out (in `resp`) points at the target itself (the kit calls
+        nothing else)."""
+        return urlsplit(self.resolve(url, resp)).netloc == urlsplit(self.target.base_url).netloc
+
+    def handed_out(self, acc: Accepted, url: str) -> str | None:
+        """A URL of `acc`'s 202 (its status URL or Location) as this target reaches it: resolved
+        against the creating request's URI and, when this is another instance of the service
+        (FLEET) and the URL lies under the creating instance's base URL, the same path under this
+        instance's base URL. None when it is on another host (the kit does not follow it)."""
+        full = self.resolve(url, acc.resp)
+        here, there = self.target.base_url.rstrip("/"), (acc.base or "").rstrip("/")
+        if there and here != there and (full == there or full.startswith(there + "/")
+                                        or full.startswith(there + "?")):
+            full = here + full[len(there):]
+        return full if urlsplit(full).netloc == urlsplit(here).netloc else None
 
     def url_of(self, acc: Accepted | Any, status_url: Any = None) -> str:
-        """The job's URL: the profile's `endpoints.job` template, else the status URL the target gave."""
+        """The job's URL: the profile's `endpoints.job` template, else the status URL the target gave
+        (resolved against the URI of the request that returned it)."""
         job_id = acc.job_id if isinstance(acc, Accepted) else acc
         status_url = acc.status_url if isinstance(acc, Accepted) else status_url
         if self.target.profile.get("endpoints.job"):
             return self.target.url_for("job", job_id=job_id)
-        if isinstance(status_url, str) and status_url and self.same_host(status_url):
-            return status_url
+        if isinstance(status_url, str) and status_url:
+            full = (self.handed_out(acc, status_url) if isinstance(acc, Accepted)
+                    else self.resolve(status_url) if self.same_host(status_url) else None)
+            if full:
+                return full
         raise SetupError("the profile declares no endpoints.job and the job has no status URL on the target's host")
 
     def cancel_url(self, job_id: Any) -> tuple[str, str]:
@@ -159,8 +190,8 @@ class Jobs:
         ep = self.target.profile.get("endpoints.job") or {}
         method = ep.get("method", "GET")
         headers = dict(ep.get("headers") or {})
-        params: dict[str, Any] = dict(ep.get("query") or {})
-        resp = self.target.request(method, url, headers=headers, params=params or None, note=note)
+        params: list[tuple[str, Any]] = list((ep.get("query") or {}).items())
+        resp = self.target.request(method, _with_query(url, params), headers=headers, note=note)
         doc = json_of(resp)
         status, raw_status = self.map.status(doc)
         raw = pointer_get(doc, self.map.m["results"], None)
@@ -177,9 +208,8 @@ class Jobs:
                 snap.cursor_loop = True
                 break
             seen.add(str(cursor))
-            page = self.target.request(method, url, headers=headers,
-                                       params={**params, self.map.m["cursor_param"]: cursor},
-                                       note="next page of the job's results")
+            page = self.target.request(method, _with_query(url, [*params, (self.map.m["cursor_param"], cursor)]),
+                                       headers=headers, note="next page of the job's results")
             page_doc = json_of(page)
             more = pointer_get(page_doc, self.map.m["results"], None)
             if not 200 <= page.status_code < 300 or not isinstance(more, list):
@@ -223,6 +253,23 @@ class Jobs:
         if not last.terminal:
             raise SetupError(f"the job did not end within {self.deadline_s:g}s (ASYNC-04 reports it)")
         return snaps, last
+
+
+def _with_query(url: str, params: list[tuple[str, Any]]) -> str:
+    """`url` with `params` added after its own query, which is kept byte for byte (a handed-out URL's
+    query is part of it, a signed status URL's too; httpx would replace it with `params`)."""
+    if not params:
+        return url
+    parts = urlsplit(url)
+    extra = urlencode([(k, _param(v)) for k, v in params])
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+
+
+def _param(value: Any) -> str:
+    """A query value as httpx writes it (true/false, an empty string for None)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
 
 def by_id(results: list[Result]) -> dict[Any, list[Result]]:

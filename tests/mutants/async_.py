@@ -105,6 +105,35 @@ def pending_stuck_at_total(app):
     return _on_status(fn)(app)
 
 
+@mutant("ASYNC-02", "results paged three at a time (legal) and every finished item counted as succeeded "
+        "(failed always 0) although the results list error results",
+        check="test_status_resource_reports_status_and_counts")
+def failed_counted_as_succeeded_paged(app):
+    # The counts still add up (succeeded + failed + pending = total): only the final counts against the
+    # final results, read over several pages, show it.
+    def fn(call: Call) -> None:
+        doc = _job(call)
+        if doc:
+            doc["succeeded"] += doc["failed"]
+            doc["failed"] = 0
+            call.set_response_json(doc)
+    inner = _on_status(fn)(app)
+    conn = app.state.jobs.store.storage.connection
+
+    async def paged(scope, receive, send):
+        # Pages of three only for small jobs (ASYNC-02's): paging the grown jobs of ASYNC-03/05 three
+        # at a time took the mutant ~55 s, and only the small job's final results are what it breaks.
+        if scope["type"] == "http" and scope["method"] == "GET" and _is_job(scope["path"]):
+            row = conn().execute("SELECT total FROM jobs WHERE id = ?",
+                                 (scope["path"][len(JOBS) + 1:].split("/")[0],)).fetchone()
+            qs = scope.get("query_string", b"").decode()
+            if row is not None and row[0] <= 50 and "limit=" not in qs:
+                scope = dict(scope, query_string=(qs + ("&" if qs else "") + "limit=3").encode())
+        await inner(scope, receive, send)
+    paged.router = getattr(app, "router", None)  # type: ignore[attr-defined]
+    return paged
+
+
 # -- ASYNC-03 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-03", "a slow job lists no results until it has ended, although its counts rise",
@@ -313,6 +342,17 @@ def unknown_job_html(app):
             call.response_body = b"<html><body><h1>404 Not Found</h1></body></html>"
             call.set_response_header("content-type", "text/html")
     return _on_status(fn)(app)
+
+
+@mutant("ASYNC-07", "cancelling (DELETE) an unknown job id crashes: 500 text/plain instead of a 404 JSON error",
+        check="test_unknown_job_is_404_with_json_error")
+def unknown_job_cancel_500(app):
+    def fn(call: Call) -> None:
+        if call.status == 404 and not _exists(app, call.path[len(JOBS) + 1:]):
+            call.status = 500
+            call.response_body = b"Internal Server Error"
+            call.set_response_header("content-type", "text/plain")
+    return _on_status(fn, method="DELETE")(app)
 
 
 # -- ASYNC-08 ----------------------------------------------------------------------------------------
