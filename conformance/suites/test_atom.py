@@ -72,6 +72,39 @@ def test_failure_at_write_time_rolls_back(target, items, profile):
            expected="no item of the batch readable", seen=f"answered {resp.status_code}; readable: {applied}")
 
 
+@pytest.mark.concurrent
+@pytest.mark.rule("ATOM-01", clause="an atomic batch of limits.atomic_max_items items (as many as "
+                  "limits.max_bytes allows) whose last item fails keeps none of its items: the first, middle "
+                  "and last valid items are read back")
+def test_failure_at_the_end_of_a_full_batch_rolls_back_all(target, items, profile):
+    """ATOM-01 MUST: if any item fails, no item is applied."""
+    _require_atomic(profile)
+    profile.require("endpoints.read")
+    limit = profile.get("limits.atomic_max_items")
+    if not limit:
+        pytest.skip("profile declares no limits.atomic_max_items")
+    if limit < 2:
+        pytest.skip(f"limits.atomic_max_items is {limit}: no room for a valid item before the failing one")
+    if limit > 1000:
+        pytest.skip(f"limits.atomic_max_items is {limit}: too large to send as a conformance check")
+    # A target that commits a large atomic batch in several transactions (chunks of 50, say) rolls back
+    # only the chunk holding the failure: the failing item comes last, the first items are read back.
+    valid, bad = items.valid(limit - 1), items.invalid(1)[0].item
+    max_bytes = profile.get("limits.max_bytes")
+    size = len(target.batch_body(valid + [bad], endpoint="atomic"))
+    if max_bytes and size > max_bytes:
+        keep = max(1, int((limit - 1) * max_bytes * 0.9 / size))
+        observed(f"{limit} items do not fit in limits.max_bytes ({max_bytes} bytes): the batch held {keep + 1}")
+        valid = valid[:keep]
+    ids = [items.id_of(v) for v in valid]
+    resp = target.atomic(valid + [bad], note=f"an atomic batch of {len(valid) + 1} items, the last one failing")
+    sample = list(dict.fromkeys([ids[0], ids[len(ids) // 2], ids[-1]]))
+    applied = _applied(target, sample)
+    expect(not applied, f"an atomic batch of {len(valid) + 1} items whose last item failed kept some of its "
+           "items (committed in several transactions?)", expected=f"none of {sample} readable",
+           seen=f"answered {resp.status_code}; readable: {applied}")
+
+
 def _why_ok(r, inv, envelope) -> bool:
     """The result says why the item failed: its code, or a message naming the field at fault."""
     if r.error_code == inv.code:

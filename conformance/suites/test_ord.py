@@ -129,6 +129,33 @@ def test_dependent_runs_after_its_dependency(target, items, envelope, profile, l
                  "only that a batch listing dependents before their dependencies succeeded was checked")
 
 
+@pytest.mark.concurrent
+@pytest.mark.rule("ORD-02", clause="a dependent listed before its two dependencies (depends_on [a, b]) and "
+                  "referencing b, the second, is ok and readable: every dependency runs first, not only the "
+                  "first listed (needs dependencies.reference_field)")
+def test_dependent_runs_after_every_dependency(target, items, envelope, profile):
+    """ORD-02 MUST: a dependency is explicit (`depends_on: [ids]` on the item); a dependent item runs after its dependency and may reference its result."""
+    dep_field = _dep_field(profile)
+    ref_field = profile.get("dependencies.reference_field")
+    if not ref_field:
+        pytest.skip("the profile declares no dependencies.reference_field: which dependencies ran first is "
+                    "not observable")
+    first, second, dependent = items.valid(3)
+    dependent[dep_field] = [items.id_of(first), items.id_of(second)]
+    dependent[ref_field] = items.id_of(second)
+    batch = [dependent, first, second]  # the dependent first: only its depends_on can order the batch
+    did = items.id_of(dependent)
+    resp = target.batch(batch)
+    expect(is_2xx(resp), "a batch with an item depending on two others was not processed",
+           expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    r = envelope.result_map(response_json(resp), batch).get(did)
+    expect(r is not None and r.ok is True, "an item depending on two others failed: its second dependency "
+           "(the one it references) did not run first", expected="ok", seen=short(r.raw, 300) if r else "no result")
+    if profile.has("endpoints.read"):
+        expect(target.exists(did), f"{did!r} was reported ok but is not readable", expected="readable",
+               seen="absent")
+
+
 def _names(r, dep_id: str) -> bool:
     text = " ".join(filter(None, [r.error_message, json.dumps(r.error, default=str) if r.error is not None else None]))
     return dep_id in text
@@ -136,7 +163,8 @@ def _names(r, dep_id: str) -> bool:
 
 @pytest.mark.concurrent
 @pytest.mark.rule("ORD-03", clause="an item depending on a failed item fails with dependency_failed "
-                  "naming it (and its dependent too), and is not applied")
+                  "naming it (and its dependent too, and an item whose second dependency failed), and is not "
+                  "applied")
 def test_failed_dependency_fails_dependents(target, items, envelope, profile):
     """ORD-03 MUST: if a dependency fails, the dependent item fails with `dependency_failed` naming it, and is not applied."""
     dep_field = _dep_field(profile)
@@ -149,11 +177,15 @@ def test_failed_dependency_fails_dependents(target, items, envelope, profile):
     grandchild = items.one()
     grandchild[dep_field] = [items.id_of(child)]
     bystander = items.one()
-    batch = [parent, child, bystander, grandchild]
+    # Two dependencies, the failing one listed second: every dependency counts, not only the first.
+    sibling = items.one()
+    sibling[dep_field] = [items.id_of(bystander), parent_id]
+    batch = [parent, child, bystander, grandchild, sibling]
     resp = setup_ok(target.batch(batch), "a batch with a failing dependency")
     by_id = envelope.result_map(response_json(resp), batch)
     code = envelope.code("dependency_failed")
-    for dependent, deps in ((child, [parent_id]), (grandchild, [items.id_of(child), parent_id])):
+    for dependent, deps in ((child, [parent_id]), (grandchild, [items.id_of(child), parent_id]),
+                            (sibling, [parent_id])):
         did = items.id_of(dependent)
         r = by_id.get(did)
         expect(r is not None, f"the dependent item {did!r} has no result", expected=f"a result for {did!r}",
@@ -164,7 +196,7 @@ def test_failed_dependency_fails_dependents(target, items, envelope, profile):
         expect(any(_names(r, d) for d in deps), f"the {code!r} error of {did!r} does not name its dependency",
                expected=f"an error naming {deps[0]!r}", seen=short(r.error))
     if profile.has("endpoints.read"):
-        applied = [items.id_of(d) for d in (parent, child, grandchild) if target.exists(items.id_of(d))]
+        applied = [items.id_of(d) for d in (parent, child, grandchild, sibling) if target.exists(items.id_of(d))]
         expect(not applied, "an item whose dependency failed was applied", expected="not readable", seen=applied)
 
 
@@ -219,14 +251,14 @@ def test_unknown_dependency_gets_clear_error(target, items, envelope, profile):
 
 
 @pytest.mark.concurrent
-@pytest.mark.rule("ORD-04", clause="items in a dependency cycle (2 and 3 long) get a clear error, "
-                  "promptly, and none is applied")
-@pytest.mark.parametrize("length", [2, 3])
+@pytest.mark.rule("ORD-04", clause="items in a dependency cycle (1 long: an item depending on itself; 2 "
+                  "and 3 long) get a clear error, promptly, and none is applied")
+@pytest.mark.parametrize("length", [1, 2, 3])
 def test_cycle_gets_clear_error(target, items, envelope, profile, length):
     """ORD-04 MUST: a dependency on an unknown id, or a cycle, gets a clear error (per item or 4xx), never 5xx or a hang."""
     dep_field = _dep_field(profile)
     ring = items.valid(length)
-    for k, item in enumerate(ring):
+    for k, item in enumerate(ring):  # each depends on the next, the last on the first (length 1: on itself)
         item[dep_field] = [items.id_of(ring[(k + 1) % length])]
     ids = [items.id_of(r) for r in ring]
     _clear_error(target, envelope, ring, ids, None, f"a {length}-cycle of dependencies")

@@ -1,9 +1,10 @@
 """Mutants of class ATOM: the all-or-nothing mode of the batch endpoint (`"atomic": true` in the body)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from ._base import Call, Rewrite, mutant, variation
+from ._base import PASS_THROUGH_BYTES, Call, Rewrite, _prepend, mutant, variation
 
 PATH = "/orders/batch"
 # An item the reference server always rejects: mutants append it to force a rollback they then hide.
@@ -83,6 +84,74 @@ def atomic_flag_ignored(app):
             doc.pop("atomic")
             call.set_json(doc)
     return _rewrite(app, req, None)
+
+
+class _ChunkedAtomic:
+    """Runs an atomic batch of more than `chunk` items (up to the declared 100) as consecutive atomic
+    batches of `chunk` items: a failing chunk is rolled back, the chunks before it stay committed."""
+
+    def __init__(self, app: Any, chunk: int = 50):
+        self.app, self.chunk = app, chunk
+        self.router = getattr(app, "router", None)
+
+    async def _inner(self, scope: dict[str, Any], doc: dict[str, Any]) -> tuple[int, Any]:
+        body = json.dumps(doc).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        out: dict[str, Any] = {"status": 0, "body": b""}
+
+        async def send(msg: dict[str, Any]) -> None:
+            if msg["type"] == "http.response.start":
+                out["status"] = msg["status"]
+            elif msg["type"] == "http.response.body":
+                out["body"] += msg.get("body", b"")
+        await self.app(dict(scope, headers=headers + [(b"content-length", str(len(body)).encode())]),
+                       _prepend(body, False, None), send)
+        return out["status"], json.loads(out["body"] or b"null")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more and len(body) <= PASS_THROUGH_BYTES:  # a larger body is streamed on untouched (SIZE-03)
+            msg = await receive()
+            body, more = body + msg.get("body", b""), bool(msg.get("more_body"))
+        try:
+            doc = None if more else json.loads(body)
+        except (ValueError, RecursionError):
+            doc = None
+        if not (_is_atomic(doc) and self.chunk < len(doc["operations"]) <= 100):
+            await self.app(scope, _prepend(body, more, receive), send)
+            return
+        ops, done = doc["operations"], []
+        for start in range(0, len(ops), self.chunk):
+            status, answer = await self._inner(scope, dict(doc, operations=ops[start:start + self.chunk]))
+            if status == 200:
+                done += answer["results"]
+                continue
+            if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+                return await _send_json(send, status, answer)
+            # The committed chunks are reported not applied, as if the whole batch had been rolled back.
+            later = [o.get("id") if isinstance(o, dict) else None for o in ops[start + self.chunk:]]
+            answer["results"] = ([_not_applied(r["id"]) for r in done] + answer["results"]
+                                 + [_not_applied(i) for i in later])
+            answer["summary"] = {"total": len(ops), "succeeded": 0, "failed": len(ops)}
+            return await _send_json(send, status, answer)
+        await _send_json(send, 200, {"results": done, "summary": _summary(done)})
+
+
+async def _send_json(send: Any, status: int, doc: Any) -> None:
+    body = json.dumps(doc).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@mutant("ATOM-01", "a large atomic batch runs as transactions of 50 items: a failure in a later chunk rolls "
+                   "back only that chunk, the earlier ones stay committed (reported not_applied)",
+        check="test_failure_at_the_end_of_a_full_batch_rolls_back_all")
+def atomic_in_chunks(app):
+    return _ChunkedAtomic(app)
 
 
 @mutant("ATOM-02", "atomic failure with only a batch-level message (the seed's anti-pattern)", may_also=["ROB-01"], also=["ATOM-03"],

@@ -197,6 +197,37 @@ def unknown_dependency_dropped(app):
     return Rewrite(app, path=PATH, request=req)
 
 
+def _rewrite_dependencies(app: Any, change: Callable[[dict[str, Any]], list[Any] | None]) -> Rewrite:
+    """Rewrite each item's depends_on list before the server sees it (`change` returns the new list, or
+    None to leave it)."""
+    def req(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        changed = False
+        for o in ops if isinstance(ops, list) else []:
+            if isinstance(o, dict) and isinstance(o.get(DEP), list):
+                new = change(o)
+                if new is not None:
+                    o[DEP], changed = new, True
+        if changed:
+            call.set_json(doc)
+    return Rewrite(app, path=PATH, request=req)
+
+
+@mutant("ORD-02", "depends_on is modelled as a single parent: only its first id is honoured (ordering and "
+                  "failure propagation), the others are ignored", also=["ORD-03"],
+        check="test_dependent_runs_after_every_dependency")
+def first_dependency_only(app):
+    return _rewrite_dependencies(app, lambda o: o[DEP][:1] if len(o[DEP]) > 1 else None)
+
+
+@mutant("ORD-04", "the cycle check skips self-references: an item depending on itself has that entry dropped "
+                  "and is applied", check="test_cycle_gets_clear_error")
+def self_dependency_ignored(app):
+    return _rewrite_dependencies(app, lambda o: [d for d in o[DEP] if d != o.get("id")] if o.get("id") in o[DEP]
+                                 else None)
+
+
 @mutant("ORD-03", "dependency_failed does not say which dependency failed",
         check="test_failed_dependency_fails_dependents")
 def dependency_failed_unnamed(app):

@@ -236,5 +236,23 @@ def existing_ids_reapplied(app):
                 r.update({"status": "ok", "data": {"id": r.get("id")}})
                 changed = True
         if changed:
+            if isinstance(doc.get("summary"), dict):  # its counts agree with the answer it gives (CORE-08)
+                ok = sum(1 for r in doc["results"] if r.get("status") == "ok")
+                doc["summary"].update(succeeded=ok, failed=len(doc["results"]) - ok)
             call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-01", "an error-rate breaker: when more than half of a batch's items fail, the valid items' writes "
+        "are abandoned (rolled back) but their results still say ok", also=["PART-04"],
+        check="test_valid_item_of_mostly_failing_batch_is_applied")
+def abandons_mostly_failing_batch(app):
+    store = _db(app)
+
+    def fn(call: Call) -> None:
+        res = _results(call)
+        if call.status == 200 and sum(1 for r in res if r.get("status") == "error") * 2 > len(res):
+            ok = [r["id"] for r in res if r.get("status") == "ok"]
+            store.connection().executemany("DELETE FROM orders WHERE client = ? AND id = ?",
+                                           [(_client(call), i) for i in ok])
     return on_batch_response(fn)(app)
