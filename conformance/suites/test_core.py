@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from conformance.checks import (
-    is_code, observed, schema_errors,
+    is_code, is_2xx, observed, schema_errors,
     canonical_results, expect, mixed_batch, response_json, setup_ok, short,
 )
 
@@ -191,26 +191,47 @@ def test_duplicate_ids_rejected_before_applying(target, items, envelope, profile
     first, other = items.valid(2)
     twin = dict(items.valid(1)[0])
     items.set_id(twin, items.id_of(first))
+    _judge_duplicate_batch(target, items, envelope, profile, [first, other, twin], "byte-identical twins")
+    # The same id with different payloads too: a server that finds duplicates by comparing whole items
+    # (a set of their JSON) misses these. The twin is another items.valid template given the first item's
+    # id: each template is valid on its own, so only the repeated id is wrong. With a single template (or
+    # templates that differ only in their id) the kit has no second valid payload of its own to send and
+    # invents none: only the identical twins are judged.
+    tpls = items.templates()
+    base = items.with_id(tpls[0], "same-id")
+    differing = next((t for t in tpls[1:] if items.with_id(t, "same-id") != base), None)
+    if differing is None:
+        observed("the profile gives one distinct items.valid template: a twin with the same id and a different "
+                 "payload was not sent (the kit invents no valid payload)")
+        return
+    first, other = items.valid(2)
+    twin = items.with_id(differing, items.id_of(first))
+    _judge_duplicate_batch(target, items, envelope, profile, [first, other, twin], "twins with different payloads")
+
+
+def _judge_duplicate_batch(target, items, envelope, profile, batch: list[Any], what: str) -> None:
+    """CORE-07 on one batch [first, other, twin], the twin repeating the first item's id."""
+    first, other, twin = batch
     dup_id = items.id_of(first)
-    resp = target.batch([first, other, twin])
+    resp = target.batch(batch, note=f"CORE-07: a duplicated id ({what})")
     per_item = False
     if 400 <= resp.status_code < 500:
-        expect(dup_id in resp.text, "the 4xx does not name the duplicated id",
+        expect(dup_id in resp.text, f"the 4xx does not name the duplicated id ({what})",
                expected=f"a body naming {dup_id!r}", seen=short(resp.text))
     else:
         expect(200 <= resp.status_code < 300 and resp.status_code != 207,
-               "a batch with a duplicated id was neither rejected with a 4xx nor answered per item",
+               f"a batch with a duplicated id ({what}) was neither rejected with a 4xx nor answered per item",
                expected="4xx naming the id", seen=resp.status_code)
         expect(envelope.duplicate_ids == "per_item",
-               "a batch with a duplicated id was not rejected (the profile does not declare per-item errors "
-               "for duplicates: envelope.duplicate_ids: per_item)",
+               f"a batch with a duplicated id ({what}) was not rejected (the profile does not declare per-item "
+               "errors for duplicates: envelope.duplicate_ids: per_item)",
                expected="4xx naming the id", seen=f"{resp.status_code}: {short(resp.text, 300)}")
         results = envelope.results(response_json(resp))
         if envelope.failures_only:  # only failures are listed: each twin needs its own entry
-            dups = [r for r in results if envelope.entry_id(r, [first, other, twin]) == dup_id]
+            dups = [r for r in results if envelope.entry_id(r, batch) == dup_id]
             # a map keyed by item id holds one member per id: that one entry answers both twins
             expect(len(dups) >= (1 if envelope.failures_by_id else 2),
-                   "a duplicated id was processed: the failures do not list each twin",
+                   f"a duplicated id ({what}) was processed: the failures do not list each twin",
                    expected=f"a failure entry for each of the 2 items with id {dup_id!r}",
                    seen=[short(r.raw) for r in dups] or "no failure entry for the id")
         elif envelope.by_position:  # the twins' results are at their positions (0 and 2), with or without ids
@@ -218,15 +239,15 @@ def test_duplicate_ids_rejected_before_applying(target, items, envelope, profile
         else:
             dups = [r for r in results if r.id == dup_id]
         expect(dups and all(r.ok is False for r in dups),
-               "a duplicated id was processed: its results are not all errors",
+               f"a duplicated id ({what}) was processed: its results are not all errors",
                expected=f"an error result for each item with id {dup_id!r}", seen=[short(r.raw) for r in dups])
         per_item = True
     if profile.has("endpoints.read"):
-        expect(not target.exists(dup_id), "an item with the duplicated id was applied",
+        expect(not target.exists(dup_id), f"an item with the duplicated id was applied ({what})",
                expected=f"{dup_id!r} absent from the read endpoint", seen="present")
         if not per_item:
             expect(not target.exists(items.id_of(other)),
-                   "the batch was rejected but another of its items was applied",
+                   f"the batch was rejected but another of its items was applied ({what})",
                    expected="nothing applied", seen=f"{items.id_of(other)!r} present")
 
 
@@ -246,17 +267,12 @@ def test_summary_fields_agree(target, items, envelope):
     # Compared with the answer itself where its per-item entries are complete (one readable outcome per
     # item): a count that agrees with the entries returned is right, whatever PART finds about those
     # entries. Where entries are missing, extra or unreadable (CORE-02/03 judge that), with the items sent.
-    results = envelope.results(doc)
-    if envelope.failures_only and envelope.raw_results(doc) is not None:
-        # Only the failures are listed: every entry is a failure, every other item succeeded.
-        results_note = f"the {len(results)} failure entries of the answer (the other items succeeded)"
-        ok, failed = len(mixed.items) - len(results), len(results)
-    elif len(results) == len(mixed.items) and all(r.ok is not None for r in results):
-        results_note = f"the {len(results)} entries of the answer"
-        ok, failed = sum(r.ok is True for r in results), sum(r.ok is False for r in results)
-    else:
+    counted = _counted(envelope, doc, mixed.items)
+    if counted is None:
         results_note = "the items sent (the answer's entries are incomplete or unreadable)"
         ok, failed = len(mixed.valid_ids), len(mixed.invalid)
+    else:
+        ok, failed, results_note = counted
     actual = {"total": len(mixed.items), "succeeded": ok, "failed": failed, "errors_flag": failed > 0}
     wrong = {k: v for k, v in summary.items() if k in actual and v != actual[k]}
     expect(not wrong, f"summary fields ({where}) disagree with {results_note} (a mixed batch)",
@@ -269,6 +285,44 @@ def test_summary_fields_agree(target, items, envelope):
     wrong = {k: v for k, v in summary.items() if k in actual and v != actual[k]}
     expect(not wrong, f"summary fields ({where}) disagree with the items sent (an all-valid batch)",
            expected={k: actual[k] for k in wrong}, seen=wrong)
+    # A failure found only at write time: an item whose id the all-valid batch created, sent again beside a
+    # fresh one. Whether it fails (already exists) or is legitimately upserted, the summary must agree with
+    # the outcomes the answer gives (a summary counted before the writes calls it a success either way).
+    if not items.has_ids:
+        return  # items carry no id: nothing can already exist
+    again = [items.valid(1)[0], valid[0]]
+    resp = target.batch(again, note="CORE-08: an item re-sent after the all-valid batch created it: its summary")
+    if not is_2xx(resp):
+        observed("the batch re-sending an existing item was not answered 2xx (HTTP-01 judges that): its "
+                 "summary was not observed")
+        return
+    doc = response_json(resp)
+    counted = _counted(envelope, doc, again)
+    if counted is None:
+        observed("the batch re-sending an existing item got incomplete or unreadable entries (CORE-02/03 judge "
+                 "that): its summary was not compared")
+        return
+    ok, failed, results_note = counted
+    summary = envelope.summary(doc)
+    actual = {"total": len(again), "succeeded": ok, "failed": failed, "errors_flag": failed > 0}
+    wrong = {k: v for k, v in summary.items() if k in actual and v != actual[k]}
+    expect(not wrong, f"summary fields ({where}) disagree with {results_note} (a batch re-sending an item "
+           f"that already exists, {items.id_of(valid[0])!r}: a failure found at write time)",
+           expected={k: actual[k] for k in wrong}, seen=wrong)
+
+
+def _counted(envelope, doc: Any, batch: list[Any]) -> tuple[int, int, str] | None:
+    """(succeeded, failed, what was counted) from the answer's entries; None where they are incomplete or
+    unreadable (not one readable outcome per item)."""
+    results = envelope.results(doc)
+    if envelope.failures_only and envelope.raw_results(doc) is not None:
+        # Only the failures are listed: every entry is a failure, every other item succeeded.
+        return (len(batch) - len(results), len(results),
+                f"the {len(results)} failure entries of the answer (the other items succeeded)")
+    if len(results) == len(batch) and all(r.ok is not None for r in results):
+        return (sum(r.ok is True for r in results), sum(r.ok is False for r in results),
+                f"the {len(results)} entries of the answer")
+    return None
 
 
 @pytest.mark.concurrent

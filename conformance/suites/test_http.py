@@ -30,6 +30,18 @@ def test_mixed_batch_gets_2xx(target, items):
     resp = target.batch(mixed.items)
     expect(_is_2xx_not_207(resp.status_code), "a batch with mixed outcomes did not get a 2xx",
            expected="2xx other than 207", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    if not items.has_ids:
+        return  # items carry no id: none can already exist
+    # A failure found only at write time (a unique-key clash) is a per-item outcome too: valid items beside an
+    # item whose id the batch above created. Failed (already exists) or upserted, the batch gets a 2xx.
+    existing = next(it for it in mixed.items if items.id_of(it) == mixed.valid_ids[0])
+    fresh = items.valid(2)
+    again = [fresh[0], existing, fresh[1]]
+    resp = target.batch(again, note=f"HTTP-01: valid items and one whose id already exists ({mixed.valid_ids[0]!r})")
+    expect(_is_2xx_not_207(resp.status_code),
+           "a batch of valid items and one whose id already exists (a failure found at write time) did not get a 2xx",
+           expected="2xx other than 207, whatever the existing item's outcome",
+           seen=f"{resp.status_code}: {short(resp.text, 300)}")
 
 
 @pytest.mark.concurrent
@@ -59,16 +71,18 @@ def test_no_batch_response_is_207(target, items, profile):
                   "for every item")
 def test_all_invalid_batch_gets_2xx_with_item_errors(target, items, envelope):
     """HTTP-03 MUST: a batch in which every item fails validation returns a 2xx with per-item errors (non-atomic endpoints)."""
-    batch = _all_invalid(items)
-    ids = [items.id_of(it) for it in batch]
-    resp = target.batch(batch)
-    expect(_is_2xx_not_207(resp.status_code), "a batch whose items all fail validation did not get a 2xx",
-           expected="2xx with per-item errors", seen=f"{resp.status_code}: {short(resp.text, 300)}")
-    by_id = envelope.result_map(response_json(resp), batch)
-    not_errors = {i: (by_id[i].status if i in by_id else "no result") for i in ids
-                  if i not in by_id or by_id[i].ok is not False}
-    expect(not not_errors, "the 2xx does not carry an error result for every invalid item",
-           expected="an error result per item", seen=not_errors)
+    # Several invalid items, then a lone one: a one-item batch must not take a single-item code path.
+    for what, batch in (("a batch whose items all fail validation", _all_invalid(items)),
+                        ("a one-item batch whose item fails validation", [items.invalid(1)[0].item])):
+        ids = [items.id_of(it) for it in batch]
+        resp = target.batch(batch, note=f"HTTP-03: {what}")
+        expect(_is_2xx_not_207(resp.status_code), f"{what} did not get a 2xx",
+               expected="2xx with per-item errors", seen=f"{resp.status_code}: {short(resp.text, 300)}")
+        by_id = envelope.result_map(response_json(resp), batch)
+        not_errors = {i: (by_id[i].status if i in by_id else "no result") for i in ids
+                      if i not in by_id or by_id[i].ok is not False}
+        expect(not not_errors, f"the 2xx does not carry an error result for every invalid item ({what})",
+               expected="an error result per item", seen=not_errors)
 
 
 def _items_pointer(envelope: Envelope) -> str:
@@ -90,7 +104,8 @@ def _malformed_cases(envelope: Envelope, items) -> dict[str, bytes]:
         # The profile's fixed request fields (a queue URL) stay, so only the items are wrong.
         fixed = envelope.request_fields
         cases["no items field"] = json.dumps(fixed).encode()
-        for label, value in (("a string", "items"), ("an object", {"0": items.valid(1)[0]}), ("a number", 3)):
+        for label, value in (("a string", "items"), ("an object", {"0": items.valid(1)[0]}), ("a number", 3),
+                             ("null", None), ("a boolean", True)):
             doc: dict[str, Any] = json.loads(json.dumps(fixed))
             pointer_set(doc, pointer, value)
             cases[f"the items field is {label}"] = json.dumps(doc).encode()

@@ -273,3 +273,61 @@ def errors_flag_correct(app):
             doc["summary"]["errors"] = any(r.get("status") == "error" for r in res)
             call.set_response_json(doc)
     return on_batch_response(fn)(app)
+
+
+@mutant("CORE-07", "duplicates are found by comparing whole items: byte-identical twins get the 400 naming the id, "
+        "but the same id with a different payload is applied once, the later twin failing per item (200)",
+        check="test_duplicate_ids_rejected_before_applying")
+def duplicates_found_by_content(app):
+    import json
+
+    from ._base import Rewrite
+
+    def request(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
+            return
+        canon = [json.dumps(op, sort_keys=True) for op in ops]
+        if len(set(canon)) < len(canon) or not _duplicated(ops):
+            return  # identical twins: the server's own 400; no repeated id: nothing to hide
+        seen: set = set()
+        late = []
+        for k, op in enumerate(ops):
+            if op.get("id") in seen:
+                late.append((k, op.get("id")))
+            seen.add(op.get("id"))
+        call.state["late"] = late
+        doc["operations"] = [op for k, op in enumerate(ops) if k not in {k for k, _ in late}]
+        call.set_json(doc)
+
+    def response(call: Call) -> None:
+        late = call.state.get("late")
+        doc, res = _results(call)
+        if not late or call.status != 200 or not isinstance(doc, dict):
+            return
+        for k, item_id in late:  # ascending positions: each lands where its item was
+            res.insert(k, {"id": item_id, "status": "error", "error": {
+                "code": "already_exists", "message": f"an order with id '{item_id}' already exists",
+                "field": "id", "retryable": False}})
+        doc["results"] = res
+        summary = doc.get("summary") or {}
+        doc["summary"] = {"total": len(res), "succeeded": summary.get("succeeded", 0),
+                          "failed": summary.get("failed", 0) + len(late)}
+        call.set_response_json(doc)
+    return Rewrite(app, request=request, response=response)
+
+
+@mutant("CORE-08", "the summary is counted after validation, before the writes: an item failing at write time "
+        "(its id already exists) is counted as succeeded", check="test_summary_fields_agree")
+def summary_counted_before_writes(app):
+    validation = ("invalid_", "missing_field", "unknown_field")
+
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and isinstance(doc, dict) and isinstance(doc.get("summary"), dict):
+            bad = sum(1 for r in res if isinstance(r, dict) and r.get("status") == "error"
+                      and str((r.get("error") or {}).get("code", "")).startswith(validation))
+            doc["summary"] = {"total": len(res), "succeeded": len(res) - bad, "failed": bad}
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)

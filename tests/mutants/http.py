@@ -44,7 +44,8 @@ def atomic_failure_207(app):
 
 
 @mutant("HTTP-03", "a batch whose items all fail validation answers 422 instead of 200",
-        may_also=["ROB-01"], also=[],
+        may_also=["ROB-01"],
+        also=["IDEM-07"],  # its one-item batch reusing an item key is all invalid: 422, not a per-item error
         errors=["PART-05"],
         check="test_all_invalid_batch_gets_2xx_with_item_errors")
 def all_invalid_422(app):
@@ -179,4 +180,62 @@ def refusal_207(app):
     def fn(call: Call) -> None:
         if call.status == 400 and call.json() is None:
             call.status = 207
+    return on_batch_response(fn)(app)
+
+
+def _client(call: Call) -> str:
+    scheme, _, token = (call.header("authorization") or "").partition(" ")
+    return "bearer:" + token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+@mutant("HTTP-01", "an item whose id already exists (a unique-key clash at write time) aborts the whole batch "
+        "with 409 Conflict, nothing applied; validation errors stay per item",
+        # PART-02 cannot set up its batch re-using an id, PART-04's corrected resubmission is refused (full matrix)
+        also=["PART-04"], errors=["PART-02"],
+        check="test_mixed_batch_gets_2xx")
+def existing_id_conflict_409(app):
+    store = app.state.service.storage
+
+    def fn(call: Call) -> None:
+        doc = call.json()
+        if call.status != 200 or (isinstance(doc, dict) and doc.get("atomic") is True):
+            return
+        res = [r for r in _results(call) if isinstance(r, dict)]
+        clash = [r.get("id") for r in res if r.get("status") == "error"
+                 and (r.get("error") or {}).get("code") == "already_exists"]
+        if clash:
+            ok = [r["id"] for r in res if r.get("status") == "ok"]
+            store.connection().executemany("DELETE FROM orders WHERE client = ? AND id = ?",
+                                           [(_client(call), i) for i in ok])
+            call.set_response_json({"error": "conflict",
+                                    "message": f"order '{clash[0]}' already exists; the batch was not applied"}, 409)
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-04", "`operations: null` is read as an empty batch (`body.get('operations') or []`): 200 with no "
+        "results", check="test_unparseable_batches_get_400_json")
+def null_items_empty_batch(app):
+    def fn(call: Call) -> None:
+        req = call.json()
+        if call.status == 400 and isinstance(req, dict) and "operations" in req and req["operations"] is None:
+            call.set_response_json({"results": [], "summary": {"total": 0, "succeeded": 0, "failed": 0}}, 200)
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-03", "a one-item batch goes through the single-item code path: its only item invalid, the answer "
+        "is the single endpoint's 422 (no per-item result)",
+        # PART-05 cannot set up its one-item batch (full matrix)
+        errors=["PART-05"],
+        also=["IDEM-07"],  # its one-item batch reusing an item key gets the single endpoint's 422
+        check="test_all_invalid_batch_gets_2xx_with_item_errors")
+def one_item_batch_422(app):
+    def fn(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        res = _results(call)
+        if call.status == 200 and isinstance(ops, list) and doc.get("atomic") is not True and len(ops) == 1 \
+                and len(res) == 1 and isinstance(res[0], dict) and res[0].get("status") == "error":
+            err = res[0].get("error") or {}
+            call.set_response_json({"error": err.get("code"), "message": err.get("message"),
+                                    "field": err.get("field")}, 422)
     return on_batch_response(fn)(app)
