@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from conformance.checks import (
-    expect, is_2xx, mixed_batch, pointer_get, response_json, setup_failed, setup_ok, short,
-)
+from conformance.checks import expect, mixed_batch, pointer_get, response_json, setup_failed, setup_ok, short
 
 
 def _need_read(profile) -> None:
@@ -32,7 +30,7 @@ def test_valid_items_of_mixed_batch_are_applied(target, items, profile):
 
 @pytest.mark.concurrent
 @pytest.mark.rule("PART-01", clause="the valid item of a batch in which most items fail (1 valid, 4 "
-                  "invalid) is applied (read endpoint) and reported ok")
+                  "invalid) is applied (read endpoint)")
 def test_valid_item_of_mostly_failing_batch_is_applied(target, items, envelope, profile):
     """PART-01 MUST: in a mixed batch every valid item is applied (visible through the read endpoint)."""
     _need_read(profile)
@@ -41,12 +39,10 @@ def test_valid_item_of_mostly_failing_batch_is_applied(target, items, envelope, 
     mixed = mixed_batch(items, 1, 4)
     valid_id = mixed.valid_ids[0]
     resp = target.batch(mixed.items, note="a batch in which most items fail")
+    # Applied is judged through the read endpoint, as the rule says; whether its result is correlated
+    # and ok is CORE-02's and CORE-03's to judge.
     expect(target.exists(valid_id), "the valid item of a batch in which most items fail was not applied",
            expected=f"{valid_id!r} readable", seen=f"answered {resp.status_code}; not readable")
-    if is_2xx(resp):
-        r = envelope.result_map(response_json(resp), mixed.items).get(valid_id)
-        expect(r is not None and r.ok is True, "the valid item of a batch in which most items fail is not "
-               "reported ok", expected="an ok result", seen=short(r.raw, 300) if r else "no result")
 
 
 @pytest.mark.concurrent

@@ -38,7 +38,8 @@ def _rewrite(app: Any, on_request, on_response, path: str = PATH) -> Rewrite:
 
 
 @mutant("ATOM-01", "atomic batch reported failed but the valid items were committed (no rollback)",
-        check="test_failing_item_means_nothing_applied")
+        # it strips the atomic member before the server sees it: IDEM-02's atomic variant is then the same body
+        also=["IDEM-02"], check="test_failing_item_means_nothing_applied")
 def no_rollback(app):
     def req(call: Call) -> None:
         doc = call.json()
@@ -55,7 +56,8 @@ def no_rollback(app):
 
 
 @mutant("ATOM-01", "validates every item up front, then writes without a transaction: a write-time "
-                   "conflict keeps the items written before it", check="test_failure_at_write_time_rolls_back")
+                   "conflict keeps the items written before it", also=["IDEM-02"],  # the atomic member stripped too
+        check="test_failure_at_write_time_rolls_back")
 def validation_only_rollback(app):
     from reference_server.validation import ItemValidator
 
@@ -76,7 +78,8 @@ def validation_only_rollback(app):
 
 
 @mutant("ATOM-01", "the atomic flag is ignored: a failing item leaves the valid ones applied, 200",
-        also=["ATOM-03"], check="test_failing_item_means_nothing_applied")
+        also=["ATOM-03", "IDEM-02"],  # the flag stripped before the server sees it: IDEM-02's variant is the same body
+        check="test_failing_item_means_nothing_applied")
 def atomic_flag_ignored(app):
     def req(call: Call) -> None:
         doc = call.json()
@@ -287,7 +290,8 @@ def atomic_undocumented(app):
 
 
 @mutant("ATOM-05", "the batch endpoint is silently all-or-nothing: without the flag a failing item rolls "
-                   "back the rest (answered 200 with per-item results)", also=["CORE-03", "PART-01", "ORD-01", "IDEM-07"],
+                   "back the rest (answered 200 with per-item results)", also=["CORE-03", "PART-01", "ORD-01", "IDEM-07",
+                                                                  "IDEM-02"],  # every body made atomic: the variant is the same body
         # CORE-08 holds: the summary agrees with the entries the answer returns (issue 13)
         errors=["IDEM-01", "IDEM-06"],
         check="test_atomic_is_not_the_silent_default")
