@@ -259,3 +259,10 @@ def document_problem_json(doc: dict, paths: Callable[[str], bool] = lambda p: Tr
                 content = resp.get("content") or {}
                 if str(status).startswith("4") and "application/json" in content:
                     content.setdefault("application/problem+json", content["application/json"])
+
+
+def client_of(call: "Call") -> str:
+    """The client a request belongs to, as the reference server keys its rows (`app.client_of`): for
+    mutants that touch the store directly."""
+    scheme, _, token = (call.header("authorization") or "").partition(" ")
+    return "bearer:" + token.strip() if scheme.lower() == "bearer" and token.strip() else ""

@@ -1,7 +1,7 @@
 """Mutants of class HTTP: status codes and batch-level error bodies."""
 from __future__ import annotations
 
-from ._base import Call, mutant, on_batch_response
+from ._base import Call, client_of, mutant, on_batch_response
 
 
 def _results(call: Call) -> list:
@@ -183,11 +183,6 @@ def refusal_207(app):
     return on_batch_response(fn)(app)
 
 
-def _client(call: Call) -> str:
-    scheme, _, token = (call.header("authorization") or "").partition(" ")
-    return "bearer:" + token.strip() if scheme.lower() == "bearer" and token.strip() else ""
-
-
 @mutant("HTTP-01", "an item whose id already exists (a unique-key clash at write time) aborts the whole batch "
         "with 409 Conflict, nothing applied; validation errors stay per item",
         # PART-02 cannot set up its batch re-using an id, PART-04's corrected resubmission is refused (full matrix)
@@ -206,7 +201,7 @@ def existing_id_conflict_409(app):
         if clash:
             ok = [r["id"] for r in res if r.get("status") == "ok"]
             store.connection().executemany("DELETE FROM orders WHERE client = ? AND id = ?",
-                                           [(_client(call), i) for i in ok])
+                                           [(client_of(call), i) for i in ok])
             call.set_response_json({"error": "conflict",
                                     "message": f"order '{clash[0]}' already exists; the batch was not applied"}, 409)
     return on_batch_response(fn)(app)

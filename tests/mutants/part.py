@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Call, mutant, on_batch_response
+from ._base import Call, client_of, mutant, on_batch_response
 
 VALIDATION = ("invalid_", "missing_field", "unknown_field")
 
@@ -11,11 +11,6 @@ VALIDATION = ("invalid_", "missing_field", "unknown_field")
 def _db(app: Any):
     """The reference app's SQLite store (the wrapped app is always the reference server here)."""
     return app.state.service.storage
-
-
-def _client(call: Call) -> str:
-    scheme, _, token = (call.header("authorization") or "").partition(" ")
-    return "bearer:" + token.strip() if scheme.lower() == "bearer" and token.strip() else ""
 
 
 def _results(call: Call) -> list[dict[str, Any]]:
@@ -45,7 +40,7 @@ def rolls_back_mixed_batch(app):
         if call.status == 200 and any(r.get("status") == "error" for r in res):
             ok = [r["id"] for r in res if r.get("status") == "ok"]
             conn = store.connection()
-            conn.executemany("DELETE FROM orders WHERE client = ? AND id = ?", [(_client(call), i) for i in ok])
+            conn.executemany("DELETE FROM orders WHERE client = ? AND id = ?", [(client_of(call), i) for i in ok])
     return on_batch_response(fn)(app)
 
 
@@ -61,7 +56,7 @@ def stops_writing_after_first_error(app):
         if call.status == 200 and first is not None:
             late = [r["id"] for r in res[first:] if r.get("status") == "ok"]
             store.connection().executemany("DELETE FROM orders WHERE client = ? AND id = ?",
-                                           [(_client(call), i) for i in late])
+                                           [(client_of(call), i) for i in late])
     return on_batch_response(fn)(app)
 
 
@@ -76,7 +71,7 @@ def half_writes_invalid_items(app):
         for r in _results(call):
             if r.get("status") == "error" and _is_validation((r.get("error") or {}).get("code")):
                 it = items.get(r["id"], {})
-                rows.append((_client(call), r["id"], it.get("amount", 0), str(it.get("currency", "")), None, None, 1,
+                rows.append((client_of(call), r["id"], it.get("amount", 0), str(it.get("currency", "")), None, None, 1,
                              "1970-01-01T00:00:00.000Z"))
         if rows:
             store.connection().executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -94,7 +89,7 @@ def conflict_overwrites(app):
             if r.get("status") == "error" and (r.get("error") or {}).get("code") == "already_exists":
                 it = items.get(r["id"], {})
                 store.connection().execute("UPDATE orders SET amount = ?, currency = ?, note = ? WHERE client = ? AND id = ?",
-                                           (it.get("amount"), it.get("currency"), it.get("note"), _client(call), r["id"]))
+                                           (it.get("amount"), it.get("currency"), it.get("note"), client_of(call), r["id"]))
     return on_batch_response(fn)(app)
 
 
@@ -141,7 +136,7 @@ def failed_ids_reserved(app):
 
     def fn(call: Call) -> None:
         doc = call.response_json()
-        client = _client(call)
+        client = client_of(call)
         changed = False
         for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
             key = (client, r.get("id"))
@@ -166,7 +161,7 @@ def retry_reapplies_previous_batch(app):
     last: dict[str, tuple[set[str], list[str]]] = {}
 
     def fn(call: Call) -> None:
-        client = _client(call)
+        client = client_of(call)
         res = _results(call)
         if call.status != 200 or not res:
             return
@@ -226,7 +221,7 @@ def existing_ids_reapplied(app):
 
     def fn(call: Call) -> None:
         doc = call.response_json()
-        client = _client(call)
+        client = client_of(call)
         changed = False
         for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
             if r.get("status") == "error" and (r.get("error") or {}).get("code") == "already_exists":
@@ -254,5 +249,5 @@ def abandons_mostly_failing_batch(app):
         if call.status == 200 and sum(1 for r in res if r.get("status") == "error") * 2 > len(res):
             ok = [r["id"] for r in res if r.get("status") == "ok"]
             store.connection().executemany("DELETE FROM orders WHERE client = ? AND id = ?",
-                                           [(_client(call), i) for i in ok])
+                                           [(client_of(call), i) for i in ok])
     return on_batch_response(fn)(app)

@@ -7,7 +7,7 @@ from typing import Any
 
 from reference_server.errors import PAYLOAD_TOO_LARGE, ApiError
 
-from ._base import Call, Rewrite, mutant, on_batch_response, variation
+from ._base import Call, client_of, Rewrite, mutant, on_batch_response, variation
 
 
 def _service(app: Any) -> Any:
@@ -115,10 +115,8 @@ def chunk_edges_lost(app):
         if call.status != 200 or len(res) < 128:
             return
         lost = [res[k]["id"] for k in range(127, (len(res) // 128) * 128, 128) if res[k].get("status") == "ok"]
-        auth = call.header("authorization") or ""
-        client = "bearer:" + auth.partition(" ")[2].strip() if auth.lower().startswith("bearer ") else ""
         storage.connection().executemany("DELETE FROM orders WHERE client = ? AND id = ?",
-                                         [(client, i) for i in lost])
+                                         [(client_of(call), i) for i in lost])
     return on_batch_response(fn)(app)
 
 
