@@ -10,7 +10,7 @@ import ssl
 import threading
 import time
 from typing import Any, Iterable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -109,6 +109,21 @@ class Redactor:
 def _host(url: httpx.URL) -> str:
     """The Host header of `url`: its netloc without credentials."""
     return url.netloc.decode("ascii").rsplit("@", 1)[-1]
+
+
+def with_query(url: str, params: dict[str, Any] | list[tuple[str, Any]] | None) -> str:
+    """`url` with `params` added after its own query, which is kept byte for byte. httpx's `params=`
+    would replace the query of the URL it is given, and a URL the target handed out (a job's status
+    URL, a signed link, a `?api-version=` endpoint path) means its query: the kit's own parameters
+    (an endpoint's fixed query, a results cursor) come after it. Values are written as httpx writes
+    them (true/false, an empty string for None)."""
+    if not params:
+        return url
+    extra = str(httpx.QueryParams(params))
+    if not extra:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
 class _Encoded(bytes):
@@ -303,7 +318,7 @@ class Target:
         json_body: Any = None,
         content: bytes | Iterable[bytes] | None = None,
         headers: dict[str, str] | None = None,
-        params: dict[str, Any] | None = None,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
         timeout: float | None = None,
         note: str | None = None,
         auth: bool = True,
@@ -326,8 +341,8 @@ class Target:
                     self.note(f"redirect to another host not followed: {self.session.redactor.text(target)}")
                     return resp
                 url = target
-                # The Location is the whole URL to follow, its query included: sending the endpoint's
-                # query again would replace it (httpx replaces a URL's query with `params`).
+                # The Location is the whole URL to follow, its query included: the endpoint's query
+                # was for the first URL, and sending it again would add to what the target chose.
                 params = None
                 continue
             if resp.status_code in (429, 503) and "retry-after" in resp.headers and attempt < retries:
@@ -351,7 +366,7 @@ class Target:
         s = self.session
         s.pacer.wait()
         body_bytes = content if isinstance(content, (bytes, bytearray)) else None
-        req = s.client.build_request(method, url, headers=headers, content=content, params=params,
+        req = s.client.build_request(method, with_query(url, params), headers=headers, content=content,
                                      timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         # raw keeps the header names as sent (httpx lower-cases them elsewhere)
         sent_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.raw]
@@ -535,8 +550,8 @@ class Target:
         if content is not None or streamed:
             hdrs.setdefault("Content-Type", self.envelope.content_type)
         hdrs.update(headers or {})
-        url = self.session.client.build_request(method, self.url_for(name, **(path_params or {})),
-                                                params=ep.get("query") or None).url
+        url = self.session.client.build_request(method, with_query(self.url_for(name, **(path_params or {})),
+                                                                   ep.get("query"))).url
         return method, url, hdrs, content
 
     def _answered_raw(self, ex: Exchange, out: RawOutcome) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -191,7 +191,7 @@ class Jobs:
         method = ep.get("method", "GET")
         headers = dict(ep.get("headers") or {})
         params: list[tuple[str, Any]] = list((ep.get("query") or {}).items())
-        resp = self.target.request(method, _with_query(url, params), headers=headers, note=note)
+        resp = self.target.request(method, url, params=params, headers=headers, note=note)
         doc = json_of(resp)
         status, raw_status = self.map.status(doc)
         raw = pointer_get(doc, self.map.m["results"], None)
@@ -208,7 +208,7 @@ class Jobs:
                 snap.cursor_loop = True
                 break
             seen.add(str(cursor))
-            page = self.target.request(method, _with_query(url, [*params, (self.map.m["cursor_param"], cursor)]),
+            page = self.target.request(method, url, params=[*params, (self.map.m["cursor_param"], cursor)],
                                        headers=headers, note="next page of the job's results")
             page_doc = json_of(page)
             more = pointer_get(page_doc, self.map.m["results"], None)
@@ -253,23 +253,6 @@ class Jobs:
         if not last.terminal:
             raise SetupError(f"the job did not end within {self.deadline_s:g}s (ASYNC-04 reports it)")
         return snaps, last
-
-
-def _with_query(url: str, params: list[tuple[str, Any]]) -> str:
-    """`url` with `params` added after its own query, which is kept byte for byte (a handed-out URL's
-    query is part of it, a signed status URL's too; httpx would replace it with `params`)."""
-    if not params:
-        return url
-    parts = urlsplit(url)
-    extra = urlencode([(k, _param(v)) for k, v in params])
-    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
-
-
-def _param(value: Any) -> str:
-    """A query value as httpx writes it (true/false, an empty string for None)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
 
 
 def by_id(results: list[Result]) -> dict[Any, list[Result]]:

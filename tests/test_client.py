@@ -91,6 +91,25 @@ def test_redirect_keeps_the_query_of_its_location():
                     "http://target.test/api/jobs/1/result?view=final&cursor=10"]
 
 
+def test_params_are_added_to_the_query_a_url_already_has():
+    """A URL the target handed out keeps its own query byte for byte (a signed status URL, an
+    `?api-version=` path), and the kit's parameters (a results cursor, an endpoint's fixed query)
+    come after it: httpx's `params=` alone would replace that query."""
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(str(req.url))
+        return httpx.Response(200, json={"results": []})
+
+    target, _ = target_with(handler)
+    target.request("GET", "http://target.test/api/jobs/1?sig=a%2Fb&x=1", params=[("cursor", "10"), ("all", True)])
+    target.request("GET", "http://target.test/api/jobs/1", params={"cursor": "10"})
+    target.request("GET", "http://target.test/api/jobs/1?sig=abc", params=None)
+    assert seen == ["http://target.test/api/jobs/1?sig=a%2Fb&x=1&cursor=10&all=true",
+                    "http://target.test/api/jobs/1?cursor=10",
+                    "http://target.test/api/jobs/1?sig=abc"]
+
+
 def test_retry_after_is_honoured_a_bounded_number_of_times():
     calls = []
 
