@@ -344,6 +344,13 @@ class Target:
                 # The Location is the whole URL to follow, its query included: the endpoint's query
                 # was for the first URL, and sending it again would add to what the target chose.
                 params = None
+                if _redirect_as_get(resp.status_code, method):
+                    # RFC 9110 §15.4.4: a 303 is followed with GET (the answer is elsewhere, e.g. a
+                    # cancel's 303 to the job); §15.4.2-3: a 301/302 to a POST may be too, as every
+                    # user agent does. Re-sending the body there would ask the Location to do the work again.
+                    self.note(f"{resp.status_code}: followed with GET, without the body")
+                    method, content = "GET", None
+                    hdrs = {k: v for k, v in hdrs.items() if k.lower() not in ("content-type", "content-length")}
                 continue
             if resp.status_code in (429, 503) and "retry-after" in resp.headers and attempt < retries:
                 wait = retry_after_seconds(resp.headers["retry-after"])
@@ -703,15 +710,31 @@ def _fill(template: Any, item_id: Any) -> Any:
     return template
 
 
-def retry_after_seconds(value: str) -> float | None:
-    """Seconds a Retry-After value asks for (delta-seconds or an HTTP date), or None when it is neither."""
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
+def _redirect_as_get(status: int, method: str) -> bool:
+    """Whether a redirect is followed with GET (what httpx and browsers do): a 303 for any method but
+    HEAD, a 301 or 302 to a POST. A 307 or 308 keeps the method and the body."""
+    return (status == 303 and method.upper() != "HEAD") or (status in (301, 302) and method.upper() == "POST")
 
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
+
+_DELAY_SECONDS = re.compile(r"[0-9]+")
+
+
+def retry_after_seconds(value: str) -> float | None:
+    """Seconds a Retry-After value asks for, or None when it is not a valid one. RFC 9110 §10.2.3:
+    delay-seconds is `1*DIGIT` (so `0.5`, `-1`, `1e3`, `inf` are invalid), or an HTTP-date."""
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(int(value))
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT (RFC 9110 §5.6.7)
+        from datetime import timezone
+
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
