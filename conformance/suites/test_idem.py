@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance.checks import (Jobs, effects, expect, is_2xx, key_header, new_key, observed, outcomes,
+from conformance.checks import (Jobs, effects, expect, is_2xx, json_of, key_header, new_key, observed, outcomes,
                                response_json, setup_failed, setup_ok, short)
 
 MAX_KEY = 255
@@ -367,6 +367,132 @@ def test_keys_are_scoped_to_the_credential(target, items, envelope, profile):
         expect(is_replay_of(envelope, first, again, mine),
                "after the second client used the key, the first client's retry no longer replays its own response",
                expected=short(first.text), seen=f"{again.status_code}: {short(again.text)}")
+
+
+def _job_id(jobs, resp: httpx.Response) -> Any:
+    return jobs.map.get(json_of(resp), "job_id")
+
+
+def _ended_job(jobs, acc, whose: str, hint: str = ""):
+    """Poll `acc`'s job as `jobs`' client to its end; the last reading. A job its own client cannot
+    read (403/404) is a violation here: the 202 that named it handed out another client's job."""
+    last = jobs.poll(jobs.url_of(acc), what=f"{whose} polls its job")[-1]
+    expect(last.http_status not in (403, 404),
+           f"the job the {whose}'s 202 names is not readable by the {whose} ({last.http_status}): it is not "
+           f"its own job{hint}", expected="its own job, readable by it",
+           seen=f"{last.http_status}: {short(last.doc, 200)}")
+    if not last.ok:
+        setup_failed(f"reading the {whose}'s job got {last.http_status} (ASYNC-01/ASYNC-04 report it)")
+    if last.status is None:
+        setup_failed(f"the {whose}'s job status {last.raw_status!r} is not a declared status word "
+                     "(ASYNC-02 reports it)")
+    if not last.terminal:
+        setup_failed(f"the {whose}'s job did not end within {jobs.deadline_s:g}s (ASYNC-04 reports it)")
+    return last
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("IDEM-05", clause="on the async endpoint, another credential's job request with the first "
+                  "client's key (other or same body) gets a new job of its own, not the first client's job nor its "
+                  "202 replayed, whose items are applied (read endpoint); the first client's job and key are untouched")
+def test_job_keys_are_scoped_to_the_credential(target, items, envelope, profile):
+    """IDEM-05 MUST: keys are scoped to the client credential: another client's same key replays nothing of the first client's."""
+    # The async endpoint takes the batch key too (ASYNC-08), and a store that scopes keys per client
+    # on the batch endpoint can still share them where jobs are created: the sync check above never
+    # sends a key there.
+    header = key_header(profile)
+    profile.require("endpoints.async")
+    if envelope.failures_only:
+        pytest.skip("failure-only results (envelope.results_mode): a job's results are not read in that form, so "
+                    "IDEM-05 is judged on the batch endpoint only")
+    mine_jobs = Jobs(target, envelope)
+    their_jobs = mine_jobs.as_client("second")  # SKIPs without target.second_credential
+    second = their_jobs.target
+    marker = replayed_header(profile)
+    reads = bool(profile.get("endpoints.read"))
+    retry_unjudged = False
+    same_id_unjudged: list[Any] = []
+    cases = [("a different body", items.valid(2), items.valid(2)), ("the same body", *([items.valid(2)] * 2))]
+    for what, mine, theirs in cases:
+        key = new_key(items, "job")
+        acc = mine_jobs.create(mine, headers={header: key}, note="first client: a job request with the key")
+        # Whether the target honours the key for the first client itself: only then does its retry after
+        # the second client's request tell whether that request disturbed the first client's key.
+        before = mine_jobs.submit(mine, headers={header: key},
+                                  note="first client retries with the key, before the second client uses it")
+        honoured = is_2xx(before) and _job_id(mine_jobs, before) == acc.job_id
+        # Sent at once, while the first client's job may still run: a key held "in use" across
+        # clients shows as well as one stored across clients.
+        resp = their_jobs.submit(theirs, headers={header: key},
+                                 note=f"second client: a job request with the first client's key, {what}")
+        # Right after it (not after the polls below): a key that merely outlived a short retention
+        # window (IDEM-09's finding) must not pass for a key the second client's request took over.
+        again = mine_jobs.submit(mine, headers={header: key}, note="first client retries after the second client")
+        expect(is_2xx(resp), f"the second client's job request with the first client's key ({what}) was refused",
+               expected="2xx: a new job of the second client's own",
+               seen=f"{resp.status_code}: {short(resp.text, 300)}")
+        expect(resp.headers.get(marker, "").strip().lower() != "true",
+               f"the second client's job request ({what}) was answered with a replay",
+               expected="a fresh 202 for a new job",
+               seen=f"{marker}: {resp.headers.get(marker)}; {short(resp.text, 300)}")
+        theirs_id = _job_id(their_jobs, resp)
+        again_id = _job_id(mine_jobs, again)
+        if honoured:
+            expect(is_2xx(again) and again_id == acc.job_id,
+                   f"after the second client used the key ({what}), the first client's retry no longer names its "
+                   "own job" + (" but the second client's" if again_id == theirs_id else ""),
+                   expected=f"2xx naming {acc.job_id!r}, as before the second client's request",
+                   seen=f"{again.status_code}: {short(again.text, 300)}")
+        else:
+            retry_unjudged = True
+            target.note(f"the first client's retry before the second client's request got {before.status_code} "
+                        f"naming {_job_id(mine_jobs, before)!r}, not its job {acc.job_id!r} (ASYNC-08 judges that)")
+        # Job ids may be numbered per client, so an equal id alone is no proof: what the second client
+        # can read of that job is.
+        hint = f" (it names the first client's job {acc.job_id!r})" if theirs_id == acc.job_id else ""
+        their_acc = their_jobs.accepted(resp)
+        theirs_last = _ended_job(their_jobs, their_acc, "second client", hint)
+        theirs_ids = ids_of(items, theirs)
+        foreign = [r.id for r in theirs_last.results
+                   if r.id is not None and str(r.id) not in {str(i) for i in theirs_ids}]
+        expect(not foreign, f"the second client's job ({what}) holds results for items it did not send{hint}",
+               expected=f"results for {theirs_ids} only", seen=f"also: {foreign}")
+        if reads:
+            if what == "a different body":
+                must = theirs_ids
+            else:  # ids global to the target may legally answer `already_exists`: only ok items must read back
+                must = [i for i in theirs_ids if any(r.ok and str(r.id) == str(i) for r in theirs_last.results)]
+            missing = [i for i in must if not second.exists(i)]
+            expect(not missing, f"items of the second client's job ({what}) were not applied for it{hint}",
+                   expected="readable by the second client", seen=f"not readable: {missing}")
+        if hint:
+            same_id_unjudged.append(theirs_id)
+        # The first client's job: still its own, with its own items, not cancelled, its items applied.
+        mine_last = _ended_job(mine_jobs, acc, "first client")
+        mine_ids = ids_of(items, mine)
+        foreign = [r.id for r in mine_last.results
+                   if r.id is not None and str(r.id) not in {str(i) for i in mine_ids}]
+        expect(not foreign and mine_last.status != "cancelled",
+               f"after the second client used the key ({what}), the first client's job was changed",
+               expected=f"its own {len(mine_ids)} items, not cancelled",
+               seen=f"{mine_last.progress()}; results for other items: {foreign}")
+        if reads:
+            missing = [i for i in mine_ids if not target.exists(i)]
+            expect(not missing, f"after the second client used the key ({what}), the first client's items are "
+                                "not readable",
+                   expected="readable by the first client", seen=f"not readable: {missing}")
+    if retry_unjudged:
+        observed("whether the second client's request disturbed the first client's key was not observed: the "
+                 "async endpoint did not honour the key for the first client itself (its retry named another "
+                 "job; ASYNC-08 reports that)")
+    if same_id_unjudged:
+        observed(f"the second client's job had the first client's job id ({short(same_id_unjudged, 100)}), yet it "
+                 "read that job as its own, with its own items: job ids numbered per client are legal, so the "
+                 "equal id was not judged")
+    if not reads:
+        observed("the second client's items were not read back (the profile declares no endpoints.read): the "
+                 "answer to its job request, whether it could read that job and the job's results were judged, not "
+                 "the items' effects")
 
 
 # -- item keys -----------------------------------------------------------------

@@ -11,13 +11,14 @@ import uuid
 from typing import Any
 
 import orjson
+from anyio import to_thread
 from starlette.requests import Request
 
 from reference_server.app import client_of
 from reference_server.batch import apply_batch
 from reference_server.idempotency import Claim, Stored, fingerprint, item_fingerprint
 
-from ._base import Call, Rewrite, mutant, on_batch_response
+from ._base import Call, Rewrite, mutant, on_batch_response, read_body
 
 KEY = "idempotency-key"
 
@@ -173,6 +174,46 @@ def keys_shared_per_body(app):
     begin = store.begin
     store.begin = lambda client, key, fp: begin("", f"{key}|{fp}", fp)
     return app
+
+
+JOBS = "/imports/batch"
+_OTHER_CLIENTS_JOB = ("SELECT status, headers, body FROM idempotency_keys WHERE key = ? AND client <> ? "
+                      "AND state = 'done' AND expires_at > ? ORDER BY created_at")
+
+
+@mutant("IDEM-05", "the async endpoint finds a job by its key alone: a key the client never used but another client "
+                   "did gets that client's job (its 202 again, unmarked), whatever the body; the batch endpoint and "
+                   "a client's own keys stay scoped", check="test_job_keys_are_scoped_to_the_credential")
+def job_keys_shared_across_clients(app):
+    # A job service that deduplicates by a key column of its jobs (`SELECT job WHERE key = ?`) without
+    # the client: the sync batch endpoint and each client's own retries behave, so only a second
+    # credential sending the same key to the async endpoint shows it.
+    storage = _store(app).storage
+
+    def other_clients_job(client: str, key: str) -> Stored | None:
+        with storage.snapshot() as conn:
+            if conn.execute("SELECT 1 FROM idempotency_keys WHERE client = ? AND key = ?", (client, key)).fetchone():
+                return None  # the client's own key: the store's usual answer (replay, 422, 409)
+            for status, headers, body in conn.execute(_OTHER_CLIENTS_JOB, (key, client, time.time())).fetchall():
+                doc = orjson.loads(body) if body else None
+                if isinstance(doc, dict) and "job_id" in doc:  # a job's 202, not a sync batch's answer
+                    return Stored(status, bytes(body), orjson.loads(headers) if headers else {})
+        return None
+
+    async def wrapped(scope: dict, receive: Any, send: Any) -> None:
+        key = dict(scope.get("headers") or []).get(KEY.encode()) if scope["type"] == "http" else None
+        if not key or scope["method"] != "POST" or scope["path"] != JOBS or len(key) > 255:
+            await app(scope, receive, send)
+            return
+        found = await to_thread.run_sync(other_clients_job, client_of(Request(scope)), key.decode("latin-1"))
+        if found is None:
+            await app(scope, receive, send)
+            return
+        await read_body(receive)  # the request is answered without being looked at
+        await found.response()(scope, receive, send)
+
+    wrapped.router = app.router  # type: ignore[attr-defined]  # lifespan for the in-process transport
+    return wrapped
 
 
 @mutant("IDEM-06", "item keys are accepted but ignored: a retried item is applied again", also=["IDEM-07", "IDEM-11"],
