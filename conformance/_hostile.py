@@ -7,6 +7,7 @@ templates, with fresh run-prefixed ids, so the same corpus runs against any targ
 from __future__ import annotations
 
 import base64
+import copy
 import importlib.resources
 import json
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from typing import Any
 
 import yaml
 
-EXPECTATIONS = {"4xx", "4xx-or-item-error", "processed", "4xx-or-processed", "clean", "4xx-or-close"}
+EXPECTATIONS = {"4xx", "4xx-or-item-error", "processed", "4xx-or-processed", "clean", "clean-or-coerced",
+                "4xx-or-close"}
 _MARK = "\u0000bs-fragment-{}\u0000"  # a string no generated value contains: replaced by raw bytes
 
 
@@ -36,7 +38,8 @@ class BuiltBody:
     items: list[Any]
     """The items as a client would see them (raw fragments as None), for position correlation."""
     hostile: list[dict[str, Any]] = field(default_factory=list)
-    """The hostile items that carry an id: {"id", "item" (as decoded, or None), "readable" (id usable in a URL)}."""
+    """The hostile items that carry an id: {"id", "item" (as decoded, or None), "readable" (id usable in a URL),
+    and for a wrong scalar "loose": the pointer of the member a lenient server may coerce (not compared)}."""
     unidentified: int = 0
     """Hostile items that carry no id (null, scalars, nested arrays)."""
 
@@ -125,6 +128,82 @@ def _readable(value: Any) -> bool:
 
 
 WRONG_TYPES: list[Any] = [{"bs_wrong_type": True}, [1, 2]]  # no lenient coercion turns these into a scalar
+# Scalars of another JSON type than the template's value (corpus part `wrong_scalars`): null, true and
+# false, a string that is no number, a number. The templates are valid items, so their values' types
+# are the types the target wants, with or without an OpenAPI document: a number member gets a string
+# (`float("bs-not-a-number")` raises), a string member a number, every member null and both booleans.
+NOT_A_NUMBER = "bs-not-a-number"
+WRONG_SCALARS: list[Any] = [None, True, False, NOT_A_NUMBER, 12345]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
+
+
+def wrong_scalars(value: Any) -> list[Any]:
+    """The scalars of WRONG_SCALARS whose JSON type differs from `value`'s."""
+    return [w for w in WRONG_SCALARS if _json_type(w) != _json_type(value)]
+
+
+def _members(template: dict[str, Any], id_pointer: str | None) -> list[tuple[str, Any]]:
+    """(pointer, value) of each member a wrong type goes into: every top-level member but the one
+    holding the id and, where the id is nested (`/Put/Item/key/S`), every scalar leaf under that
+    member (`/Put/Item/qty/N`): a DynamoDB-shaped item has no other top-level member."""
+    tokens = _tokens(id_pointer) if id_pointer else []
+    out = [("/" + _escape(k), v) for k, v in template.items() if not tokens or k != tokens[0]]
+    if len(tokens) > 1 and isinstance(template.get(tokens[0]), dict):
+        def leaves(node: dict[str, Any], path: list[str]) -> None:
+            for k, v in node.items():
+                if isinstance(v, dict) and v:
+                    leaves(v, path + [k])
+                elif path + [k] != tokens:
+                    out.append(("/" + "/".join(_escape(t) for t in path + [k]), v))
+        leaves(template[tokens[0]], [tokens[0]])
+    return out
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _tokens(pointer: str) -> list[str]:
+    return [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]] if pointer.startswith("/") \
+        else [pointer]
+
+
+def _set(item: dict[str, Any], pointer: str, value: Any) -> None:
+    tokens = _tokens(pointer)
+    node = item
+    for t in tokens[:-1]:
+        node = node[t]
+    node[tokens[-1]] = value
+
+
+def without_member(item: Any, pointer: str) -> Any:
+    """A copy of `item` without the member at `pointer`, and without the objects that removal leaves
+    empty (`/Put/Item/qty/N` takes `qty` with it): what an ok wrong-scalar item must read back as."""
+    out = copy.deepcopy(item)
+    tokens = _tokens(pointer)
+    path: list[dict[str, Any]] = []
+    node = out
+    for t in tokens[:-1]:
+        if not isinstance(node, dict) or not isinstance(node.get(t), dict):
+            return out
+        path.append(node)
+        node = node[t]
+    if isinstance(node, dict):
+        node.pop(tokens[-1], None)
+    for parent, t in zip(reversed(path), reversed(tokens[:-1])):
+        if parent[t]:
+            break
+        del parent[t]
+    return out
 
 
 def build(case: HostileCase, items: Any, envelope: Any, max_bytes: int | None) -> BuiltBody:
@@ -144,19 +223,20 @@ def build(case: HostileCase, items: Any, envelope: Any, max_bytes: int | None) -
             item = items.valid(1)[0]
             parts.append(item)
             shown.append(item)
-        elif part == "wrong_types":
+        elif part in ("wrong_types", "wrong_scalars"):
             seen: set[str] = set()
             for tpl in templates:
-                for name in tpl:
-                    if name == id_field or name in seen:
+                for pointer, value in _members(tpl, items.id_pointer):
+                    if pointer in seen:
                         continue
-                    seen.add(name)
-                    for wrong in WRONG_TYPES:
+                    seen.add(pointer)
+                    for wrong in WRONG_TYPES if part == "wrong_types" else wrong_scalars(value):
                         item = items.with_id(tpl)
-                        item[name] = wrong
+                        _set(item, pointer, wrong)
                         parts.append(item)
                         shown.append(item)
-                        hostile.append({"id": items.id_of(item), "item": item, "readable": True})
+                        hostile.append({"id": items.id_of(item), "item": item, "readable": True,
+                                        **({"loose": pointer} if part == "wrong_scalars" else {})})
         elif "item" in part:
             parts.append(frags.mark(frags.text(part["item"], items.new_id)))
             shown.append(items.set_id({}, None))

@@ -1,11 +1,12 @@
 """PAR — single/batch parity, where a single endpoint is declared. SPEC §4."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from conformance.checks import expect, openapi, without_fields, response_json, setup_ok, short
+from conformance.checks import expect, observed, openapi, without_fields, response_json, setup_ok, short
 
 
 def _comparable(doc: Any, ignore: set[str]) -> Any:
@@ -14,7 +15,7 @@ def _comparable(doc: Any, ignore: set[str]) -> Any:
 
 @pytest.mark.concurrent
 @pytest.mark.rule("PAR-01", clause="an ok result's data equals the single endpoint's response for "
-                  "the same payload (server fields ignored)")
+                  "the same payload (server fields ignored), in a one-item and in a multi-item batch")
 def test_ok_data_matches_single_response(target, items, envelope, profile):
     """PAR-01 MUST: an ok result's `data` matches the single endpoint's response for the same item (server-generated fields aside)."""
     target.endpoint("single")
@@ -22,24 +23,45 @@ def test_ok_data_matches_single_response(target, items, envelope, profile):
         pytest.skip("failure-only results (envelope.results_mode): an ok item has no result entry, so no data "
                     "to compare with the single endpoint's answer")
     ignore = set(profile.get("items.server_fields") or []) | {items.id_field}
-    differ: dict[str, Any] = {}
-    for tpl in items.templates()[:3]:
-        one, other = items.with_id(tpl), items.with_id(tpl)
-        single = setup_ok(target.single(one), "creating an item through the single endpoint")
+    tpls = items.templates()[:3]
+    if not tpls:
+        pytest.skip("the profile declares no items.valid templates")
+    singles: list[Any] = []
+    for tpl in tpls:
+        single = setup_ok(target.single(items.with_id(tpl)), "creating an item through the single endpoint")
         # the created resource where endpoints.single.resource says (default: the whole answer)
         single_doc = target.resource_of("single", single)
         if not isinstance(single_doc, dict):
             pytest.skip("the single endpoint answers no JSON object to compare with"
                         + (f" at {profile.get('endpoints.single.resource')!r} (endpoints.single.resource)"
                            if profile.get("endpoints.single.resource") else ""))
-        resp = setup_ok(target.batch([other]), "a one-item batch")
-        r = envelope.result_map(response_json(resp), [other]).get(items.id_of(other))
-        if r is None or r.ok is not True:
-            differ[str(tpl)] = f"the batch did not report ok: {short(r.raw if r else resp.text, 200)}"
-            continue
-        a, b = _comparable(single_doc, ignore), _comparable(r.data, ignore)
-        if a != b:
-            differ[str(tpl)] = {"single": short(a, 250), "batch data": short(b, 250)}
+        singles.append(single_doc)
+    # A server may build a batch's data on another path than a one-item batch's (a bulk insert that
+    # returns a column subset for 2+ items, a single-row insert for one): each size is compared. The
+    # multi-item batch holds every template (at least two items, within limits.max_items).
+    size = max(2, len(tpls))
+    cap = profile.get("limits.max_items")
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap < size:
+        size = cap
+    batches = [[0]] + ([[k % len(tpls) for k in range(size)]] if size >= 2 else [])
+    if size < 2:
+        observed(f"limits.max_items is {cap}: only one-item batches were compared with the single endpoint")
+    differ: dict[str, Any] = {}
+    for which in batches:
+        batch = [items.with_id(tpls[k]) for k in which]
+        label = f"a {len(batch)}-item batch"
+        resp = setup_ok(target.batch(batch, note=f"PAR-01: {label}, each item's data compared with the single "
+                                                  "endpoint's answer"), label)
+        results = envelope.result_map(response_json(resp), batch)
+        for k, item in zip(which, batch):
+            r = results.get(items.id_of(item))
+            key = f"{short(tpls[k], 80)} in {label}"
+            if r is None or r.ok is not True:
+                differ[key] = f"the batch did not report ok: {short(r.raw if r else resp.text, 200)}"
+                continue
+            a, b = _comparable(singles[k], ignore), _comparable(r.data, ignore)
+            if a != b:
+                differ[key] = {"single": short(a, 250), "batch data": short(b, 250)}
     expect(not differ, "a batch ok result's data differs from the single endpoint's response",
            expected=f"equal, ignoring {sorted(ignore)}", seen=differ)
 
@@ -96,8 +118,11 @@ def test_batch_item_schema_is_single_request_schema(target, envelope, profile):
     if _same_ref(single_schema, item_schema):
         return
     batch_only = {f for f in (profile.get("idempotency.item_field"), profile.get("dependencies.field")) if f}
-    a = openapi.resolved(doc, single_schema)
-    b = _without(openapi.resolved(doc, item_schema), batch_only)
+    # Compared as JSON Schema means them: `required`, `enum` and a `type` list are sets, and so are
+    # the subschemas of allOf/anyOf/oneOf (a hand-written schema that lists them in another order is
+    # the same schema, and must not WARN).
+    a = _normalised(openapi.resolved(doc, single_schema))
+    b = _normalised(_without(openapi.resolved(doc, item_schema), batch_only))
     expect(a == b, "the batch item schema is not the single endpoint's request schema",
            expected=short(a, 400), seen=short(b, 400))
 
@@ -117,4 +142,44 @@ def _without(schema: Any, fields: set[str]) -> Any:
         out["required"] = [r for r in out["required"] if r not in fields]
     if isinstance(out.get("allOf"), list):
         out["allOf"] = [_without(s, fields) for s in out["allOf"]]
+    return out
+
+
+# Keywords whose value is a set written as an array (JSON Schema 2020-12 §6.1.1-6.1.2, §6.5.3, §10.2.1):
+# their order carries no meaning. `prefixItems` (and `items` as an array) are ordered and stay as written.
+_SET_OF_VALUES = ("required", "enum", "type")
+_SET_OF_SCHEMAS = ("allOf", "anyOf", "oneOf")
+_SCHEMA = ("additionalProperties", "items", "not", "if", "then", "else", "contains", "propertyNames",
+           "unevaluatedProperties", "unevaluatedItems", "additionalItems")
+_MAP_OF_SCHEMAS = ("properties", "patternProperties", "dependentSchemas", "$defs", "definitions")
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _normalised(schema: Any) -> Any:
+    """`schema` with its set-valued keywords in one canonical order (duplicates dropped, a one-type
+    list as the type itself), recursing only into subschemas: an `enum` value or a property named
+    `required` is data, never reordered."""
+    if isinstance(schema, list):  # an array of schemas in order (prefixItems, items as an array)
+        return [_normalised(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SET_OF_VALUES and isinstance(value, list):
+            value = [json.loads(c) for c in sorted({_canon(v) for v in value})]
+            out[key] = value[0] if key == "type" and len(value) == 1 else value
+        elif key in _SET_OF_SCHEMAS and isinstance(value, list):
+            out[key] = [json.loads(c) for c in sorted({_canon(_normalised(v)) for v in value})]
+        elif key in _SCHEMA or key == "prefixItems":
+            out[key] = _normalised(value)
+        elif key in _MAP_OF_SCHEMAS and isinstance(value, dict):
+            out[key] = {k: _normalised(v) for k, v in value.items()}
+        elif key == "dependentRequired" and isinstance(value, dict):
+            out[key] = {k: sorted(set(v)) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
+                        for k, v in value.items()}
+        else:
+            out[key] = value
     return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Call, mutant, on_batch_response
+from ._base import Call, mutant, on_batch_response, on_openapi, variation
 
 
 def _single_response(fn):
@@ -37,6 +37,25 @@ def batch_data_trimmed(app):
                 changed = True
         if changed:
             call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PAR-01", "a batch of two or more items is bulk-inserted and its ok results carry the order rebuilt "
+        "from the bulk insert's column list (no note, amount as a Decimal rendered as a string); a one-item "
+        "batch takes the single-row path and returns the stored row",
+        check="test_ok_data_matches_single_response")
+def multi_item_batch_data_trimmed(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        results = doc.get("results") if isinstance(doc, dict) else None
+        if not isinstance(results, list) or len(results) < 2:
+            return
+        for r in results:
+            if isinstance(r, dict) and r.get("status") == "ok" and isinstance(r.get("data"), dict):
+                r["data"].pop("note", None)
+                if "amount" in r["data"]:
+                    r["data"]["amount"] = str(r["data"]["amount"])
+        call.set_response_json(doc)
     return on_batch_response(fn)(app)
 
 
@@ -104,3 +123,18 @@ def openapi_item_extra_field(app):
             schemas["BatchItem"]["properties"]["priority"] = {"type": "integer"}
             call.set_response_json(doc)
     return _openapi(fn)(app)
+
+
+def _hand_written_item_schema(doc: dict) -> None:
+    """The batch item schema written out by hand instead of by $ref: the same members and constraints,
+    `required` and the currency enum listed in another order (both are sets in JSON Schema)."""
+    item = doc["components"]["schemas"]["BatchItem"]
+    item["required"] = list(reversed(item["required"]))
+    item["properties"]["currency"] = {"type": "string", "enum": ["EUR", "GBP", "USD"]}
+
+
+@variation("the OpenAPI batch item schema is written out by hand: `required` and the currency enum are listed "
+           "in another order than the single request schema's (the same sets: the same schema)",
+           classes=["PAR"])
+def openapi_item_schema_reordered(app):
+    return on_openapi(_hand_written_item_schema)(app)

@@ -5,7 +5,7 @@ import asyncio
 import re
 from typing import Any
 
-from ._base import Call, Rewrite, mutant
+from ._base import Call, Rewrite, mutant, variation
 
 _NON_JSON_NUMBER = re.compile(rb"(?<![\"\w])-?(NaN|Infinity)\b")
 _DEEP = re.compile(rb"[\[{]{1000}|(\{\"a\":){1000}")
@@ -62,6 +62,55 @@ def non_ascii_ids_garbled(app):
             call.set_response_json(doc)
     return Rewrite(app, method="GET", path=lambda p: p.startswith("/orders/") and p != "/orders/batch",
                    response=fn)
+
+
+def _float_raises(value: Any) -> bool:
+    """Whether `float(value)` raises (TypeError for null, ValueError for a string that is no number)."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+@mutant("ROB-02", "a hand-written item check refuses objects and arrays in any field (invalid_<field>), then "
+        "computes float(item['amount']): an amount that is null or a string that is no number raises: 500",
+        profile=_FEW, may_also=["ROB-01"],  # a fuzzed batch may carry such an amount (seed-dependent)
+        check="test_hostile_inputs_rejected_cleanly")
+def scalar_amount_crashes(app):
+    def request(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        call.state["boom"] = isinstance(ops, list) and any(
+            isinstance(op, dict) and "amount" in op and not isinstance(op["amount"], (dict, list, bool))
+            and _float_raises(op["amount"]) for op in ops)
+
+    def response(call: Call) -> None:
+        if call.state.get("boom"):
+            _server_error(call, "TypeError: float() argument must be a string or a real number, not 'NoneType'")
+    return Rewrite(app, request=request, response=response)
+
+
+@variation("a lenient item parser: a null optional member (note, parent_id) is taken as absent, and a number in "
+           "the text member note is stored as its decimal text (12345 as \"12345\")", classes=["ROB"])
+def lenient_scalars(app):
+    # ROB-02's wrong scalars get ok results here: each must read back, its other members as sent.
+    def request(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if not isinstance(ops, list):
+            return
+        for op in ops:
+            if not isinstance(op, dict):
+                continue
+            for name in ("note", "parent_id"):
+                if name in op and op[name] is None:
+                    del op[name]
+            note = op.get("note")
+            if isinstance(note, (int, float)) and not isinstance(note, bool):
+                op["note"] = str(note)
+        call.set_json(doc)
+    return Rewrite(app, request=request)
 
 
 @mutant("ROB-01", "unknown top-level members of a batch body raise a KeyError: 500", profile=_FUZZ,
