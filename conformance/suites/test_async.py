@@ -251,7 +251,81 @@ def test_job_ends_with_one_result_per_item(jobs, items, target, profile):
     mixed = mixed_batch(items, 4, 2)
     acc = jobs.create(mixed.items)
     snaps = jobs.poll(jobs.url_of(acc))
+    found = _one_result_per_item(jobs, snaps[-1], mixed.ids)
+    if not profile.get("endpoints.read"):
+        observed("the final results were not compared with what the target holds: the profile declares no "
+                 "endpoints.read")
+        return
+    # The results must agree with what the target holds: ok items readable, failed items absent.
+    for item_id, (r,) in found.items():
+        _agrees_with_read_endpoint(target, item_id, r)
+
+
+# A job larger than a page of results: the profile declares how to follow the cursor, not how many
+# results a page holds, so the job is sized to span pages at the common page sizes (100, 500, 1,000:
+# the reference server's; 2.5 pages of it), within the declared limits.
+PAGED_ITEMS = 2500
+PAGED_INVALID = 6  # invalid items spread over the job, so error results sit on later pages too
+
+
+def _paged_size(profile, item: dict[str, Any]) -> int:
+    n = PAGED_ITEMS
+    limit = profile.get("limits.async_max_items")
+    if limit:
+        n = min(n, int(limit))
+    max_bytes = profile.get("limits.max_bytes")
+    if max_bytes:  # stay under the body limit (ids differ in length a little, the envelope adds a few bytes)
+        n = min(n, int(int(max_bytes) / (1.3 * (len(json.dumps(item)) + 16))))
+    return max(2, n)
+
+
+@pytest.mark.concurrent(seconds=1, group="large jobs")
+@pytest.mark.rule("ASYNC-04", clause="a job larger than a page of results (2,500 items, within the declared limits) "
+                  "ends completed or failed with exactly one result per item across all its pages (none missing, "
+                  "none repeated on another page, none invented); the results agree with the read endpoint (sampled: "
+                  "either side of the page boundaries, every failed item, the first, the last and 10 more)")
+def test_paged_job_ends_with_one_result_per_item(jobs, items, target, profile):
+    """ASYNC-04 MUST: the job reaches a terminal state, and the final results hold exactly one result per item."""
+    # The small job above fits in one page: a cursor that skips or repeats a result at a page boundary
+    # shows only in a job whose results span several pages.
+    n = _paged_size(profile, items.one())
+    n_bad = min(PAGED_INVALID, n // 2) if profile.get("items.invalid") else 0
+    batch = items.valid(n - n_bad)
+    for k, bad in enumerate(items.invalid(n_bad) if n_bad else []):
+        batch.insert((k + 1) * len(batch) // (n_bad + 1), bad.item)
+    ids = _ids(batch, items)
+    acc = jobs.create(batch)
+    snaps = jobs.poll(jobs.url_of(acc))
     last = snaps[-1]
+    found = _one_result_per_item(jobs, last, ids)
+    first_page = len(pointer_get(last.doc, jobs.map.pointer("results"), None) or [])
+    if last.pages == 1:
+        observed(f"the job's {n} results came in one page: paging was not observed (one result per item was "
+                 "judged within that page only)")
+    if not profile.get("endpoints.read"):
+        observed("the final results were not compared with what the target holds: the profile declares no "
+                 "endpoints.read")
+        return
+    # Reading all 2,500 back would take seconds: the results either side of a page boundary (pages taken
+    # to be as large as the first), where a cursor goes wrong (every boundary, or the first, the last and
+    # a sample of the others when the pages are small), every invalid item, the first and last items,
+    # and a random sample.
+    rng = random.Random(str(acc.job_id))
+    order = [r.id for r in last.results]
+    edges = list(range(first_page, len(order), first_page)) if last.pages > 1 and first_page else []
+    if len(edges) > READ_SAMPLE:
+        edges = [edges[0], edges[-1], *rng.sample(edges[1:-1], READ_SAMPLE - 2)]
+    near = {0, len(order) - 1} | {i for edge in edges for i in (edge - 1, edge)}
+    sample = {order[i] for i in near if 0 <= i < len(order)} | {i for i in ids if found[i][0].ok is False}
+    rest = [i for i in ids if i not in sample]
+    sample |= set(rng.sample(rest, min(READ_SAMPLE, len(rest))))
+    for item_id in [i for i in ids if i in sample]:  # in batch order
+        _agrees_with_read_endpoint(target, item_id, found[item_id][0])
+
+
+def _one_result_per_item(jobs, last: Snapshot, ids: list[Any]) -> dict[Any, list]:
+    """ASYNC-04 on a job's final reading: terminal (not cancelled), every page read, and exactly one result
+    per item of `ids` across all the pages; the results by item id."""
     expect(last.ok, "reading the job failed", expected="2xx", seen=last.http_status)
     if last.status is None:
         setup_failed(f"the job's status {last.raw_status!r} is not a declared status word (ASYNC-02 reports it)")
@@ -261,21 +335,25 @@ def test_job_ends_with_one_result_per_item(jobs, items, target, profile):
            seen=last.raw_status)
     expect(not last.cursor_loop, "the result pages loop (a cursor came back)", seen=last.pages)
     found = by_id(last.results)
-    dup = sorted(str(i) for i, rs in found.items() if len(rs) > 1)
-    missing = [i for i in mixed.ids if i not in found]
-    invented = [i for i in found if i not in set(mixed.ids)]
-    expect(not dup, "an item has more than one final result", expected="one result per item", seen=dup)
-    expect(not missing, "an item has no final result", expected=mixed.ids, seen=f"missing: {missing}")
+    known = set(ids)
+    # Where in the batch and in the results an item sits says at which page boundary a cursor went wrong.
+    pages = f"; {len(last.results)} results over {last.pages} page(s)" if last.pages > 1 else ""
+    dup = {i: [r.position for r in rs] for i, rs in found.items() if len(rs) > 1}
+    missing = [(pos, i) for pos, i in enumerate(ids) if i not in found]
+    invented = [i for i in found if i not in known]
+    expect(not dup, "an item has more than one final result", expected="one result per item",
+           seen=f"{len(dup)} items listed twice (at result positions {short(dup, 300)}){pages}")
+    expect(not missing, "an item has no final result", expected=f"a result for each of the {len(ids)} items",
+           seen=f"missing {len(missing)} (batch position, id): {short(missing, 300)}{pages}")
     expect(not invented, "a final result carries an id that no item had", seen=invented)
-    if not profile.get("endpoints.read"):
-        observed("the final results were not compared with what the target holds: the profile declares no "
-                 "endpoints.read")
-        return
-    # The results must agree with what the target holds: ok items readable, failed items absent.
-    for item_id, (r,) in found.items():
-        shown = target.exists(item_id)
-        expect(shown == bool(r.ok), f"the final result of {item_id!r} disagrees with the read endpoint",
-               expected="readable" if r.ok else "not readable", seen="readable" if shown else "not readable")
+    return found
+
+
+def _agrees_with_read_endpoint(target, item_id: Any, r) -> None:
+    """An ok result's item is readable, a failed one's is not."""
+    shown = target.exists(item_id)
+    expect(shown == bool(r.ok), f"the final result of {item_id!r} disagrees with the read endpoint",
+           expected="readable" if r.ok else "not readable", seen="readable" if shown else "not readable")
 
 
 # -- ASYNC-05 --------------------------------------------------------------------------------------
@@ -483,6 +561,54 @@ def test_another_client_cannot_read_or_cancel_the_job(jobs, items, profile):
     _, last = jobs.wait_done(url)
     expect(last.status != "cancelled", "the second client's cancel took effect on the first client's job",
            expected="completed", seen=last.raw_status)
+
+
+@pytest.mark.concurrent(seconds=0.5, group="large jobs")
+@pytest.mark.rule("ASYNC-09", clause="a second credential asking for a later page of the first client's job (with "
+                  "the cursor the first client was given) gets 404 and none of the job's results")
+def test_another_client_cannot_read_a_later_page_of_the_job(jobs, items, profile):
+    """ASYNC-09 MUST: another client cannot read or change a job that is not its own (404)."""
+    # The owner check must guard every page, not only the first: a server that looks the owner up only
+    # when no cursor is sent hands another client the rest of the job's results.
+    other = jobs.as_client("second")
+    n = _paged_size(profile, items.one())
+    batch = items.valid(n)
+    acc = jobs.create(batch)
+    url = jobs.url_of(acc)
+    last = jobs.poll(url)[-1]  # the later pages of a finished job hold every result
+    if not last.ok:
+        setup_failed(f"the first client could not read its own job ({last.http_status}; ASYNC-04 reports it)")
+    cursor = jobs.map.get(last.doc, "next_cursor")
+    if cursor in (None, ""):
+        if not last.terminal:
+            setup_failed(f"the job showed no later page and did not end ({last.progress()}; ASYNC-04 reports it)")
+        observed(f"the job's {n} results came in one page: there was no later page for the second client to ask "
+                 "for (the first page is judged by ASYNC-09's other check)")
+        return
+    peek = _page(other, url, cursor, note="the second client asks for a later page of the first client's job")
+    expect(peek.status_code == 404, "another client can read a later page of the job (given its cursor)",
+           expected=404, seen=f"{peek.status_code}: {short(peek.text, 200)}")
+    # A 404 that still carries the job's results leaks them all the same; the cursor itself may be
+    # echoed (it may encode an item id), so it is not counted.
+    text = peek.text.replace(str(cursor), "").replace(quote(str(cursor), safe=""), "")
+    shown = pointer_get(json_of(peek), jobs.map.pointer("results"), None)
+    leaked = [i for i in _ids(batch, items) if isinstance(i, str) and i in text]
+    expect(not (isinstance(shown, list) and shown) and not leaked,
+           "the 404 for another client's page carries the job's results",
+           expected="no results", seen=f"{len(leaked)} item ids: {short(peek.text, 200)}")
+    mine = _page(jobs, url, cursor, note="the first client reads that page again with its own cursor")
+    if not 200 <= mine.status_code < 300:
+        observed(f"the first client's own cursor got {mine.status_code} when used again: the second client's 404 "
+                 "may be the cursor's (expired or single-use), not the owner check's")
+
+
+def _page(jobs, url: str, cursor: Any, *, note: str):
+    """The answer for the page of the job's results at `cursor`, requested as `jobs`' client the way
+    Jobs.read follows a cursor (the endpoint's method, headers and query, then the cursor parameter)."""
+    ep = jobs.target.profile.get("endpoints.job") or {}
+    params = [*(ep.get("query") or {}).items(), (jobs.map.pointer("cursor_param"), cursor)]
+    return jobs.target.request(ep.get("method", "GET"), url, params=params, headers=dict(ep.get("headers") or {}),
+                               note=note)
 
 
 # -- ASYNC-10 --------------------------------------------------------------------------------------

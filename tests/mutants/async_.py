@@ -2,7 +2,7 @@
 
 Response rewrites on the job routes, or patches of the reference server's job store and runner
 (`app.state.jobs`). The ASYNC checks grow their jobs until one is seen running, so most mutants run on an
-unslowed server; one (counts_go_back) still slows the job down (`_slow`: small
+unslowed server; one (counts_go_back) still slows its small jobs down (`_slow`: small
 chunks with a pause between them), as a loaded server would be, so the kit sees it in progress.
 """
 from __future__ import annotations
@@ -19,10 +19,24 @@ def _is_job(path: str) -> bool:
     return path.startswith(JOBS + "/")
 
 
-def _slow(app: Any, chunk: int = 2, pause: float = 0.06) -> None:
+def _slow(app: Any, chunk: int = 2, pause: float = 0.06, up_to: int = 100) -> None:
+    """Jobs of at most `up_to` items run `chunk` items at a time; larger ones keep the server's chunks
+    (the pause follows every chunk). The slowing is there to show a small job in progress: the
+    2,500-item jobs of the paging checks (ASYNC-04, ASYNC-09) run 2 items at a time would outlast
+    async.deadline_seconds, which no defect of the mutant causes."""
     runner = app.state.jobs
-    runner.store.chunk_items = chunk
+    store = runner.store
+    step, normal = store.step, store.chunk_items
     runner.chunk_pause = pause
+
+    def sized_step():
+        # The job the step is about to take (the same query, run by the one worker thread just before).
+        with store.storage.reading() as conn:
+            row = conn.execute("SELECT total FROM jobs WHERE status IN ('queued', 'running') ORDER BY turn "
+                               "LIMIT 1").fetchone()
+        store.chunk_items = chunk if row is None or row[0] <= up_to else normal
+        return step()
+    store.step = sized_step
 
 
 def _on_create(fn):
@@ -227,6 +241,22 @@ def ok_result_not_applied(app):
     return app
 
 
+@mutant("ASYNC-04", "the results cursor skips the first result of every page after the first (the page query "
+        "reads past the cursor instead of from it)",
+        # A grown job seen running past its first page shows finished items without their results.
+        may_also=["ASYNC-03"],
+        check="test_paged_job_ends_with_one_result_per_item")
+def cursor_skips_page_start(app):
+    store = app.state.jobs.store
+    load = store.load
+
+    def past_the_cursor(client, job_id, cursor=0, *args, **kw):
+        # The first page (no cursor) is right, so a job that fits in one page never shows it.
+        return load(client, job_id, cursor + 1 if cursor else cursor, *args, **kw)
+    store.load = past_the_cursor
+    return app
+
+
 # -- ASYNC-05 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-05", "a finished job reads as running again after its first completed read (stale cache)",
@@ -250,7 +280,10 @@ def completed_reads_as_running(app):
 def counts_go_back(app):
     # Slowed (allowed: the rule is about an intermediate state): the lag shows only across several
     # polls of one running job; ASYNC-05 sees a job running on an unslowed server too (it grows jobs).
-    _slow(app)
+    # One item a chunk: ASYNC-05's first job (9 items) then runs about 0.6 s, long enough for the 4th
+    # poll the lag needs to come while it runs on a loaded machine (2 a chunk, large jobs unslowed: missed
+    # 6 of 13 runs at a load average of 15-20; 1 a chunk: caught 6 of 6).
+    _slow(app, chunk=1)
     reads: dict[str, int] = {}
     fresh: dict[str, list[bytes]] = {}
     lock = threading.Lock()
@@ -397,6 +430,18 @@ def foreign_job_cancellable(app):
     return app
 
 
+@mutant("ASYNC-09", "the owner check guards only the first page: with a cursor, any client reads any job's later pages",
+        check="test_another_client_cannot_read_a_later_page_of_the_job")
+def foreign_job_pages_readable(app):
+    store = app.state.jobs.store
+    load = store.load
+
+    def owner_on_first_page_only(client, job_id, cursor=0, *args, **kw):
+        return load((_owner(app, job_id) or client) if cursor else client, job_id, cursor, *args, **kw)
+    store.load = owner_on_first_page_only
+    return app
+
+
 # -- ASYNC-10 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-10", "DELETE answers 200 with the job but cancels nothing",
@@ -427,7 +472,10 @@ def cancel_discards_finished_results(app):
 # -- ASYNC-12 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-12", "a finished job is purged once its results have been read",
-        check="test_results_stay_readable_after_the_end", errors=["ASYNC-03", "ASYNC-05", "ASYNC-06", "ASYNC-10"])
+        check="test_results_stay_readable_after_the_end",
+        # A job of more than one page is gone before its second page is read: the paging checks of
+        # ASYNC-04 and ASYNC-09 cannot read it whole (a setup failure).
+        errors=["ASYNC-03", "ASYNC-04", "ASYNC-05", "ASYNC-06", "ASYNC-09", "ASYNC-10"])
 def purged_after_first_read(app):
     store = app.state.jobs.store
 
