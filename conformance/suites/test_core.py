@@ -2,17 +2,152 @@
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from conformance.checks import (
-    is_code, is_2xx, observed, schema_errors,
-    canonical_results, expect, mixed_batch, response_json, setup_ok, short,
+    InvalidItem, Mixed, is_code, is_2xx, observed, schema_errors,
+    canonical_results, expect, mixed_batch, new_key, outcomes, response_json, setup_failed, setup_ok, short,
 )
 
 MACHINE_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]*$")
+
+
+# -- the large batch ------------------------------------------------------------------------------
+# Faults that show only in big batches pass every check judged on 5-7 items: a store that writes in
+# chunks and answers the item at each chunk edge twice, answers that leave `data` out past some size to
+# stay small, chunks run by parallel workers and joined in the order they finish. So CORE-02, 03, 05 and
+# 06 also judge one large mixed batch: limits.max_items items (at most LARGE_CAP, a size past every
+# common chunk size: 100, 250, 500), or LARGE_UNDECLARED where the profile declares no limit; as many
+# as limits.max_bytes holds. It is sent once per run and shared by those checks: the same answer judged
+# against four rules, each check carrying the exchange as its evidence and naming its own rule.
+LARGE_CAP = 1000
+LARGE_UNDECLARED = 300
+LARGE_MIN = 8  # the small checks send up to 7 items: a smaller "large" batch would show nothing new
+# One item in ten is invalid, at positions 3, 13, 23, ...: the error side is judged on a big answer too,
+# and the pattern is not symmetric, so a reversed list of position-correlated results cannot line up.
+LARGE_INVALID_EVERY, LARGE_INVALID_AT = 10, 3
+
+
+@dataclass
+class _Large:
+    """The large batch of one run, its answer, and what its checks say they did not observe."""
+
+    mixed: Mixed | None = None
+    resp: Any = None
+    what: str = ""
+    notes: list[str] = field(default_factory=list)
+    exchanges: list[Any] = field(default_factory=list)
+    skip: str | None = None
+    error: Exception | None = None
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Per run (the RunContext every worker session of a run shares): concurrent checks run in several
+# pytest sessions at once, so a session-scoped fixture would send the batch once per session. Keyed by
+# the context's id with a weak reference, so a later run whose context reuses the id gets its own.
+_LARGE: dict[int, tuple[Any, _Large]] = {}
+_LARGE_LOCK = threading.Lock()
+
+
+def _large_entry(run_context) -> _Large:
+    with _LARGE_LOCK:
+        for k in [k for k, (ref, _) in _LARGE.items() if ref() is None]:
+            del _LARGE[k]
+        got = _LARGE.get(id(run_context))
+        if got is None or got[0]() is not run_context:
+            got = (weakref.ref(run_context), _Large())
+            _LARGE[id(run_context)] = got
+        return got[1]
+
+
+def large_batch(run_context, target, items, envelope, profile) -> _Large:
+    """The run's large mixed batch and its answer: sent by the first check that asks (its time is that
+    check's), waited for by the others, whose evidence gets the same exchanges. A SKIP or an error of
+    the sending is every asking check's."""
+    entry = _large_entry(run_context)
+    with entry.lock:
+        if not entry.done:
+            start = len(target.evidence)
+            try:
+                _send_large(entry, target, items, envelope, profile)
+            except pytest.skip.Exception as exc:
+                entry.skip = str(exc.msg)
+            except Exception as exc:  # noqa: BLE001 - kept, then raised in every check that asks (an ERROR)
+                entry.error = exc
+            entry.exchanges = list(target.evidence[start:])
+            entry.done = True
+        else:
+            target.evidence.extend(entry.exchanges)
+    for note in entry.notes:
+        observed(note)
+    if entry.skip is not None:
+        pytest.skip(entry.skip)
+    if entry.error is not None:
+        raise entry.error
+    return entry
+
+
+def _send_large(entry: _Large, target, items, envelope, profile) -> None:
+    limit = profile.get("limits.max_items")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        n, basis = min(limit, LARGE_CAP), f"limits.max_items = {limit}"
+        if n < limit:
+            entry.notes.append(f"limits.max_items is {limit}: the large batch held {n} items, not the limit")
+    else:
+        n, basis = LARGE_UNDECLARED, "a few hundred, as the profile declares no limits.max_items"
+        entry.notes.append(f"the profile declares no limits.max_items: the large batch held {n} items, not a "
+                           "declared maximum")
+    if n < LARGE_MIN:
+        pytest.skip(f"limits.max_items is {n}: no batch larger than the small checks' ({LARGE_MIN - 1} items) can be "
+                    "sent")
+    if not profile.get("items.invalid"):
+        # The large batch is a mixed batch, like the small ones; the same words, so a rule whose checks
+        # all skip for it gives one reason (reports compare SKIP reasons).
+        pytest.skip("profile declares no items.invalid examples")
+    at = [k for k in range(n) if k % LARGE_INVALID_EVERY == LARGE_INVALID_AT]
+    bad, good = iter(items.invalid(len(at))), iter(items.valid(n - len(at)))
+    invalid_at = set(at)
+    batch: list[Any] = []
+    invalid: dict[Any, InvalidItem] = {}
+    for k in range(n):
+        if k in invalid_at:
+            inv = next(bad)
+            invalid[items.id_of(inv.item)] = inv
+            batch.append(inv.item)
+        else:
+            batch.append(next(good))
+    max_bytes = profile.get("limits.max_bytes")
+    size = len(target.batch_body(batch))
+    if isinstance(max_bytes, int) and size > max_bytes:
+        keep = max(LARGE_MIN, int(n * max_bytes * 0.9 / size))
+        entry.notes.append(f"{n} items do not fit in limits.max_bytes ({max_bytes} bytes): the large batch held {keep}")
+        batch = batch[:keep]
+    resp = target.batch(batch, note=f"CORE: a large mixed batch of {len(batch)} items ({basis})")
+    if _refused_as_too_large(envelope, resp) and len(batch) // 2 >= LARGE_MIN:
+        # Refused for its size (SIZE-02 judges a declared limit refused): half as many still judge the rest.
+        entry.notes.append(f"the target refused {len(batch)} items as too large ({resp.status_code}): the large "
+                           f"batch held {len(batch) // 2}")
+        batch = batch[: len(batch) // 2]
+        resp = target.batch(batch, note=f"CORE: a large mixed batch of {len(batch)} items (half the refused one)")
+    if _refused_as_too_large(envelope, resp):
+        pytest.skip(f"the target refused a batch of {len(batch)} items as too large ({resp.status_code}): no "
+                    "large batch could be judged (SIZE-02 judges a declared limit)")
+    ids = [items.id_of(it) for it in batch]
+    entry.mixed = Mixed(batch, [i for i in ids if i not in invalid], {i: invalid[i] for i in ids if i in invalid}, ids)
+    entry.resp = resp
+    entry.what = f"a large mixed batch of {len(batch)} items: {basis}"
+
+
+def _refused_as_too_large(envelope, resp) -> bool:
+    return resp.status_code == 413 or (400 <= resp.status_code < 500
+                                       and envelope.has_error_code(resp, "batch_too_large"))
 
 
 @pytest.mark.concurrent
@@ -33,47 +168,86 @@ def test_valid_batch_gets_2xx_and_json(target, items):
 def test_one_result_per_item(target, items, envelope):
     """CORE-02 MUST: exactly one result per item, each echoing its item's `id`; none missing, duplicated, invented."""
     mixed = mixed_batch(items, 3, 2)
-    resp = target.batch(mixed.items)
+    _judge_one_result_per_item(envelope, mixed, target.batch(mixed.items), "a batch with invalid items")
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("CORE-02", clause="a large mixed batch (limits.max_items items, at most 1,000; 300 where no limit "
+                  "is declared) gets exactly one result per item: as many results as items, no id repeated, none "
+                  "missing or invented")
+def test_large_batch_one_result_per_item(run_context, target, items, envelope, profile):
+    """CORE-02 MUST: exactly one result per item, each echoing its item's `id`; none missing, duplicated, invented."""
+    # A store that writes a big batch in chunks can answer an item twice (an inclusive slice end repeats
+    # the item at each chunk edge) or not at all (an exclusive one drops it): only a batch larger than a
+    # chunk shows it, and a count of results equal to the count of items is the first thing it breaks.
+    large = large_batch(run_context, target, items, envelope, profile)
+    _judge_one_result_per_item(envelope, large.mixed, large.resp, large.what)
+
+
+def _judge_one_result_per_item(envelope, mixed: Mixed, resp, what: str) -> None:
+    """CORE-02 on the answer `resp` to the mixed batch `mixed` (`what` names the batch in messages)."""
     # A batch refused as a whole for one bad item has no result per item: that is this rule's FAIL.
-    expect(200 <= resp.status_code < 300, "a batch with invalid items was refused as a whole: no result per item",
+    expect(is_2xx(resp), f"{what} was refused as a whole: no result per item",
            expected="2xx with one result per item", seen=f"{resp.status_code}: {short(resp.text, 300)}")
     doc = response_json(resp)
     results = envelope.results(resp)
     if envelope.failures_only:
-        _one_failure_per_failed_item(envelope, mixed, doc, results)
+        _one_failure_per_failed_item(envelope, mixed, doc, results, what)
         return
-    expect(len(results) == len(mixed.items), "the number of results differs from the number of items",
-           expected=f"{len(mixed.items)} results", seen=f"{len(results)} results")
+    n = len(mixed.items)
     if envelope.by_position:
-        return  # results carry no id; CORE-09 checks length and order
+        # results carry no id; CORE-09 checks the order (the count is all that says one result per item)
+        expect(len(results) == n, f"the number of results differs from the number of items ({what})",
+               expected=f"{n} results", seen=f"{len(results)} results")
+        return
     ids = [r.id for r in results]
-    dup = [i for i, n in Counter(ids).items() if n > 1]
-    missing = [i for i in mixed.ids if i not in ids]
-    invented = [i for i in ids if i not in mixed.ids]
-    expect(not dup, "an item has more than one result", expected="one result per id", seen=f"duplicated: {dup}")
-    expect(not missing, "an item has no result echoing its id", expected=mixed.ids, seen=f"missing: {missing}")
-    expect(not invented, "a result carries an id that no item had", expected=mixed.ids, seen=f"invented: {invented}")
+    sent, got = set(mixed.ids), set(ids)
+    dup = [i for i, k in Counter(ids).items() if k > 1]
+    missing = [i for i in mixed.ids if i not in got]
+    invented = [i for i in ids if i not in sent]
+    # The count first: it is what a client that pairs results with items by counting trusts. Its evidence
+    # names what makes the difference (a repeated id, a missing one), since a list of 1,000 ids shows nothing.
+    expect(len(results) == n, f"the number of results differs from the number of items ({what})",
+           expected=f"{n} results, one per item",
+           seen="; ".join([f"{len(results)} results"] + [f"{k}: {_few(v)}" for k, v in
+                          (("duplicated", dup), ("missing", missing), ("invented", invented)) if v]))
+    expect(not dup, f"an item has more than one result ({what})", expected="one result per id",
+           seen=f"duplicated: {_few(dup)}")
+    expect(not missing, f"an item has no result echoing its id ({what})",
+           expected=mixed.ids if n <= 10 else f"a result for each of the {n} ids sent",
+           seen=f"missing: {_few(missing)}")
+    expect(not invented, f"a result carries an id that no item had ({what})",
+           expected=mixed.ids if n <= 10 else f"only the {n} ids sent", seen=f"invented: {_few(invented)}")
 
 
-def _one_failure_per_failed_item(envelope, mixed, doc, results) -> None:
+def _few(values: list[Any], k: int = 10) -> str:
+    """The first `k` values, and how many more (a big batch's evidence stays readable)."""
+    return repr(values[:k]) + (f" and {len(values) - k} more" if len(values) > k else "")
+
+
+def _one_failure_per_failed_item(envelope, mixed, doc, results, what: str = "a mixed batch") -> None:
     """CORE-02 where the answer lists only the failures (results_mode: failures_only): an item absent
     from the list succeeded, so a missing ok result cannot be seen; what can be seen is judged: each
     failure entry answers one item sent (none invented), no item has two, and every item the profile
     says is invalid has one (its absence would claim it succeeded)."""
-    expect(envelope.raw_results(doc) is not None, "the failures are not where, or in the form, the profile says",
+    expect(envelope.raw_results(doc) is not None,
+           f"the failures are not where, or in the form, the profile says ({what})",
            expected=envelope.results_location, seen=short(doc, 300))
     ids = [envelope.entry_id(r, mixed.items) for r in results]
+    sent = set(mixed.ids)
     invented = [r.extra.get("index") if envelope.by_position else r.id for r, i in zip(results, ids)
-                if i is None or i not in mixed.ids]
-    expect(not invented, "a failure entry answers no item of the batch (an invented result)",
-           expected=f"entries for items of {mixed.ids}", seen=f"invented: {invented}")
+                if i is None or i not in sent]
+    expect(not invented, f"a failure entry answers no item of the batch (an invented result; {what})",
+           expected=f"entries for items of {mixed.ids}" if len(mixed.ids) <= 10 else
+           f"entries for the {len(mixed.ids)} items sent", seen=f"invented: {_few(invented)}")
     dup = [i for i, n in Counter(ids).items() if n > 1]
-    expect(not dup, "an item has more than one failure entry", expected="one entry per failed item",
-           seen=f"duplicated: {dup}")
-    missing = [i for i in mixed.invalid if i not in ids]
-    expect(not missing, "an invalid item has no failure entry (its absence claims it succeeded)",
-           expected=f"a failure entry for each of {list(mixed.invalid)} ({envelope.results_location})",
-           seen=f"missing: {missing}")
+    expect(not dup, f"an item has more than one failure entry ({what})", expected="one entry per failed item",
+           seen=f"duplicated: {_few(dup)}")
+    listed = set(ids)
+    missing = [i for i in mixed.invalid if i not in listed]
+    expect(not missing, f"an invalid item has no failure entry (its absence claims it succeeded; {what})",
+           expected=f"a failure entry for each of the {len(mixed.invalid)} invalid items "
+           f"({envelope.results_location})", seen=f"missing: {_few(missing)}")
     observed("failure-only results: a valid item's result is the absence of an entry, so only the failures "
              "(none missing, duplicated or invented) were observed, not a result per valid item")
 
@@ -85,24 +259,44 @@ def test_result_status_and_payload(target, items, envelope):
     """CORE-03 MUST: each result has `status` ok or error; ok carries `data`, error carries `error`."""
     mixed = mixed_batch(items, 3, 2)
     resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    _judge_status_and_payload(envelope, mixed, resp, "a mixed batch")
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("CORE-03", clause="each result of a large mixed batch (limits.max_items items, at most 1,000; 300 "
+                  "where no limit is declared) is ok with data (valid items) or error with an error object "
+                  "(invalid items)")
+def test_large_batch_result_status_and_payload(run_context, target, items, envelope, profile):
+    """CORE-03 MUST: each result has `status` ok or error; ok carries `data`, error carries `error`."""
+    # A target may trim big answers (no `data` past some size, to keep them small): the clause holds for
+    # every batch, so it is judged on the large one too.
+    large = large_batch(run_context, target, items, envelope, profile)
+    _judge_status_and_payload(envelope, large.mixed, setup_ok(large.resp, large.what), large.what)
+
+
+def _judge_status_and_payload(envelope, mixed: Mixed, resp, what: str) -> None:
+    """CORE-03 on the 2xx answer `resp` to the mixed batch `mixed`."""
     results = envelope.results(response_json(resp))
     if envelope.failures_only:
         observed("failure-only results: an ok item has no entry, so no ok result's data was observed")
     else:
-        expect(results, "the response holds no results", expected="one result per item", seen=short(resp.text))
+        expect(results, f"the response holds no results ({what})", expected="one result per item",
+               seen=short(resp.text))
     for r in results:
-        expect(r.ok is not None, f"result {r.id!r} has a status that is neither ok nor error",
+        expect(r.ok is not None, f"result {r.id!r} has a status that is neither ok nor error ({what})",
                expected=f"one of {envelope.status_values}", seen=r.status)
         if r.ok:
-            expect(r.data is not None, f"ok result {r.id!r} carries no data", expected="data", seen=short(r.raw))
+            expect(r.data is not None, f"ok result {r.id!r} carries no data ({what})", expected="data",
+                   seen=short(r.raw))
         else:
             expect(r.error is not None or r.error_code is not None,
-                   f"error result {r.id!r} carries no error", expected="error", seen=short(r.raw))
+                   f"error result {r.id!r} carries no error ({what})", expected="error", seen=short(r.raw))
     by_id = envelope.result_map(resp, mixed.items)
     wrong = [i for i in mixed.valid_ids if i in by_id and by_id[i].ok is not True]
     wrong += [i for i in mixed.invalid if i in by_id and by_id[i].ok is not False]
-    expect(not wrong, "a result's status contradicts the item (valid item not ok, or invalid item not error)",
-           expected="valid items ok, invalid items error", seen={i: by_id[i].status for i in wrong})
+    expect(not wrong, f"a result's status contradicts the item (valid item not ok, or invalid item not error; {what})",
+           expected="valid items ok, invalid items error",
+           seen=f"{len(wrong)} results, e.g. " + short({i: by_id[i].status for i in wrong[:10]}))
 
 
 @pytest.mark.concurrent
@@ -134,28 +328,70 @@ def test_results_in_request_order(target, items, envelope):
         pytest.skip("position-correlated target: CORE-09 checks the order")
     mixed = mixed_batch(items, 4, 3)
     resp = setup_ok(target.batch(mixed.items), "a mixed batch")
+    _judge_order(envelope, mixed, resp, "a mixed batch")
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("CORE-05", clause="the results of a large mixed batch (limits.max_items items, at most 1,000; 300 "
+                  "where no limit is declared) come in request order (split ok/error lists: each in request order)")
+def test_large_batch_results_in_request_order(run_context, target, items, envelope, profile):
+    """CORE-05 SHOULD: results come in request order."""
+    # A target that runs a big batch in chunks on parallel workers and joins their results as they
+    # finish keeps a small batch (one chunk) in order: only a batch of several chunks shows it.
+    if envelope.by_position:
+        pytest.skip("position-correlated target: CORE-09 checks the order")
+    large = large_batch(run_context, target, items, envelope, profile)
+    _judge_order(envelope, large.mixed, setup_ok(large.resp, large.what), large.what)
+
+
+def _judge_order(envelope, mixed: Mixed, resp, what: str) -> None:
+    """CORE-05 on the 2xx answer `resp` to the mixed batch `mixed`. Only the order is judged: each item's
+    first result among those answering items sent, against the order of those items (a result missing,
+    repeated or invented is CORE-02's to report, and would otherwise WARN here too)."""
     results = envelope.results(response_json(resp))
-    ids = [r.id for r in results]
+    sent = set(mixed.ids)
     if envelope.failures_only:
         # Only the failures are listed: each list (each member of a map) keeps the request order of its items.
         lists: dict[Any, list[Any]] = {}
         for r in results:
             item_id = envelope.entry_id(r, mixed.items)
-            if item_id in mixed.ids:  # an entry for no item sent is CORE-02's to report
+            if item_id in sent:
                 lists.setdefault(None if envelope.failures_by_id else r.extra.get("map_key"), []).append(item_id)
-        wrong = {k: v for k, v in lists.items() if v != [i for i in mixed.ids if i in v]}
-        expect(not wrong, "failure entries are not in request order", expected=mixed.ids, seen=wrong)
+        # each list against the request order of the items it answers (an item listed twice: its first entry)
+        got = {k: list(dict.fromkeys(v)) for k, v in lists.items()}
+        want = {k: [i for i in mixed.ids if i in set(v)] for k, v in got.items()}
+        wrong = {k: v for k, v in got.items() if v != want[k]}
+        expect(not wrong, f"failure entries are not in request order ({what})",
+               expected=mixed.ids if len(mixed.ids) <= 10 else "the request order of the items sent",
+               seen=wrong if len(mixed.ids) <= 10 else {k: _out_of_order(want[k], v) for k, v in wrong.items()})
         if not results:
             observed("the failure list was empty: no order to observe")
         return
+    ids = list(dict.fromkeys(r.id for r in results if r.id in sent))
+    answered = set(ids)
     if envelope.split_results:
         # Separate success and failure lists: each list keeps the request order of its items.
-        ids = [i for i in ids if i in mixed.valid_ids] + [i for i in ids if i not in mixed.valid_ids]
-        want = mixed.valid_ids + [i for i in mixed.ids if i not in mixed.valid_ids]
-        expect(ids == want, "results in the success and failure lists are not in request order",
-               expected=want, seen=ids)
+        valid = set(mixed.valid_ids)
+        ids = [i for i in ids if i in valid] + [i for i in ids if i not in valid]
+        want = ([i for i in mixed.valid_ids if i in answered]
+                + [i for i in mixed.ids if i not in valid and i in answered])
+        expect(ids == want, f"results in the success and failure lists are not in request order ({what})",
+               expected=want if len(want) <= 10 else "the request order of the items sent",
+               seen=ids if len(want) <= 10 else _out_of_order(want, ids))
         return
-    expect(ids == mixed.ids, "results are not in request order", expected=mixed.ids, seen=ids)
+    want = [i for i in mixed.ids if i in answered]
+    expect(ids == want, f"results are not in request order ({what})",
+           expected=want if len(want) <= 10 else "the request order of the items sent",
+           seen=ids if len(want) <= 10 else _out_of_order(want, ids))
+
+
+def _out_of_order(want: list[Any], got: list[Any]) -> str:
+    """Where a long result list first leaves the request order (a list of 1,000 ids shows nothing)."""
+    k = next((k for k, (w, g) in enumerate(zip(want, got)) if w != g), min(len(want), len(got)))
+    if k >= min(len(want), len(got)):
+        return f"{len(got)} results in request order for {len(want)} items"
+    return (f"result {k + 1} of {len(got)} is the first out of request order: it answers {got[k]!r}, where the "
+            f"request has {want[k]!r}")
 
 
 @pytest.mark.concurrent
@@ -166,16 +402,106 @@ def test_response_validates_and_is_json(target, items, envelope):
     """CORE-06 MUST: the response validates against the batch-response schema; Content-Type is JSON."""
     mixed = mixed_batch(items, 2, 2)
     resp = setup_ok(target.batch(mixed.items), "a mixed batch")
-    expect(envelope.is_json(resp), "the batch response's Content-Type is not JSON",
-           expected="application/json (or +json)", seen=resp.headers.get("content-type"))
-    doc = response_json(resp)
-    expect(envelope.raw_results(doc) is not None, "the response has no result list where the profile says",
+    _judge_batch_response(envelope, resp, mixed.items, "a mixed batch")
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("CORE-06", clause="every kind of batch answer, not a mixed batch's only: the answers to an all-valid "
+                  "batch, to the large mixed batch, to a failed atomic batch (where endpoints.atomic is declared) and "
+                  "to a keyed batch sent again (where idempotency.header is declared) are each labelled JSON, have "
+                  "their result list where the profile says and validate against the batch-response schema")
+def test_every_kind_of_batch_answer_validates_and_is_json(run_context, target, items, envelope, profile):
+    """CORE-06 MUST: the response validates against the batch-response schema; Content-Type is JSON."""
+    # A server renders its answers on several paths: a fast path for all-ok batches, the rollback
+    # handler of a failed atomic batch, the replay of a stored response (often its bytes alone, without
+    # the headers they were first sent with). Each path can lose the JSON label or the shape on its own.
+    judged: list[str] = []
+    valid = items.valid(3)
+    header = profile.get("idempotency.header")
+    headers = {str(header): new_key(items)} if header else None
+    body = target.batch_body(valid)  # the same bytes twice: a replay, never a different body
+    first = target.batch(valid, headers=headers, body=body,
+                         note="CORE-06: an all-valid batch" + (" with a batch key" if header else ""))
+    if is_2xx(first):
+        _judge_batch_response(envelope, first, valid, "an all-valid batch")
+        judged.append("an all-valid batch")
+    else:
+        observed(f"the all-valid batch was answered {first.status_code} (CORE-01 judges that): its answer was "
+                 "not judged, nor a replay of it")
+    if not header:
+        observed("the profile declares no idempotency.header: no replayed answer was judged")
+    elif is_2xx(first):
+        again = target.batch(valid, headers=headers, body=body, note="CORE-06: the same keyed batch again (a replay)")
+        if not is_2xx(again):
+            observed(f"the keyed batch sent again was answered {again.status_code} (IDEM-01 judges that): no "
+                     "replayed answer was judged")
+        else:
+            if (again.status_code != first.status_code
+                    or outcomes(envelope, again, valid) != outcomes(envelope, first, valid)):
+                observed("the keyed batch sent again was not answered with a replay of the first answer (IDEM-01 "
+                         "judges that): it was judged as the batch answer it is")
+            _judge_batch_response(envelope, again, valid, "the same keyed batch sent again (a replay)")
+            judged.append("a replay")
+    _judge_atomic_failure(target, items, envelope, profile, judged)
+    try:
+        large = large_batch(run_context, target, items, envelope, profile)
+    except pytest.skip.Exception as exc:
+        observed(f"no large batch was judged: {exc.msg}")
+    else:
+        if is_2xx(large.resp):
+            _judge_batch_response(envelope, large.resp, large.mixed.items, large.what)
+            judged.append("the large batch")
+        else:
+            observed(f"{large.what} was answered {large.resp.status_code} (CORE-02 judges that): its answer was not "
+                     "judged")
+    if not judged:
+        setup_failed("no batch answer this check sends was a 2xx or an atomic failure: nothing to judge")
+
+
+def _judge_atomic_failure(target, items, envelope, profile, judged: list[str]) -> None:
+    """CORE-06 on the answer to an atomic batch with a failing item (where the profile declares the mode)."""
+    if not profile.has("endpoints.atomic"):
+        observed("the profile declares no endpoints.atomic: no failed atomic batch's answer was judged")
+        return
+    if not profile.get("items.invalid"):
+        observed("the profile declares no items.invalid examples: no atomic batch was made to fail")
+        return
+    limit = profile.get("limits.atomic_max_items")
+    n_valid = 2 if not isinstance(limit, int) or limit >= 3 else max(0, limit - 1)
+    mixed = mixed_batch(items, n_valid, 1)
+    resp = target.atomic(mixed.items, note="CORE-06: an atomic batch with a failing item")
+    if is_2xx(resp):
+        # Not failed as a whole (ATOM-01/03 judge that): still a batch answer, judged as one.
+        _judge_batch_response(envelope, resp, mixed.items, "an atomic batch with a failing item (answered 2xx)")
+    elif 400 <= resp.status_code < 500:
+        # The failure of an atomic batch is a batch answer too: `{"status": "failed", "error", "results"}`
+        # in the schema, one result per item saying why (ATOM-02), labelled JSON like every other.
+        _judge_batch_response(envelope, resp, mixed.items, "a failed atomic batch")
+    else:
+        observed(f"the atomic batch with a failing item was answered {resp.status_code} (ATOM-03 judges that): "
+                 "no atomic failure's answer was judged")
+        return
+    judged.append("a failed atomic batch")
+
+
+def _judge_batch_response(envelope, resp, batch: list[Any], what: str) -> None:
+    """CORE-06 on the answer `resp` to `batch`: labelled JSON (or the profile's declared media type), the
+    result list where the profile says, valid against the batch-response schema in canonical form."""
+    expect(envelope.is_json(resp), f"the answer to {what} is not labelled JSON (Content-Type)",
+           expected=f"application/json (or +json, or {envelope.content_type})",
+           seen=resp.headers.get("content-type", "no Content-Type"))
+    doc = response_json(resp, f"the answer to {what}")
+    expect(envelope.raw_results(doc) is not None, f"the answer to {what} has no result list where the profile says",
            expected=envelope.results_location, seen=short(doc))
     # Failure-only answers: the failure entries, re-expressed, must validate (an ok item has no entry).
+    if envelope.failures_only and not envelope.raw_results(doc):
+        observed(f"failure-only results: the answer to {what} lists no failure, so its label and its failure member "
+                 "were judged, not a result's shape")
+    ids = [envelope.item_id(it) for it in batch]
     errs = schema_errors("batch-response.schema.json", doc if envelope.canonical else
-                           canonical_results([r for r in envelope.result_map(doc, mixed.items).values() if not r.implied]
-                                             if envelope.failures_only else envelope.results(doc), mixed.ids))
-    expect(not errs, "the response does not validate against the batch-response schema",
+                           canonical_results([r for r in envelope.result_map(doc, batch).values() if not r.implied]
+                                             if envelope.failures_only else envelope.results(doc), ids))
+    expect(not errs, f"the answer to {what} does not validate against the batch-response schema",
            expected="schemas/batch-response.schema.json", seen="; ".join(errs[:5]))
 
 

@@ -7,8 +7,8 @@ from ._base import Call, document_problem_json, mutant, on_batch_response, on_op
 # Cascades in the full matrix (every class runs): a mutant that breaks a building block every class
 # relies on makes the rules built on it FAIL too, for true reasons (docs/kill-matrix.md).
 # A result missing, invented or unreadable by id: every rule judged on a multi-item batch's results.
-NEEDS_EVERY_RESULT = ["ATOM-04", "HTTP-03", "IDEM-05", "IDEM-07", "ORD-01", "ORD-02", "ORD-03", "ORD-04", "PAR-02",
-                      "PART-03", "ROB-02", "ROB-03", "SIZE-02"]
+NEEDS_EVERY_RESULT = ["ATOM-04", "HTTP-03", "IDEM-05", "IDEM-07", "ORD-01", "ORD-02", "ORD-03", "ORD-04", "PAR-01",
+                      "PAR-02", "PART-03", "ROB-02", "ROB-03", "SIZE-02"]
 # An error result without a readable code: every MUST that names the code an item must get.
 NEEDS_ERROR_CODES = ["IDEM-07", "ORD-03", "ORD-04", "PAR-02", "PART-03"]
 
@@ -193,7 +193,10 @@ def lying_summary(app):
 
 @mutant("CORE-09", "results in reverse order for a target declared position-correlated",
         profile={"envelope": {"correlation": "position"}},
-        also=["ORD-01", "ROB-02"] + NEEDS_ERROR_CODES,
+        # CORE-03: read by position, a reversed list gives valid items error results and invalid ones ok
+        # results (the large batch's invalid items are not placed symmetrically, so reversing shows)
+        # PAR-01: its multi-item batch read by position gives each template another template's data
+        also=["CORE-03", "ORD-01", "PAR-01", "ROB-02"] + NEEDS_ERROR_CODES,
         check="test_position_correlated_results_keep_length_and_order")
 def position_reversed(app):
     return reversed_results(app)
@@ -330,4 +333,87 @@ def summary_counted_before_writes(app):
                       and str((r.get("error") or {}).get("code", "")).startswith(validation))
             doc["summary"] = {"total": len(res), "succeeded": len(res) - bad, "failed": bad}
             call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+# -- faults that show only in big batches, and answers rendered on another path (round 7) ----------
+
+@mutant("CORE-02", "a batch over 500 items is written in chunks of 500 with an inclusive slice end: the item at "
+        "each chunk edge is written again and answered twice (ok, then already_exists), 1,001 results for 1,000 "
+        "items", check="test_large_batch_one_result_per_item")
+def chunk_edge_answered_twice(app):
+    chunk = 500
+
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and len(res) > chunk:
+            out = []
+            for k, r in enumerate(res):
+                out.append(r)
+                if k and k % chunk == 0:  # the first item of each later chunk was the last of the one before
+                    out.append({"id": r.get("id"), "status": "error", "error": {
+                        "code": "already_exists", "message": f"an order with id '{r.get('id')}' already exists",
+                        "field": "id", "retryable": False}})
+            doc["results"] = out
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-03", "to keep big answers small, a batch of more than 100 items gets ok results without `data` "
+        "(error results keep their `error`); smaller batches are complete",
+        also=["CORE-06"],  # the schema requires `data` on an ok result; the large batch is judged there too
+        check="test_large_batch_result_status_and_payload")
+def large_batch_ok_without_data(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and len(res) > 100:
+            for r in res:
+                if r.get("status") == "ok":
+                    r.pop("data", None)
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-05", "a batch over 100 items runs in chunks of 100 on parallel workers, and their results are "
+        "joined in the order the chunks finish (the last first), still correlated by id",
+        check="test_large_batch_results_in_request_order")
+def large_batch_in_chunk_completion_order(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and len(res) > 100:
+            chunks = [res[k:k + 100] for k in range(0, len(res), 100)]
+            doc["results"] = [r for c in reversed(chunks) for r in c]
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-06", "an all-ok batch takes a fast path that streams the pre-serialised results with the framework's "
+        "default media type, text/plain; a batch with a failed item is answered application/json",
+        may_also=["ROB-01"], check="test_every_kind_of_batch_answer_validates_and_is_json")
+def all_ok_answer_as_text_plain(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200 and res and all(isinstance(r, dict) and r.get("status") == "ok" for r in res):
+            call.set_response_header("content-type", "text/plain; charset=utf-8")
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-06", "the failure of an atomic batch is rendered by the transaction's rollback handler as text/plain "
+        "(the same JSON text, the framework's default media type); processed batches stay application/json",
+        may_also=["ROB-01"], check="test_every_kind_of_batch_answer_validates_and_is_json")
+def atomic_failure_as_text_plain(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and doc.get("status") == "failed":
+            call.set_response_header("content-type", "text/plain; charset=utf-8")
+    return on_batch_response(fn)(app)
+
+
+@mutant("CORE-06", "a replayed response (same Idempotency-Key, same body) is sent from the stored body and status "
+        "alone: no Content-Type, where the first answer was application/json",
+        may_also=["ROB-01"], check="test_every_kind_of_batch_answer_validates_and_is_json")
+def replay_without_content_type(app):
+    def fn(call: Call) -> None:
+        if any(k.lower() == b"idempotent-replayed" and v.strip().lower() == b"true" for k, v in call.response_headers):
+            call.set_response_header("content-type", None)
     return on_batch_response(fn)(app)
