@@ -226,6 +226,66 @@ def _jobs(fleet, envelope) -> list[Jobs]:
     return [Jobs(on, envelope) for on in fleet]
 
 
+JOB_ROUNDS = 2  # rounds of one job per instance submitted at once (see the check)
+
+
+# Defined before the other FLEET-04 checks: in a run of FLEET alone, its jobs are then the first each
+# instance numbers, which is when per-instance sequences meet (the kit's other checks send their jobs
+# to the first instance only, so they skew its sequence).
+@pytest.mark.rule("FLEET-04", clause="jobs submitted at once to different instances (2 rounds) get different job "
+                                     "ids, and each reads as itself (its own items and total) on every instance")
+def test_jobs_submitted_to_different_instances_stay_apart(fleet, items, envelope, profile):
+    """FLEET-04 MUST: an async job submitted to one instance is visible, progresses and can be cancelled from every other instance."""
+    profile.require("endpoints.async")
+    jobs = _jobs(fleet, envelope)
+    # A load balancer hands simultaneous jobs to different instances. Ids each instance makes on its
+    # own (a per-process sequence, a generator given the same node id everywhere, a clock and a local
+    # counter) collide there, and a job saved over another under the same id replaces it: the first
+    # client then reads someone else's job under its own id. Sizes differ, so that even items without
+    # ids tell the jobs apart.
+    submitted: list[tuple[int, list[dict[str, Any]], Any]] = []
+    cap = int(profile.get("limits.async_max_items") or 1000)
+    for round_ in range(1, JOB_ROUNDS + 1):
+        batches = [items.valid(min(2 + len(submitted) + k, cap)) for k in range(len(fleet))]
+        start = threading.Barrier(len(fleet))
+
+        def submit(k: int) -> Any:
+            start.wait(timeout=30)
+            return jobs[k].create(batches[k], note=f"round {round_}: a job on {_name(k, fleet)}, sent at once "
+                                                   "with one on every other instance")
+
+        with ThreadPoolExecutor(len(fleet)) as pool:
+            accs = list(pool.map(submit, range(len(fleet))))
+        submitted += [(k, batches[k], accs[k]) for k in range(len(fleet))]
+    # One URL per job, as the first instance reaches each (the same id makes the same job URL).
+    where: dict[str, list[str]] = {}
+    for n, (k, _, acc) in enumerate(submitted):
+        where.setdefault(jobs[0].url_of(acc), []).append(f"job {n + 1} (on {_name(k, fleet)}, id {acc.job_id!r})")
+    shared = [names for names in where.values() if len(names) > 1]
+    expect(not shared, "jobs submitted to different instances got the same job id: one job replaces or hides "
+                       "the other (ids made per instance)",
+           expected="a distinct job id for every job", seen=shared)
+    for k, _, acc in submitted:
+        jobs[k].wait_done(jobs[k].url_of(acc), what=f"wait for the job submitted to {_name(k, fleet)}")
+    by_ids = items.has_ids and not envelope.by_position
+    for n, (k, batch, acc) in enumerate(submitted):
+        own = sorted(map(str, (items.id_of(it) for it in batch)))
+        for j in range(len(fleet)):
+            snap = jobs[j].read(jobs[j].url_of(acc), note=f"job {n + 1} (submitted to {_name(k, fleet)}) on "
+                                                          f"{_name(j, fleet)}")
+            expect(snap.ok and snap.status is not None,
+                   f"job {n + 1}, submitted to {_name(k, fleet)}, is not visible on {_name(j, fleet)}",
+                   expected="the job resource (2xx, a known status)",
+                   seen=f"{snap.http_status}: {short(snap.doc, 300)}")
+            total = snap.count("total")
+            got = sorted(map(str, (r.id for r in snap.results))) if by_ids else None
+            itself = got == own if by_ids else len(snap.results) == len(batch)
+            expect((total is None or total == len(batch)) and itself,
+                   f"job {n + 1}, submitted to {_name(k, fleet)}, reads as another job on {_name(j, fleet)}",
+                   expected=f"its own {len(batch)} items" + (f": {own}" if by_ids else ""),
+                   seen=f"{snap.progress()}" + (f"; results for {got}" if by_ids else ""))
+
+
 @pytest.mark.rule("FLEET-04", clause="an async job submitted to one instance is visible and progresses on every "
                                      "other instance")
 def test_job_is_visible_and_progresses_on_every_instance(fleet, items, envelope, profile):

@@ -249,3 +249,35 @@ def in_flight_keys_local_to_each_instance(app):
     first, second = LocalIdempotency(app), LocalIdempotency(_another(app))
     second.done = first.done  # a retry after the end is a replay everywhere (FLEET-02 holds)
     return Fleet(first, second)
+
+
+def _job_ids_made_per_instance(app: Any) -> Any:
+    """The instance `app` names its jobs as a server with a local id generator does: the submission
+    second and a sequence number it keeps for that second (`job_20261130123641_1`), with no part
+    that tells the instances apart. The job row is saved with an upsert on its id, so a job that
+    comes out with another instance's id replaces that job (its items and results)."""
+    store = app.state.jobs.store
+    insert = store.insert
+    seq = {"second": "", "n": 0}
+
+    def insert_numbered(conn: Any, client: str, batch: Any, callback_url: str | None) -> dict[str, Any]:
+        job = insert(conn, client, batch, callback_url)
+        second = time.strftime("%Y%m%d%H%M%S")
+        seq["n"] = seq["n"] + 1 if seq["second"] == second else 1
+        seq["second"] = second
+        new = f"job_{second}_{seq['n']}"
+        conn.execute("DELETE FROM job_results WHERE job_id = ?", (new,))  # the upsert: whatever had the id goes
+        conn.execute("DELETE FROM jobs WHERE id = ?", (new,))
+        conn.execute("UPDATE jobs SET id = ? WHERE id = ?", (new, job["job_id"]))
+        store._items[new] = store._items.pop(job["job_id"])
+        return dict(job, job_id=new)
+    store.insert = insert_numbered
+    return app
+
+
+@mutant("FLEET-04", "each instance makes job ids on its own (the second it was submitted and a sequence it keeps, "
+                    "no instance part) and saves jobs with an upsert: jobs submitted at once to two instances get "
+                    "one id, and the later one replaces the other",
+        profile=PROFILE, check="test_jobs_submitted_to_different_instances_stay_apart")
+def job_ids_made_per_instance(app):
+    return Fleet(_job_ids_made_per_instance(app), _job_ids_made_per_instance(_another(app)))

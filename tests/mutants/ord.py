@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from ._base import Call, Rewrite, mutant, variation
+from ._base import Call, Rewrite, mutant, on_openapi, variation
 
 PATH = "/orders/batch"
 DEP = "depends_on"
@@ -250,8 +250,10 @@ def _independent(call: Call) -> bool:
     return isinstance(ops, list) and not any(isinstance(o, dict) and o.get(DEP) for o in ops)
 
 
+# PAR-01: its multi-item batch holds every item template, so rotated data differ from the single
+# endpoint's answers (a cascade seen in the full matrix).
 @mutant("ORD-01", "independent items run in parallel; ok results' data are listed in completion order "
-                  "under the request's ids", also=["IDEM-06"],
+                  "under the request's ids", also=["IDEM-06", "PAR-01"],
         check="test_independent_items_correlated_by_id")
 def ok_data_in_completion_order(app):
     def resp(call: Call) -> None:
@@ -295,3 +297,63 @@ def completion_order_correlated(app):
             doc["results"] = doc["results"][1:] + doc["results"][:1]
             call.set_response_json(doc)
     return Rewrite(app, path=PATH, response=resp)
+
+
+@mutant("ORD-01", "processing is memoised by payload (the item without its id): items of one batch with the same "
+                  "payload all get the first one's result data, whose id names that first item; every item "
+                  "is stored correctly",
+        check="test_independent_items_correlated_by_id")
+def results_memoised_by_payload(app):
+    def req(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if isinstance(ops, list):
+            call.state["ops"] = {o.get("id"): o for o in ops if isinstance(o, dict)}
+
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        ops = call.state.get("ops")
+        if not ops or not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            return
+        memo: dict[str, Any] = {}
+        for r in doc["results"]:
+            if not isinstance(r, dict) or r.get("status") != "ok" or r.get("id") not in ops:
+                continue
+            payload = json.dumps({k: v for k, v in ops[r["id"]].items() if k != "id"}, sort_keys=True)
+            r["data"] = memo.setdefault(payload, r.get("data"))  # the cached answer of an identical payload
+        call.set_response_json(doc)
+    return Rewrite(app, path=PATH, request=req, response=resp)
+
+
+def _money_as_text(doc: Any) -> None:
+    """An order's numeric `amount` as the decimal string the API stores ("12.50" for 12.5)."""
+    if isinstance(doc, dict) and isinstance(doc.get("amount"), (int, float)) and not isinstance(doc["amount"], bool):
+        doc["amount"] = f"{doc['amount']:.2f}"
+
+
+@variation("money is stored and answered as a decimal string (\"12.50\" for 12.5) in batch results, job results, "
+           "single answers and reads alike, correlated by id", classes=["ORD"])
+def money_as_decimal_strings(app):
+    def results(call: Call) -> None:
+        doc = call.response_json()
+        if isinstance(doc, dict) and isinstance(doc.get("results"), list):
+            for r in doc["results"]:
+                if isinstance(r, dict) and r.get("status") == "ok":
+                    _money_as_text(r.get("data"))
+            call.set_response_json(doc)
+
+    def resource(call: Call) -> None:
+        doc = call.response_json()
+        if 200 <= call.status < 300 and isinstance(doc, dict):
+            _money_as_text(doc)
+            call.set_response_json(doc)
+    def documented(doc: dict[str, Any]) -> None:  # the stored order's amount, as the API documents it
+        stored = doc.get("components", {}).get("schemas", {}).get("Order", {}).get("$defs", {}).get("stored", {})
+        if isinstance(stored.get("properties"), dict):
+            stored["properties"]["amount"] = {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$",
+                                              "description": "the amount as a decimal string, two places"}
+    inner = on_openapi(documented)(app)
+    inner = Rewrite(inner, method="POST", path=PATH, response=results)
+    inner = Rewrite(inner, method="GET", path=lambda p: p.startswith("/imports/batch/"), response=results)
+    inner = Rewrite(inner, method="POST", path="/orders", response=resource)
+    return Rewrite(inner, method="GET", path=lambda p: p.startswith("/orders/") and p != PATH, response=resource)
