@@ -137,14 +137,59 @@ def test_failure_names_each_failing_item_and_why(target, items, envelope, profil
                expected=f"code {inv.code!r} (or a message naming {inv.field!r})", seen=short(r.error or r.raw))
 
 
+def _write_time_failure(target, items) -> tuple[list[dict[str, Any]], Any, list[Any], Any]:
+    """An atomic batch of valid items whose last item fails only when written (its id is taken):
+    (the batch, the clashing id, the other ids, the response). Validation passes for every item, so
+    the failure comes from the store (a unique-key violation at INSERT), a path of its own in many
+    servers. Skips where an already-taken id is not a failure (upsert semantics)."""
+    fresh = items.valid(2)
+    clash = _conflicting_item(target, items)
+    batch = fresh + [clash]
+    resp = target.atomic(batch, note="an atomic batch whose last item's id already exists")
+    results = list(target.envelope.result_map(resp, batch).values()) if json_of(resp) is not None else []
+    if is_2xx(resp) and results and all(r.ok for r in results):
+        pytest.skip("the target does not treat an already-taken id as a failing item (upsert semantics)")
+    return batch, items.id_of(clash), [items.id_of(f) for f in fresh], resp
+
+
+def _says_why_it_failed(r, envelope, others: list[Any]) -> bool:
+    """A failing item whose cause the kit cannot predict (a conflict: each target names it its own way)
+    says why: an error code that is not the not-applied marker nor the code the items that were only
+    rolled back carry, or, with no code, a message."""
+    if r.error_code is not None:
+        marker = set(envelope.codes("not_applied"))
+        rolled_back = {o.error_code for o in others if o is not None and o.ok is False and o.error_code is not None}
+        return r.error_code not in marker and r.error_code not in rolled_back
+    return bool(r.error_message)
+
+
 @pytest.mark.concurrent
-@pytest.mark.rule("ATOM-03", clause="a failed atomic batch gets a 4xx saying the batch failed, and "
-                  "every valid item is marked not applied")
-def test_failure_says_not_applied(target, items, envelope, profile):
-    """ATOM-03 MUST: the failure response says the batch was not applied (`"status": "failed"`, a 4xx status), and marks the other items as not applied."""
+@pytest.mark.rule("ATOM-02", clause="an atomic batch whose last item fails only when written (its id already "
+                  "exists) gets a failure response that identifies that item, reports it failed and says why, "
+                  "not only a batch-level conflict")
+def test_write_time_failure_names_the_failing_item(target, items, envelope, profile):
+    """ATOM-02 MUST: the failure response identifies each failing item and why, not only a batch-level message."""
     _require_atomic(profile)
-    mixed = mixed_batch(items, 3, 1)
-    resp = target.atomic(mixed.items)
+    # Validation failures are answered by a validator that knows every item; a unique-key clash is
+    # found by the INSERT, and a handler that catches the store's error answers 409 with its text.
+    batch, clash_id, other_ids, resp = _write_time_failure(target, items)
+    doc = response_json(resp, "the atomic failure response")
+    by_id = envelope.result_map(resp, batch)
+    r = by_id.get(clash_id)
+    expect(r is not None and not r.implied,
+           f"the item whose id already exists ({clash_id!r}) is not identified in the failure response: only a "
+           "batch-level answer", expected=f"a result with id {clash_id!r} and its error",
+           seen=f"{resp.status_code}: {short(doc)}")
+    expect(r.ok is False, f"the failing item {clash_id!r} is not reported as failed", expected="an error result",
+           seen=short(r.raw))
+    expect(_says_why_it_failed(r, envelope, [by_id.get(i) for i in other_ids]),
+           f"the error of failing item {clash_id!r} does not say why it failed",
+           expected="an error code of its own (its id exists), not the not-applied marker the other items carry",
+           seen=short(r.error or r.raw))
+
+
+def _judge_not_applied(resp, envelope, batch: list[dict[str, Any]], valid_ids: list[Any]) -> None:
+    """ATOM-03 on one failed atomic batch: a 4xx, the batch said failed, every other item marked not applied."""
     expect(400 <= resp.status_code < 500, "a failed atomic batch did not get a 4xx",
            expected="4xx", seen=resp.status_code)
     doc = response_json(resp, "the atomic failure response")
@@ -153,9 +198,9 @@ def test_failure_says_not_applied(target, items, envelope, profile):
     status = envelope.batch_status(doc)
     expect(status in failed_values, "the failure response does not say the batch failed",
            expected=f"{pointer} in {failed_values}", seen=short(doc))
-    by_id = envelope.result_map(doc, mixed.items)
+    by_id = envelope.result_map(doc, batch)
     not_applied = envelope.code("not_applied")
-    for item_id in mixed.valid_ids:
+    for item_id in valid_ids:
         r = by_id.get(item_id)
         if r is None and envelope.failures_only:
             # Only failures are listed: an item left out of a failed batch is marked by the batch's status.
@@ -167,6 +212,30 @@ def test_failure_says_not_applied(target, items, envelope, profile):
         marked = r.ok is False or not_applied in (r.status, r.error_code)
         expect(marked, f"item {item_id!r} is not marked as not applied although the batch failed",
                expected=f"an error result (e.g. {not_applied!r})", seen=short(r.raw))
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("ATOM-03", clause="a failed atomic batch gets a 4xx saying the batch failed, and "
+                  "every valid item is marked not applied")
+def test_failure_says_not_applied(target, items, envelope, profile):
+    """ATOM-03 MUST: the failure response says the batch was not applied (`"status": "failed"`, a 4xx status), and marks the other items as not applied."""
+    _require_atomic(profile)
+    mixed = mixed_batch(items, 3, 1)
+    resp = target.atomic(mixed.items)
+    _judge_not_applied(resp, envelope, mixed.items, mixed.valid_ids)
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("ATOM-03", clause="an atomic batch whose last item fails only when written (its id already "
+                  "exists) gets a 4xx saying the batch failed, and the items before it (written, then rolled "
+                  "back) are marked not applied")
+def test_write_time_failure_says_not_applied(target, items, envelope, profile):
+    """ATOM-03 MUST: the failure response says the batch was not applied (`"status": "failed"`, a 4xx status), and marks the other items as not applied."""
+    _require_atomic(profile)
+    # The items before the clash were inserted, then rolled back: a handler that reports what the
+    # insert loop collected says they are ok, and one that answers the store's error says nothing.
+    batch, _clash_id, other_ids, resp = _write_time_failure(target, items)
+    _judge_not_applied(resp, envelope, batch, other_ids)
 
 
 @pytest.mark.concurrent
@@ -256,6 +325,41 @@ def test_atomic_is_not_the_silent_default(target, items, profile):
            "a mixed batch sent to the non-atomic endpoint applied none/not all of its valid items: "
            "atomic is the silent default",
            expected=f"{mixed.valid_ids} readable", seen=f"answered {resp.status_code}; readable: {applied}")
+
+
+def _negated_selector(profile) -> dict[str, bool]:
+    """The atomic selector's boolean body members, negated, where the atomic mode is the batch endpoint
+    with body members added (`"atomic": true`): the request that explicitly asks for the other mode."""
+    batch, atomic = profile.get("endpoints.batch") or {}, profile.get("endpoints.atomic") or {}
+    same = all((batch.get(k) or None) == (atomic.get(k) or None) for k in ("path", "query", "headers")) \
+        and str(batch.get("method", "POST")).upper() == str(atomic.get("method", "POST")).upper()
+    members = {k: v for k, v in (atomic.get("body") or {}).items() if (batch.get("body") or {}).get(k) != v}
+    if not same or not members:
+        pytest.skip("endpoints.atomic is not the batch endpoint plus a body member: no selector value to negate")
+    flags = {k: not v for k, v in members.items() if isinstance(v, bool)}
+    if not flags:
+        pytest.skip(f"the atomic selector {members} is not a boolean: no explicit 'off' value to send")
+    return flags
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("ATOM-05", clause="where the atomic mode is a boolean body member, a mixed batch sent with that "
+                  "member explicitly negated (\"atomic\": false) applies its valid items: the selector is read "
+                  "by value, not by presence")
+def test_atomic_selector_false_is_not_atomic(target, items, profile):
+    """ATOM-05 SHOULD: the atomic mode is explicit per endpoint or per request, and documented."""
+    _require_atomic(profile)
+    profile.require("endpoints.read")
+    off = _negated_selector(profile)
+    # A server that tests for the member's presence (`"atomic" in body`) makes a request that says
+    # "not atomic" all-or-nothing: the client asked explicitly and got the other mode.
+    mixed = mixed_batch(items, 2, 1)
+    resp = target.batch(mixed.items, extra=off, note=f"a mixed batch with {off} (the atomic selector, negated)")
+    applied = _applied(target, mixed.valid_ids)
+    expect(applied == mixed.valid_ids,
+           f"a mixed batch sent with {off} applied none/not all of its valid items: the atomic selector is read "
+           "by presence, not by value", expected=f"{mixed.valid_ids} readable",
+           seen=f"answered {resp.status_code}; readable: {applied}")
 
 
 def _path_of(profile, name: str) -> str:

@@ -37,13 +37,23 @@ def _rewrite(app: Any, on_request, on_response, path: str = PATH) -> Rewrite:
     return Rewrite(app, path=path, request=on_request, response=on_response)
 
 
+def _within_atomic_limit(app: Any) -> Any:
+    """Whether an atomic request is one the reference's atomic path takes (1 to atomic_max_items items):
+    a mutant that breaks what happens inside the transaction leaves the size checks before it alone
+    (an empty or over-limit atomic batch still gets 400 batch_empty / 413 batch_too_large: SIZE-01/05)."""
+    limit = app.state.service.settings.atomic_max_items
+    return lambda doc: 0 < len(doc["operations"]) <= limit
+
+
 @mutant("ATOM-01", "atomic batch reported failed but the valid items were committed (no rollback)",
         # it strips the atomic member before the server sees it: IDEM-02's atomic variant is then the same body
         also=["IDEM-02"], check="test_failing_item_means_nothing_applied")
 def no_rollback(app):
+    takes = _within_atomic_limit(app)
+
     def req(call: Call) -> None:
         doc = call.json()
-        call.state["atomic"] = _is_atomic(doc)
+        call.state["atomic"] = _is_atomic(doc) and takes(doc)
         if call.state["atomic"]:
             doc.pop("atomic")
             call.set_json(doc)
@@ -62,10 +72,11 @@ def validation_only_rollback(app):
     from reference_server.validation import ItemValidator
 
     check = ItemValidator().check_item
+    takes = _within_atomic_limit(app)
 
     def req(call: Call) -> None:
         doc = call.json()
-        if _is_atomic(doc) and all(isinstance(i, dict) and check(i) is None for i in doc["operations"]):
+        if _is_atomic(doc) and takes(doc) and all(isinstance(i, dict) and check(i) is None for i in doc["operations"]):
             call.state["atomic"] = True
             doc.pop("atomic")
             call.set_json(doc)
@@ -78,7 +89,9 @@ def validation_only_rollback(app):
 
 
 @mutant("ATOM-01", "the atomic flag is ignored: a failing item leaves the valid ones applied, 200",
-        also=["ATOM-03", "IDEM-02"],  # the flag stripped before the server sees it: IDEM-02's variant is the same body
+        # the flag stripped before the server sees it: IDEM-02's variant is the same body, and an atomic
+        # batch over limits.atomic_max_items meets the sync limit only (SIZE-01's atomic check)
+        also=["ATOM-03", "IDEM-02", "SIZE-01"],
         check="test_failing_item_means_nothing_applied")
 def atomic_flag_ignored(app):
     def req(call: Call) -> None:
@@ -157,7 +170,9 @@ def atomic_in_chunks(app):
     return _ChunkedAtomic(app)
 
 
-@mutant("ATOM-02", "atomic failure with only a batch-level message (the seed's anti-pattern)", may_also=["ROB-01"], also=["ATOM-03"],
+@mutant("ATOM-02", "atomic failure with only a batch-level message (the seed's anti-pattern)", may_also=["ROB-01"],
+        # CORE-06 judges the answer to a failed atomic batch against the schema: it has no result list
+        also=["ATOM-03", "CORE-06"],
         check="test_failure_names_each_failing_item_and_why")
 def batch_level_message_only(app):
     def resp(call: Call) -> None:
@@ -221,10 +236,13 @@ def rolled_back_items_reported_ok(app):
 
 def _with_sentinel(app, on_all_valid):
     """Every atomic batch gets an invalid sentinel item (so the transaction always rolls back);
-    `on_all_valid(call, results, items)` rewrites the answer when only the sentinel failed."""
+    `on_all_valid(call, results, items)` rewrites the answer when only the sentinel failed. An empty
+    or over-limit atomic batch is left alone: the sentinel would change its count (SIZE-01, SIZE-05)."""
+    takes = _within_atomic_limit(app)
+
     def req(call: Call) -> None:
         doc = call.json()
-        call.state["atomic"] = _is_atomic(doc)
+        call.state["atomic"] = _is_atomic(doc) and takes(doc)
         if call.state["atomic"]:
             call.state["items"] = list(doc["operations"])
             doc["operations"].append(dict(SENTINEL))
@@ -262,6 +280,8 @@ def always_rolled_back(app):
 
 
 @mutant("ATOM-04", "atomic batches are capped at 50 items although 100 are declared",
+        # 101 atomic items are refused naming the real cap, 50, not the declared limit SIZE-01 expects
+        also=["SIZE-01"],
         check="test_atomic_batch_at_its_limit_is_applied")
 def atomic_limit_below_declared(app):
     def req(call: Call) -> None:
@@ -395,3 +415,59 @@ def atomic_by_query_409(app):
         call.set_response_json(doc)
     return Rewrite(Rewrite(app, path=PATH, request=req, response=resp), method="GET", path="/openapi.json",
                    response=doc_resp)
+
+
+# -- round 7: write-time failures and the explicit "off" selector (docs/kill-matrix.md) --------------
+
+def _only_write_time_conflicts(doc: Any) -> bool:
+    """A failed atomic batch whose only failing items failed at INSERT (their id exists): validation
+    passed for every item, so the reference's answer came from the store's unique-key violation."""
+    if not (isinstance(doc, dict) and doc.get("status") == "failed" and isinstance(doc.get("results"), list)):
+        return False
+    codes = [(r.get("error") or {}).get("code") for r in doc["results"] if isinstance(r, dict)]
+    real = [c for c in codes if c != "not_applied"]
+    return bool(real) and all(c == "already_exists" for c in real)
+
+
+@mutant("ATOM-02", "a unique-key clash found at INSERT in an atomic batch is rolled back and answered 409 "
+                   "{\"error\": \"conflict\", \"message\": \"UNIQUE constraint failed ...\"}: the store's error, no "
+                   "per-item results (validation failures are answered properly)",
+        also=["ATOM-03"], may_also=["ROB-01"],
+        check="test_write_time_failure_names_the_failing_item")
+def write_time_conflict_batch_level(app):
+    def resp(call: Call) -> None:
+        if _only_write_time_conflicts(call.response_json()):
+            call.set_response_json({"error": "conflict",
+                                    "message": "UNIQUE constraint failed: orders.client, orders.id"}, 409)
+    return _rewrite(app, None, resp)
+
+
+@mutant("ATOM-03", "a unique-key clash found at INSERT in an atomic batch: the answer lists what the insert loop "
+                   "collected, the items inserted before the clash reported ok with data although the "
+                   "transaction was rolled back", check="test_write_time_failure_says_not_applied")
+def write_time_conflict_reports_written_ok(app):
+    def req(call: Call) -> None:
+        doc = call.json()
+        call.state["items"] = doc["operations"] if _is_atomic(doc) else []
+
+    def resp(call: Call) -> None:
+        doc = call.response_json()
+        if _only_write_time_conflicts(doc):
+            by_id = {i.get("id"): i for i in call.state.get("items", []) if isinstance(i, dict)}
+            doc["results"] = [r if r["error"]["code"] != "not_applied" else
+                              {"id": r["id"], "status": "ok", "data": dict(by_id.get(r["id"], {}), version=1)}
+                              for r in doc["results"]]
+            call.set_response_json(doc)
+    return _rewrite(app, req, resp)
+
+
+@mutant("ATOM-05", "the atomic selector is read by presence, not value (`if \"atomic\" in body`): a request that "
+                   "says \"atomic\": false explicitly is processed all-or-nothing",
+        check="test_atomic_selector_false_is_not_atomic")
+def atomic_false_is_atomic(app):
+    def req(call: Call) -> None:
+        doc = call.json()
+        if isinstance(doc, dict) and doc.get("atomic") is False:
+            doc["atomic"] = True
+            call.set_json(doc)
+    return _rewrite(app, req, None)

@@ -79,19 +79,31 @@ def applies_up_to_the_limit(app):
 def exact_limit_refused(app):
     limit = _service(app).settings.max_items
 
-    def fn(call: Call) -> None:
+    # The refusal comes before anything is applied (a `>=` where `>` was meant, in the size check): the
+    # items never reach the store, as in a real server, so a later batch of some of them is fresh.
+    def req(call: Call) -> None:
+        doc = call.json()
         ops = _ops(call)
-        if ops is not None and len(ops) == limit and not (call.json() or {}).get("atomic"):
+        if ops is not None and len(ops) == limit and not doc.get("atomic"):
+            call.state["received_items"] = len(ops)
+            doc["operations"] = []
+            call.set_json(doc)
+
+    def resp(call: Call) -> None:
+        received = call.state.get("received_items")
+        if received is not None:
             call.set_response_json({"error": "batch_too_large",
-                                    "message": f"Maximum {limit} items per batch; received {len(ops)}"}, 413)
-    return on_batch_response(fn)(app)
+                                    "message": f"Maximum {limit} items per batch; received {received}"}, 413)
+    return Rewrite(app, request=req, response=resp)
 
 
 @mutant("SIZE-02", "off by one in the loop: the last item of a full batch is silently dropped",
         check="test_exactly_max_items_processed",
         # IDEM-03 grows its batch until its duplicates overlap, up to the largest size accepted: when
         # it reaches max_items (timing) it sees the dropped item unreadable, a true FAIL here.
-        may_also=["IDEM-03"])
+        may_also=["IDEM-03"],
+        # CORE's large mixed batch is limits.max_items items: its answer is one result short.
+        also=["CORE-02"])
 def full_batch_drops_last(app):
     limit = _service(app).settings.max_items
 
@@ -274,3 +286,92 @@ def empty_batch_200(app):
         also=["SIZE-01"], check="test_limits_discoverable")
 def limit_only_in_openapi(app):
     return vague_too_large_message(app)
+
+
+# -- round 7: limits and empty batches on the atomic and async paths (docs/kill-matrix.md) ------------
+
+@mutant("SIZE-01", "the atomic path checks the sync item limit (1,000) instead of its own (100): a 101-item atomic "
+        "batch is applied whole", check="test_over_max_items_rejected")
+def atomic_limit_not_enforced(app):
+    svc = _service(app)
+    return _relimit(app, atomic_max_items=svc.settings.max_items)
+
+
+@mutant("SIZE-01", "the async endpoint enforces no item limit: a job of async_max_items + 1 items is accepted "
+        "(202) and run", check="test_over_max_items_rejected")
+def async_limit_not_enforced(app):
+    return _relimit(app, async_max_items=10**6)
+
+
+def _empty_500(app, path: str, atomic_only: bool):
+    """The empty list reaches code that assumes at least one item (divides by the count, indexes the
+    first item): a 500 where the batch endpoint answers 400 batch_empty."""
+    def req(call: Call) -> None:
+        doc = call.json()
+        call.state["empty"] = (isinstance(doc, dict) and doc.get("operations") == []
+                               and (not atomic_only or doc.get("atomic") is True))
+
+    def resp(call: Call) -> None:
+        if call.state.get("empty"):
+            call.set_response_json({"error": "internal_error", "message": "internal server error"}, 500)
+    return Rewrite(app, path=path, request=req, response=resp)
+
+
+@mutant("SIZE-05", "an empty atomic batch ({\"operations\": [], \"atomic\": true}) crashes the atomic path (500); "
+        "the plain batch endpoint answers 400 batch_empty", check="test_empty_batch_clear_answer")
+def atomic_empty_batch_500(app):
+    return _empty_500(app, "/orders/batch", atomic_only=True)
+
+
+@mutant("SIZE-05", "an empty job on the async endpoint crashes it (500); the sync batch endpoint answers 400 "
+        "batch_empty", check="test_empty_batch_clear_answer")
+def async_empty_batch_500(app):
+    return _empty_500(app, "/imports/batch", atomic_only=False)
+
+
+class _EmptyJobs:
+    """An async endpoint that accepts an empty job (202) as a job of zero items, completed at once and
+    readable at its status URL; every other request goes to the reference app."""
+
+    PREFIX = "job_empty_"
+
+    def __init__(self, app: Any):
+        self.app = Rewrite(app, path="/imports/batch", request=self._req, response=self._resp)
+        self.router = getattr(app, "router", None)
+
+    @staticmethod
+    def _req(call: Call) -> None:
+        doc = call.json()
+        call.state["empty"] = isinstance(doc, dict) and doc.get("operations") == []
+
+    def _resp(self, call: Call) -> None:
+        if call.state.get("empty"):
+            import uuid
+
+            job_id = self.PREFIX + uuid.uuid4().hex
+            url = "/imports/batch/" + job_id
+            call.set_response_json({"job_id": job_id, "status_url": url, "status": "completed", "total": 0}, 202)
+            call.set_response_header("location", url)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        prefix = "/imports/batch/" + self.PREFIX
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(prefix):
+            import json
+
+            job_id = scope["path"].rsplit("/", 1)[-1]
+            now = "2026-01-01T00:00:00Z"
+            body = json.dumps({"job_id": job_id, "status": "completed", "total": 0, "succeeded": 0, "failed": 0,
+                               "pending": 0, "results": [], "next_cursor": None, "status_url": scope["path"],
+                               "created_at": now, "updated_at": now, "finished_at": now}).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+@variation("an empty job accepted by the async endpoint (202) as a job of zero items that is completed at once "
+           "(legal: the async form of 200 with no results)", classes=["SIZE", "ASYNC"])
+def async_empty_job_completed(app):
+    return _EmptyJobs(app)
