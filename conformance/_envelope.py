@@ -648,14 +648,37 @@ class Envelope:
         return " ".join(dict.fromkeys(parts))
 
     def error_shape(self, resp: httpx.Response | Any) -> str | None:
-        """The shape of a batch-level error body as one client handler sees it, or None when it
-        carries no code and message where the profile or the canonical shapes say (HTTP-05)."""
+        """The shape of a batch-level error BODY as one client handler sees it, or None when it
+        carries no code and message where the profile or the canonical shapes say (HTTP-05).
+
+        The body decides, not its label: HTTP-05 is about one body shape, so a problem+json body
+        labelled `application/json` is the same shape as one labelled `application/problem+json`
+        (`media_label` gives the label for a check that wants to note a difference). The label only
+        names an object whose members RFC 9457 leaves optional (no `type`, `title` or `detail`)."""
         doc = json_of(resp)
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower() if isinstance(resp, httpx.Response) else ""
-        if ctype == "application/problem+json":
-            return "problem+json"
         if not isinstance(doc, dict):
             return None
+        code_at = [p for p in self._declared("batch_error_code") if is_code(pointer_get(doc, p, None))]
+        msg_at = [p for p in self._declared("batch_error_message") if isinstance(pointer_get(doc, p, None), str)]
+        if code_at and (msg_at or not self._declared("batch_error_message") and isinstance(doc.get("message"), str)):
+            return f"declared: code at {code_at[0]}, message at {msg_at[0] if msg_at else '/message'}"
+        err = doc.get("error")
+        if isinstance(err, str) and isinstance(doc.get("message"), str):
+            return "{error: code, message}"
+        if isinstance(err, dict) and is_code(err.get("code")) and isinstance(err.get("message"), str):
+            return "{error: {code, message}}"
+        if isinstance(doc.get("type"), str) and isinstance(doc.get("title") or doc.get("detail"), str):
+            return "problem+json"
+        if self.media_label(resp) == "application/problem+json":
+            return "problem+json"
+        return None
+
+    @staticmethod
+    def media_label(resp: httpx.Response | Any) -> str:
+        """The media type a response is labelled with (lower case, no parameters; "" if none)."""
+        if not isinstance(resp, httpx.Response):
+            return ""
+        return resp.headers.get("content-type", "").split(";")[0].strip().lower()
         code_at = [p for p in self._declared("batch_error_code") if is_code(pointer_get(doc, p, None))]
         msg_at = [p for p in self._declared("batch_error_message") if isinstance(pointer_get(doc, p, None), str)]
         if code_at and (msg_at or not self._declared("batch_error_message") and isinstance(doc.get("message"), str)):

@@ -183,3 +183,19 @@ def test_failure_only_map_keyed_by_item_id():
     by_id = env.result_map(resp({"errors": {"b": {"code": "invalid", "message": "qty"}}}), sent)
     assert by_id["b"].ok is False and by_id["b"].error_code == "invalid" and by_id["a"].ok is True
     assert [r.id for r in env.results({"errors": {"zz": {"code": "x"}}})] == ["zz"]  # an id no item had
+
+
+def test_error_shape_is_the_body_not_its_label():
+    # HTTP-05 judges one body SHAPE: a problem body is problem+json whatever its label (a middleware that
+    # labels it application/json does not change what a client parses); the label is reported apart.
+    env = Envelope()
+    problem = {"type": "https://errors.example.com/batch_empty", "title": "batch empty", "status": 400,
+               "detail": "no operations", "code": "batch_empty"}
+    labelled = resp(problem, 400, "application/problem+json")
+    plain = resp(problem, 415, "application/json")
+    assert env.error_shape(labelled) == env.error_shape(plain) == "problem+json"
+    assert (env.media_label(labelled), env.media_label(plain)) == ("application/problem+json", "application/json")
+    # RFC 9457 members are optional: the label still names an object that has none of them.
+    assert env.error_shape(resp({"status": 400}, 400, "application/problem+json")) == "problem+json"
+    assert env.error_shape(resp({"detail": "too large"}, 413, "application/json")) is None
+    assert env.error_shape(resp({"error": "x", "message": "m"}, 400)) == "{error: code, message}"

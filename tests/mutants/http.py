@@ -1,7 +1,7 @@
 """Mutants of class HTTP: status codes and batch-level error bodies."""
 from __future__ import annotations
 
-from ._base import Call, client_of, mutant, on_batch_response
+from ._base import Call, client_of, document_problem_json, mutant, on_batch_response, on_openapi, variation
 
 
 def _results(call: Call) -> list:
@@ -15,7 +15,9 @@ def _outcomes(call: Call) -> set:
 
 @mutant("HTTP-01", "a batch with any failed item answers 422 (results still in the body)",
         check="test_mixed_batch_gets_2xx", may_also=["ROB-01"], also=["CORE-02", "IDEM-07"],  # a mixed batch refused whole FAILs CORE-02 too
-        errors=["CORE-03", "CORE-04", "CORE-05", "CORE-06", "CORE-08", "IDEM-01", "IDEM-06", "ORD-01", "ORD-03", "PAR-02", "PART-01", "PART-02", "PART-03", "PART-04", "PART-05", "PART-06"])
+        # Not PART-02 nor PART-05: they judge the 422 to their mixed batch (its invalid items are not
+        # readable: PASS; its valid items refused with it but ok alone: a SHOULD, WARN)
+        errors=["CORE-03", "CORE-04", "CORE-05", "CORE-06", "CORE-08", "IDEM-01", "IDEM-06", "ORD-01", "ORD-03", "PAR-02", "PART-01", "PART-03", "PART-04", "PART-06"])
 def mixed_batch_422(app):
     def fn(call: Call) -> None:
         if call.status == 200 and _outcomes(call) == {"ok", "error"}:
@@ -46,7 +48,8 @@ def atomic_failure_207(app):
 @mutant("HTTP-03", "a batch whose items all fail validation answers 422 instead of 200",
         may_also=["ROB-01"],
         also=["IDEM-07"],  # its one-item batch reusing an item key is all invalid: 422, not a per-item error
-        errors=["PART-05"],
+        # PART-05 WARNs (a lone invalid item gets the 422, in a batch an error result): a SHOULD, so no
+        # exemption (an `also` would be stale: it never FAILs without --strict)
         check="test_all_invalid_batch_gets_2xx_with_item_errors")
 def all_invalid_422(app):
     def fn(call: Call) -> None:
@@ -185,8 +188,9 @@ def refusal_207(app):
 
 @mutant("HTTP-01", "an item whose id already exists (a unique-key clash at write time) aborts the whole batch "
         "with 409 Conflict, nothing applied; validation errors stay per item",
-        # PART-02 cannot set up its batch re-using an id, PART-04's corrected resubmission is refused (full matrix)
-        also=["PART-04"], errors=["PART-02"],
+        # PART-04's corrected resubmission is refused (full matrix). PART-02 judges the 409 to its batch
+        # re-using an id (the clashing item failed) and PASSes: the stored order is unchanged.
+        also=["PART-04"],
         check="test_mixed_batch_gets_2xx")
 def existing_id_conflict_409(app):
     store = app.state.service.storage
@@ -220,8 +224,8 @@ def null_items_empty_batch(app):
 
 @mutant("HTTP-03", "a one-item batch goes through the single-item code path: its only item invalid, the answer "
         "is the single endpoint's 422 (no per-item result)",
-        # PART-05 cannot set up its one-item batch (full matrix)
-        errors=["PART-05"],
+        # PART-05 WARNs (a lone invalid item gets the 422, in a batch an error result): a SHOULD, so no
+        # exemption (an `also` would be stale: it never FAILs without --strict)
         also=["IDEM-07"],  # its one-item batch reusing an item key gets the single endpoint's 422
         check="test_all_invalid_batch_gets_2xx_with_item_errors")
 def one_item_batch_422(app):
@@ -235,3 +239,88 @@ def one_item_batch_422(app):
             call.set_response_json({"error": err.get("code"), "message": err.get("message"),
                                     "field": err.get("field")}, 422)
     return on_batch_response(fn)(app)
+
+
+# -- Round 7: wrong verdicts found by a tester (each a real-world bug the kit passed) ----------------------
+
+@mutant("HTTP-02", "per-item outcomes that differ in kind (an id that already exists: a write-time conflict beside "
+        "ok items) are answered 207 Multi-Status; validation failures still get 200",
+        may_also=["ROB-01"],  # a 207 the OpenAPI document does not list, where ROB's fuzzing meets a clash
+        also=["HTTP-01"],  # its second batch (valid items and one whose id exists) gets the 207
+        check="test_no_batch_response_is_207")
+def write_conflict_207(app):
+    def fn(call: Call) -> None:
+        if call.status == 200 and any(isinstance(r, dict) and (r.get("error") or {}).get("code") == "already_exists"
+                                      for r in _results(call)):
+            call.status = 207
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-05", "the byte-limit refusal comes from a body-size middleware in front of the app: 413 "
+        "{\"detail\": \"Request body too large\"} (FastAPI/Starlette style), every other batch-level error "
+        "{error, message}",
+        check="test_batch_level_errors_share_one_shape")
+def size_guard_detail_413(app):
+    def fn(call: Call) -> None:
+        if call.status == 413 and (call.response_json() or {}).get("error") == "payload_too_large":
+            call.set_response_json({"detail": "Request body too large"})
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-05", "envelope errors found by the framework's request-model validation (no or a non-array "
+        "'operations', a non-object body) answer 400 {\"detail\": \"...\"}, every other batch-level error "
+        "{error, message}",
+        may_also=["ROB-01"],  # ROB's fuzzing sends such bodies: a 400 body the OpenAPI document does not describe
+        check="test_batch_level_errors_share_one_shape")
+def request_model_detail_400(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if call.status == 400 and isinstance(doc, dict) and doc.get("error") == "invalid_body":
+            call.set_response_json({"detail": doc["message"]})
+    return on_batch_response(fn)(app)
+
+
+@mutant("HTTP-06", "the Content-Type check is a CSRF guard: only the CORS-safelisted types (text/plain, "
+        "form-urlencoded, multipart/form-data) get 415; application/xml or application/octet-stream is parsed "
+        "as JSON (express.json({type: '*/*'})) and processed",
+        check="test_non_json_content_type_gets_415")
+def only_cors_safelisted_types_refused(app):
+    from ._base import Rewrite
+    refused = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+
+    def req(call: Call) -> None:
+        ctype = (call.header("content-type") or "").split(";")[0].strip().lower()
+        if ctype and ctype not in refused:
+            call.headers["content-type"] = "application/json"
+    return Rewrite(app, request=req)
+
+
+@mutant("HTTP-07", "a committed atomic batch (everything created in one transaction) answers 201 Created; the "
+        "non-atomic endpoint answers 200",
+        check="test_processed_batches_answer_200")
+def atomic_committed_201(app):
+    from ._base import Rewrite
+
+    def req(call: Call) -> None:
+        doc = call.json()
+        call.state["atomic"] = isinstance(doc, dict) and doc.get("atomic") is True
+
+    def resp(call: Call) -> None:
+        if call.state.get("atomic") and call.status == 200:
+            call.status = 201
+    return Rewrite(app, request=req, response=resp)
+
+
+@variation("every batch-level error is the same RFC 9457 problem body; the app's handler labels it "
+           "application/problem+json, the media-type guard (415, a middleware) application/json: one body shape",
+           classes=["HTTP", "SIZE"])
+def problem_body_mixed_labels(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        if 400 <= call.status < 500 and isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            code = doc["error"]
+            call.set_response_json({"type": f"https://errors.example.com/{code}", "title": code.replace("_", " "),
+                                    "status": call.status, "detail": doc.get("message", ""), "code": code})
+            call.set_response_header("content-type",
+                                     "application/json" if call.status == 415 else "application/problem+json")
+    return on_openapi(lambda doc: document_problem_json(doc, lambda p: p == "/orders/batch"))(on_batch_response(fn)(app))
