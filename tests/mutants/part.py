@@ -215,6 +215,9 @@ def everything_retryable(app):
 
 
 @mutant("PART-04", "an upserting store: an id that already exists is applied again (version bumped) and answered ok",
+        # ATOM-02 (full matrix): in a rolled-back atomic batch the clashing item, the one that made it
+        # fail, is answered ok, so the answer does not identify the failing item
+        also=["ATOM-02"],
         check="test_resubmitting_the_whole_batch_corrected_applies_nothing_twice")
 def existing_ids_reapplied(app):
     store = _db(app)
