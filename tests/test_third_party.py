@@ -87,8 +87,9 @@ EVENTBRIDGE_VERDICTS: dict[str, Any] = {
 KINESIS_VERDICTS: dict[str, Any] = {
     "CORE-01": P,
     # No record can fail on its own for a reason a client controls: the rules that need a mixed batch SKIP.
-    **{r: (S, "items.invalid") for r in ("CORE-02", "CORE-03", "CORE-04", "CORE-06", "CORE-08", "CORE-09",
+    **{r: (S, "items.invalid") for r in ("CORE-02", "CORE-03", "CORE-04", "CORE-08", "CORE-09",
                                          "HTTP-01", "HTTP-02", "HTTP-03", "HTTP-07", "PART-03", "PART-05", "PART-06")},
+    "CORE-06": P,  # judged on an all-valid batch (the mixed one SKIPs): JSON, the results schema
     "CORE-05": (S, "position-correlated"), "CORE-07": (S, "items carry no id"),
     "HTTP-04": F,  # a body that is not a batch gets 500 HTML
     "HTTP-05": P,  # {"__type", "message"} for the errors it answers
@@ -100,8 +101,9 @@ KINESIS_VERDICTS: dict[str, Any] = {
 # Firehose PutRecordBatch: like Kinesis, records carry no id and none fails on its own for a client reason.
 FIREHOSE_VERDICTS: dict[str, Any] = {
     "CORE-01": P,
-    **{r: (S, "items.invalid") for r in ("CORE-02", "CORE-03", "CORE-04", "CORE-06", "CORE-08", "CORE-09",
+    **{r: (S, "items.invalid") for r in ("CORE-02", "CORE-03", "CORE-04", "CORE-08", "CORE-09",
                                          "HTTP-01", "HTTP-02", "HTTP-03", "HTTP-07", "PART-03", "PART-05", "PART-06")},
+    "CORE-06": P,  # judged on an all-valid batch (the mixed one SKIPs): JSON, the results schema
     "CORE-05": (S, "position-correlated"), "CORE-07": (S, "items carry no id"),
     "HTTP-04": F,  # 500 HTML for a body that is not a batch; malformed JSON gets 400 "Firehose None ... not found"
     "HTTP-05": (S, "fewer than two batch-level errors"),
@@ -117,7 +119,8 @@ FIREHOSE_VERDICTS: dict[str, Any] = {
 # validation error refuses the whole batch, so no item fails on its own: the mixed-batch rules SKIP.
 DYNAMODB_VERDICTS: dict[str, Any] = {
     "CORE-01": P,
-    **{r: (S, "items.invalid") for r in ("CORE-02", "CORE-03", "CORE-04", "CORE-05", "CORE-06", "CORE-08",
+    "CORE-06": P,  # judged on an all-valid batch (the mixed one SKIPs): JSON, the failure-only map's schema
+    **{r: (S, "items.invalid") for r in ("CORE-02", "CORE-03", "CORE-04", "CORE-05", "CORE-08",
                                          "HTTP-01", "HTTP-02", "HTTP-03", "HTTP-07", "PART-01", "PART-02",
                                          "PART-03", "PART-04", "PART-05", "PART-06")},
     "CORE-07": F,  # identical twins: 400 ValidationException "Provided list of item keys contains duplicates", no key named
