@@ -192,7 +192,9 @@ def _verdict_line(report: RunReport) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ._engine import run
+    from ._engine import limit_malloc_arenas, run
+
+    limit_malloc_arenas()
 
     maxfail = 1 if args.exitfirst else (args.maxfail or 0)
     if maxfail < 0:

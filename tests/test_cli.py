@@ -114,3 +114,33 @@ def test_a_password_in_the_target_url_stays_out_of_output_and_reports(tmp_path):
     assert "hunter2-secret" not in r.stdout + r.stderr
     for f in tmp_path.iterdir():
         assert "hunter2-secret" not in f.read_text(), f.name
+
+
+def test_the_cli_limits_malloc_arenas_unless_the_environment_says(monkeypatch):
+    """`batchspec run` caps glibc's malloc arenas at 2 before any thread starts (docs/performance.md,
+    round 6: a third less peak memory); a MALLOC_ARENA_MAX the user set wins, and a library caller's
+    process is never touched (only the CLI calls it)."""
+    import ctypes
+
+    from conformance import _engine
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    _engine.limit_malloc_arenas()
+    assert calls == [(-8, 2)]
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    _engine.limit_malloc_arenas()
+    assert calls == [(-8, 2)]
+    import inspect
+
+    from conformance import cli
+
+    assert "limit_malloc_arenas()" in inspect.getsource(cli.cmd_run)
+    assert "limit_malloc_arenas" not in inspect.getsource(_engine.run)
