@@ -50,7 +50,9 @@ class CallbackReceiver:
         port = self.server.server_address[1]
         shown = f"[{host}]" if ":" in host else host
         self.token = uuid.uuid4().hex
-        self.url = f"http://{shown}:{port}/batchspec-callback/{self.token}"
+        # A path and a query of its own: a delivery that drops either (posts to the origin, or rebuilds
+        # the URL from parts) is not one "there" (ASYNC-14), and the receiver records where it landed.
+        self.url = f"http://{shown}:{port}/batchspec-callback/{self.token}?delivery={self.token[:8]}"
 
     def __enter__(self) -> "CallbackReceiver":
         self.thread.start()

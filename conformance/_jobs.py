@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -221,8 +221,13 @@ class Jobs:
         snap.results = [self.envelope.parse_result(r, i) for i, r in enumerate(raws)]
         return snap
 
-    def poll(self, url: str, *, what: str = "poll") -> list[Snapshot]:
-        """Read the job until it is terminal, unreadable, unrecognisable or past the deadline."""
+    def poll(self, url: str, *, what: str = "poll",
+             between: Callable[[Snapshot], None] | None = None) -> list[Snapshot]:
+        """Read the job until it is terminal, unreadable, unrecognisable or past the deadline.
+
+        `between(snapshot)` runs after every poll that shows the job still active, before the wait for
+        the next one: a check that looks elsewhere while the job runs (the read endpoint, ASYNC-03)
+        does it there, so that what it saw lies between two polls."""
         start = time.monotonic()
         deadline = start + self.deadline_s
         snaps: list[Snapshot] = []
@@ -232,6 +237,8 @@ class Jobs:
             self.target.note(f"-> {snap.progress()} at {snap.at - start:.2f}s")
             if not snap.ok or snap.status is None or snap.terminal:
                 return snaps
+            if between is not None:
+                between(snap)
             now = time.monotonic()
             if now >= deadline:
                 self.target.note(f"deadline of {self.deadline_s:g}s (async.deadline_seconds) reached")
