@@ -381,14 +381,7 @@ PAGED_INVALID = 6  # invalid items spread over the job, so error results sit on 
 
 
 def _paged_size(profile, item: dict[str, Any]) -> int:
-    n = PAGED_ITEMS
-    limit = profile.get("limits.async_max_items")
-    if limit:
-        n = min(n, int(limit))
-    max_bytes = profile.get("limits.max_bytes")
-    if max_bytes:  # stay under the body limit (ids differ in length a little, the envelope adds a few bytes)
-        n = min(n, int(int(max_bytes) / (1.3 * (len(json.dumps(item)) + 16))))
-    return max(2, n)
+    return _job_size(profile, item, PAGED_ITEMS)
 
 
 @pytest.mark.concurrent(seconds=1, group="large jobs")
@@ -773,7 +766,11 @@ def _page(jobs, url: str, cursor: Any, *, note: str):
 # -- ASYNC-10 --------------------------------------------------------------------------------------
 
 def _cancel_size(profile, item: dict[str, Any], grow: int = 1) -> int:
-    n = int(profile.get("async.cancel_items", 2000)) * grow
+    return _job_size(profile, item, int(profile.get("async.cancel_items", 2000)) * grow)
+
+
+def _job_size(profile, item: dict[str, Any], n: int) -> int:
+    """`n` items, or fewer: within the declared async limit and under the body limit."""
     limit = profile.get("limits.async_max_items")
     if limit:
         n = min(n, int(limit))
