@@ -125,6 +125,7 @@ def test_plain_pytest_takes_comma_lists_and_repeats(tmp_path):
 # -- interrupted runs ------------------------------------------------------------
 
 def _interrupt(tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess, Path]:
+    import re
     import time
 
     out = tmp_path / "r"
@@ -135,7 +136,8 @@ def _interrupt(tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess, P
     while time.monotonic() < deadline:  # interrupt once a few checks have finished
         line = proc.stdout.readline()
         seen.append(line)
-        if not line or "[ 5/" in line or "[5/" in line:
+        # the counter is padded to the width of the total ("[  5/103]" past 99 checks)
+        if not line or re.search(r"\[\s*5/\d+\]", line):
             break
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)

@@ -283,6 +283,10 @@ def cursor_skips_page_start(app):
 # -- ASYNC-05 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-05", "a finished job reads as running again after its first completed read (stale cache)",
+        # ASYNC-04: a job whose results span pages is read page by page; once a page has shown it
+        # completed, every later read says running, so the paged check's job never ends for a client
+        # (a true "no terminal state"), depending on which read first saw it completed
+        may_also=["ASYNC-04"],
         check="test_progress_is_monotonic_and_terminal_is_final")
 def completed_reads_as_running(app):
     seen: set[str] = set()
