@@ -49,6 +49,7 @@ __all__ = [
     "short",
     "Mixed",
     "mixed_batch",
+    "item_with_existing_id",
     "response_json",
     "is_2xx",
     "canonical_results",
@@ -293,6 +294,29 @@ def mixed_batch(items: ItemFactory, n_valid: int = 3, n_invalid: int = 2) -> Mix
             out.append(bad[k].item)
     return Mixed(out, [items.id_of(v) for v in valid], {items.id_of(b.item): b for b in bad},
                  [items.id_of(it) for it in out])
+
+
+def item_with_existing_id(target: Target, items: ItemFactory, endpoint: str = "batch",
+                          what: str = "setup: create the item a later batch will collide with") -> dict[str, Any]:
+    """A valid item whose id is already taken: it passes validation and fails only when written (a
+    unique-key clash at INSERT, a path of its own in many servers), the write-time failure the kit
+    provokes from the profile alone. The id is created first, through `endpoint` (a setup step: a
+    refusal is an ERROR), and confirmed by the read endpoint where the profile declares one, else by
+    that batch's own result for it; the returned item is another template with the same id. Items
+    that carry no id (`items.id_field: null`) cannot name a taken id: callers check `items.has_ids`."""
+    existing = items.one()
+    item_id = items.id_of(existing)
+    resp = setup_ok(target.batch([existing], endpoint=endpoint, note=what),
+                    "creating an item through the batch endpoint")
+    if target.profile.has("endpoints.read"):
+        if not target.exists(item_id):
+            setup_failed("an item created through the batch endpoint is not readable")
+    else:
+        r = target.envelope.result_map(resp, [existing]).get(item_id) if json_of(resp) is not None else None
+        if r is None or r.ok is not True:
+            setup_failed(f"the one-item batch creating {item_id!r} did not answer ok for it: "
+                         f"{short(r.raw if r is not None else resp.text, 200)}")
+    return items.with_id(items.templates()[-1], item_id)
 
 
 def response_json(resp: Any, what: str = "the response") -> Any:

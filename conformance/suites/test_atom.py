@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from conformance.checks import (
-    expect, is_2xx, json_of, mixed_batch, observed, openapi, response_json, setup_failed, setup_ok, short,
+    expect, is_2xx, item_with_existing_id, json_of, mixed_batch, observed, openapi, response_json, setup_failed,
+    short,
 )
 
 
@@ -26,12 +27,7 @@ def _applied(target, ids: list[str]) -> list[str]:
 
 def _conflicting_item(target, items) -> dict[str, Any]:
     """An item whose id is already taken: it passes validation and fails only when written."""
-    existing = items.one()
-    setup_ok(target.batch([existing], note="setup: create the item the atomic batch will collide with"),
-             "creating an item through the batch endpoint")
-    if not target.exists(items.id_of(existing)):
-        setup_failed("an item created through the batch endpoint is not readable")
-    return items.with_id(items.templates()[-1], items.id_of(existing))
+    return item_with_existing_id(target, items, what="setup: create the item the atomic batch will collide with")
 
 
 @pytest.mark.concurrent

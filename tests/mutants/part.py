@@ -6,6 +6,8 @@ from typing import Any
 from ._base import Call, client_of, mutant, on_batch_response
 
 VALIDATION = ("invalid_", "missing_field", "unknown_field")
+# The reference's item errors decided against the store, after validation passed (reference_server/batch.py).
+WRITE_TIME = ("already_exists", "parent_not_found", "dependency_failed")
 
 
 def _db(app: Any):
@@ -196,6 +198,22 @@ def no_retryable_flag(app):
             if isinstance(r, dict) and isinstance(r.get("error"), dict):
                 r["error"].pop("retryable", None)
         if isinstance(doc, dict):
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
+
+
+@mutant("PART-06", "errors found when an item is written (its id already exists, its parent is missing, a dependency "
+        "failed) come from the store's code path, which leaves out the retryable flag; validation errors keep it",
+        check="test_error_results_say_whether_retry_can_succeed")
+def write_time_errors_without_retryable(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        changed = False
+        for r in (doc.get("results") if isinstance(doc, dict) else None) or []:
+            err = r.get("error") if isinstance(r, dict) else None
+            if isinstance(err, dict) and err.get("code") in WRITE_TIME:
+                changed = err.pop("retryable", None) is not None or changed
+        if changed:
             call.set_response_json(doc)
     return on_batch_response(fn)(app)
 
