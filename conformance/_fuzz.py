@@ -175,7 +175,8 @@ class _Enough(Exception):
     (schemathesis takes 20-40 ms a case on a quiet machine, far more than a fast target's answer)."""
 
 
-_UNCONSTRAINED = {"type", "description", "title", "example", "examples", "deprecated"}
+# Keywords of a path parameter's schema that leave it any string: its type, and annotations.
+_UNCONSTRAINED = {"type"} | _openapi.ANNOTATIONS
 
 
 def negatable(operation: Any) -> bool:

@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import yaml
 
 from ._envelope import pointer_get
 
+# Keywords `resolved` drops where they are keywords of a schema (never a property of that name):
+# annotations, and what only serves `$ref`s once those are inlined.
 ANNOTATIONS = {"title", "description", "examples", "example", "$comment", "deprecated", "readOnly",
                "writeOnly", "default", "$defs", "definitions", "$id", "$schema", "$anchor"}
+
+# What the value of each JSON Schema keyword holds, over drafts 4 to 2020-12 (Swagger 2's, OpenAPI
+# 3.0's and 3.1's Schema Objects): one subschema; an array of subschemas; a map of names (properties,
+# patterns, definitions) to subschemas. `items` is a subschema or (drafts 4 to 2019-09) an array of
+# them; a `dependencies` entry is a subschema or an array of property names. Any other keyword's value
+# is data (`enum`, `const`, `default`, `examples`, `required`, ...), never walked. The same keywords
+# referencing's `subresources_of` knows (tests/test_openapi_schemas.py holds the two together).
+SUBSCHEMA = frozenset({"additionalItems", "additionalProperties", "contains", "contentSchema", "else", "if",
+                       "items", "not", "propertyNames", "then", "unevaluatedItems", "unevaluatedProperties"})
+SUBSCHEMA_ARRAY = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
+SUBSCHEMA_MAP = frozenset({"properties", "patternProperties", "dependentSchemas", "$defs", "definitions",
+                           "dependencies"})
 
 
 def load(target: Any, profile: Any) -> tuple[dict[str, Any] | None, str]:
@@ -63,16 +77,35 @@ def deref(doc: dict[str, Any], node: Any, seen: frozenset[str] = frozenset()) ->
     return node
 
 
+def map_subschemas(schema: Any, fn: Callable[[Any], Any]) -> Any:
+    """A copy of `schema` with `fn` applied to each of its direct subschemas (see SUBSCHEMA,
+    SUBSCHEMA_ARRAY, SUBSCHEMA_MAP); names and data (a property named `title`, an `enum` of objects)
+    are kept as written. The one walk of schemas in the kit: recurse by calling it from `fn`."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in SUBSCHEMA_ARRAY and isinstance(value, list):
+            value = [fn(v) for v in value]
+        elif key in SUBSCHEMA and isinstance(value, (dict, bool)):
+            value = fn(value)
+        elif key in SUBSCHEMA_MAP and isinstance(value, dict):
+            value = {name: fn(v) if isinstance(v, (dict, bool)) else v for name, v in value.items()}
+        out[key] = value
+    return out
+
+
 def resolved(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
-    """`node` with every local `$ref` inlined and annotations dropped (for structural comparison)."""
+    """Schema `node` with every local `$ref` inlined and its annotation keywords dropped, in it and
+    in every subschema (for structural comparison). Only schema keywords are dropped or followed:
+    a property named `title` stays, and `enum`/`const` values are kept as written."""
     if depth > 40:
         return node
     node = deref(doc, node)
-    if isinstance(node, dict):
-        return {k: resolved(doc, v, depth + 1) for k, v in node.items() if k not in ANNOTATIONS}
-    if isinstance(node, list):
-        return [resolved(doc, v, depth + 1) for v in node]
-    return node
+    if not isinstance(node, dict):
+        return node
+    return map_subschemas({k: v for k, v in node.items() if k not in ANNOTATIONS},
+                          lambda sub: resolved(doc, sub, depth + 1))
 
 
 def find(doc: dict[str, Any], method: str, path: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

@@ -149,9 +149,6 @@ def _without(schema: Any, fields: set[str]) -> Any:
 # their order carries no meaning. `prefixItems` (and `items` as an array) are ordered and stay as written.
 _SET_OF_VALUES = ("required", "enum", "type")
 _SET_OF_SCHEMAS = ("allOf", "anyOf", "oneOf")
-_SCHEMA = ("additionalProperties", "items", "not", "if", "then", "else", "contains", "propertyNames",
-           "unevaluatedProperties", "unevaluatedItems", "additionalItems")
-_MAP_OF_SCHEMAS = ("properties", "patternProperties", "dependentSchemas", "$defs", "definitions")
 
 
 def _canon(value: Any) -> str:
@@ -160,26 +157,18 @@ def _canon(value: Any) -> str:
 
 def _normalised(schema: Any) -> Any:
     """`schema` with its set-valued keywords in one canonical order (duplicates dropped, a one-type
-    list as the type itself), recursing only into subschemas: an `enum` value or a property named
-    `required` is data, never reordered."""
-    if isinstance(schema, list):  # an array of schemas in order (prefixItems, items as an array)
-        return [_normalised(s) for s in schema]
+    list as the type itself), recursing only into subschemas (the reader's one walk,
+    `openapi.map_subschemas`): an `enum` value or a property named `required` is data, never reordered."""
     if not isinstance(schema, dict):
         return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
+    out = openapi.map_subschemas(schema, _normalised)
+    for key, value in list(out.items()):
         if key in _SET_OF_VALUES and isinstance(value, list):
             value = [json.loads(c) for c in sorted({_canon(v) for v in value})]
             out[key] = value[0] if key == "type" and len(value) == 1 else value
         elif key in _SET_OF_SCHEMAS and isinstance(value, list):
-            out[key] = [json.loads(c) for c in sorted({_canon(_normalised(v)) for v in value})]
-        elif key in _SCHEMA or key == "prefixItems":
-            out[key] = _normalised(value)
-        elif key in _MAP_OF_SCHEMAS and isinstance(value, dict):
-            out[key] = {k: _normalised(v) for k, v in value.items()}
+            out[key] = [json.loads(c) for c in sorted({_canon(v) for v in value})]
         elif key == "dependentRequired" and isinstance(value, dict):
             out[key] = {k: sorted(set(v)) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
                         for k, v in value.items()}
-        else:
-            out[key] = value
     return out

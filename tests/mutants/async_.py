@@ -661,7 +661,7 @@ def no_callback_when_cancelled(app):
 
 # -- legal variations --------------------------------------------------------------------------------
 
-@variation("job results paged three at a time (the kit follows the cursor)")
+@variation("job results paged three at a time (the kit follows the cursor)", classes=["ASYNC"])
 def results_in_small_pages(app):
     async def paged(scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "GET" and _is_job(scope["path"]):
@@ -673,7 +673,7 @@ def results_in_small_pages(app):
     return paged
 
 
-@variation("Azure-style status words declared in the profile, problem+json for an unknown job",
+@variation("Azure-style status words declared in the profile, problem+json for an unknown job", classes=["ASYNC"],
            profile={"async": {"job": {"status_values": {"queued": ["NotStarted"], "running": ["Running"],
                                                          "completed": ["Succeeded"], "failed": ["Failed"],
                                                          "cancelled": ["Canceled"]}}}})
