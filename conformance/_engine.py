@@ -122,6 +122,10 @@ class RunContext:
     # counting and progress; `frozen` (set when the run is interrupted) drops what arrives after.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     frozen: bool = False
+    # A child process the CLI started for the check marked `concurrent(process=True)` (_child); None
+    # for every other caller: a library or a pytest host never gets a child process.
+    spare: Any = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)  # how the run went, for the report's notes
 
     def __post_init__(self) -> None:
         from .checks import new_run_id
@@ -143,8 +147,27 @@ class RunContext:
         return self._session
 
     def close(self) -> None:
+        if self.spare is not None:
+            self.spare.close()
         if self._session is not None:
             self._session.close()
+
+    def record(self, out: CheckOutcome) -> str | None:
+        """A check's outcome into the run, from whichever thread (or child process) ran it; returns why
+        the run stops now (--exitfirst/--maxfail), or None."""
+        with self.lock:
+            if self.frozen:
+                return None  # the run was interrupted: its reports say what had finished by then
+            self.outcomes.append(out)
+            if self.progress:
+                self.progress(out, len(self.outcomes), self.total_checks)
+            if out.verdict == Verdict.FAIL:
+                self.failures += 1
+                if self.maxfail and self.failures >= self.maxfail and not self.stopped:
+                    self.stopped = ("stopped at the first FAIL (--exitfirst)" if self.maxfail == 1
+                                    else f"stopped after {self.failures} FAILs (--maxfail {self.maxfail})")
+                    return self.stopped
+            return None
 
     # -- selection ----------------------------------------------------------
     def declared(self, rule: _catalogue.Rule) -> bool:
@@ -237,6 +260,7 @@ class RunContext:
                 **({"baseline": self.baseline} if self.baseline else {}),
             },
         )
+        report.notes.extend(self.notes)
         if self.interrupted:
             report.interrupted = {"signal": self.interrupted, "checks_run": len(self.outcomes),
                                   "checks_total": self.total_checks, "message": self.halted()}
@@ -422,6 +446,13 @@ def expected_seconds(item: pytest.Item) -> float:
     return float(m.kwargs.get("seconds", 0) or 0) if m else 0.0
 
 
+def in_own_process(item: pytest.Item) -> bool:
+    """`concurrent(process=True)`: the check is bound by its own CPU (ROB-01's case generation); where
+    the run has a child process for it (the CLI's, _child.Spare), it runs there, on another core."""
+    m = item.get_closest_marker("concurrent")
+    return bool(m and m.kwargs.get("process"))
+
+
 def group_of(item: pytest.Item) -> str | None:
     m = item.get_closest_marker("concurrent")
     return str(m.kwargs["group"]) if m and m.kwargs.get("group") else None
@@ -538,6 +569,13 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
 
     An interrupt (SIGINT, SIGTERM) while they run stops handing out checks and freezes the outcomes,
     then propagates: the main session writes the reports of what finished."""
+    apart = [item for item in items if in_own_process(item)][:1] if ctx.spare is not None else []
+    handed_back: list[str] = []
+    children = [threading.Thread(target=_run_in_child, args=(ctx, item, handed_back), daemon=True,
+                                 name="batchspec-child") for item in apart]
+    for t in children:
+        t.start()
+    items = [item for item in items if item not in apart]
     order = sorted(range(len(items)), key=lambda k: (-expected_seconds(items[k]), k))
     scheduler = Scheduler([(items[k].nodeid, group_of(items[k])) for k in order])
     files = list(dict.fromkeys(str(item.path) for item in items))
@@ -555,14 +593,38 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
     threads = [threading.Thread(target=work, name=f"batchspec-worker-{k}", daemon=True) for k in range(n)]
     try:
         _one_parser_at_a_time()
-        _run_workers(threads, scheduler)
+        if items:
+            _run_workers(threads, scheduler)
+        for t in children:
+            while t.is_alive():
+                t.join(0.1)
     except BaseException:
         scheduler.stop()
         with ctx.lock:
             ctx.frozen = True
+        if ctx.spare is not None:
+            ctx.spare.close()
         raise
     release_memory()
-    return scheduler.stop() + scheduler.missed
+    return scheduler.stop() + scheduler.missed + handed_back
+
+
+def _run_in_child(ctx: RunContext, item: pytest.Item, handed_back: list[str]) -> None:
+    """Run `item` in the run's child process and record its outcome; if the child could not run
+    it, hand it back (the main session runs it alone)."""
+    from ._child import job_for
+
+    try:
+        outcomes = ctx.spare.run(job_for(ctx, item), status=ctx.status)
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the check is not lost: the main session runs it
+        outcomes = f"the child process failed ({type(exc).__name__}: {exc})"
+    if isinstance(outcomes, str):
+        handed_back.append(item.nodeid)
+        with ctx.lock:
+            ctx.notes.append(f"{item.nodeid.split('::')[-1]} ran in the kit's own process: {outcomes}.")
+        return
+    for out in outcomes:
+        ctx.record(out)
 
 
 def _run_workers(threads: list[threading.Thread], scheduler: Scheduler) -> None:
@@ -638,12 +700,14 @@ def run(
     evidence: str = "summary",
     baseline: str | None = None,
     concurrency: int | None = None,
+    spare: Any = None,
 ) -> RunReport:
     """Run the suites against the profile's target and return the report (written if report_dir).
 
     `concurrency`: how many checks marked `concurrent` run at once (default DEFAULT_CONCURRENCY; 0 or
     1: every check alone). With `maxfail` every check runs alone, so the run stops exactly at the
-    FAIL that ends it.
+    FAIL that ends it. `spare`: a child process (`_child.Spare`, the CLI's) for the check marked
+    `concurrent(process=True)`; it is closed when the run ends, used or not.
 
     Raises SelectionError for a selection that names an unknown class or rule or leaves nothing to run.
     """
@@ -656,7 +720,10 @@ def run(
         waivers_source=waivers_source, progress=progress, status=status, maxfail=maxfail,
         evidence=evidence, baseline=baseline,
         concurrency=0 if maxfail else (DEFAULT_CONCURRENCY if concurrency is None else max(0, concurrency)),
+        spare=spare if transport is None else None,
     )
+    if spare is not None and ctx.spare is None:
+        spare.close()  # an in-process transport: the child could not reach the target
     out = io.StringIO()
     # SIGTERM ends the run like SIGINT does: the reports are written and say so (exit 143).
     main_thread = threading.current_thread() is threading.main_thread()

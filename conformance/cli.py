@@ -191,6 +191,24 @@ def _verdict_line(report: RunReport) -> str:
     return "exit code 0: every MUST of the declared classes passed"
 
 
+def _spare(profile: Any, classes: list[str] | None, rules: list[str] | None, concurrency: int | None,
+           maxfail: int) -> Any:
+    """A child process for the check that runs on a core of its own (conformance/_child.py),
+    started now so that its imports overlap the kit's start; None when no such check will run beside
+    the others (not selected, not declared, --concurrency 1, --exitfirst/--maxfail)."""
+    from ._child import IN_OWN_PROCESS, Spare
+
+    if maxfail or (concurrency is not None and concurrency < 2):
+        return None
+    cat = _catalogue.load()
+    wanted = [rid for rid in IN_OWN_PROCESS
+              if cat.get(rid).cls in profile.classes and (not classes or cat.get(rid).cls in classes)
+              and (not rules or rid in rules)]
+    if not wanted:
+        return None
+    return Spare.start([m for rid in wanted for m in IN_OWN_PROCESS[rid]])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ._engine import limit_malloc_arenas, run
 
@@ -236,6 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     if args.report_dir:
         _check_report_dir(args.report_dir)  # before the first request (SPEC §5: exit 2)
+    spare = _spare(profile, classes, rules, args.concurrency, maxfail)
     server = None
     tmp = None
     if embedded:
@@ -265,8 +284,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             evidence=args.evidence,
             baseline=args.baseline,
             concurrency=args.concurrency,
+            spare=spare,
         )
     finally:
+        if spare is not None:
+            spare.close()
         if server is not None:
             server.stop()
         if tmp is not None:

@@ -282,6 +282,14 @@ def _answers_beside_a_stalled_body(ctx: RunContext) -> bool:
     return beside
 
 
+def _trim() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:
     """A worker session's loop: take the next concurrent check until none is left or the run stops.
     Each check is set up and torn down completely (nextitem=None): the next one may be any check."""
@@ -299,6 +307,7 @@ def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:
             raise
         finally:
             scheduler.done(nodeid)
+            _trim()
     return True
 
 
@@ -473,18 +482,9 @@ def _record(item: pytest.Item, call: pytest.CallInfo, rep: pytest.TestReport) ->
         return
     _stopped_answering(ctx, out, call)
     item.stash[RECORDED] = True
-    with ctx.lock:  # concurrent checks finish in worker threads
-        if ctx.frozen:
-            return  # the run was interrupted: its reports say what had finished by then
-        ctx.outcomes.append(out)
-        if ctx.progress:
-            ctx.progress(out, len(ctx.outcomes), ctx.total_checks)
-        if out.verdict == Verdict.FAIL:
-            ctx.failures += 1
-            if ctx.maxfail and ctx.failures >= ctx.maxfail and not ctx.stopped:
-                ctx.stopped = ("stopped at the first FAIL (--exitfirst)" if ctx.maxfail == 1
-                               else f"stopped after {ctx.failures} FAILs (--maxfail {ctx.maxfail})")
-                item.session.shouldstop = ctx.stopped
+    stop = ctx.record(out)  # concurrent checks finish in worker threads: recording takes the run's lock
+    if stop:
+        item.session.shouldstop = stop
 
 
 @pytest.hookimpl(wrapper=True)

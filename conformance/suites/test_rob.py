@@ -54,7 +54,9 @@ def _path_values(path: str, method: str, profile: Any, real: dict[str, Any]) -> 
     return {}
 
 
-@pytest.mark.concurrent(seconds=5)
+# process=True: its time is its own CPU (drawing schemathesis's cases), so where the run has a child
+# process for it (the CLI's) it runs there, on the second core (conformance/_child.py).
+@pytest.mark.concurrent(seconds=5, process=True)
 @pytest.mark.rule("ROB-01", clause="property-based fuzzing (schemathesis, from the target's OpenAPI) of every "
                   "operation the document declares finds no 5xx and no response outside the documented schemas")
 def test_fuzzing_finds_no_5xx_and_no_undocumented_response(target, profile, figures, items):
