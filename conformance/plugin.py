@@ -69,7 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
                             "concurrent checks (it neither disturbs them nor needs the target otherwise idle); "
                             "seconds: about how long it takes, to start the longest first; group: checks of one group never run at "
                             "the same time; holds_a_stalled_body: the check keeps a request open whose body never comes, and "
-                            "runs beside the others only on a target seen answering meanwhile (docs/performance.md)")
+                            "runs beside the others only on a target seen answering meanwhile; process: the check is pure CPU and, where the "
+                            "run has a child process for it (the CLI's), runs there (docs/performance.md)")
     if _context(config) is not None:
         _RUNS.append(_context(config))
         return
