@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from conformance.checks import expect, observed, openapi, without_fields, response_json, setup_ok, short
+from conformance.checks import (
+    expect, observed, openapi, without_fields, response_json, setup_failed, setup_ok, short,
+)
 
 
 def _comparable(doc: Any, ignore: set[str]) -> Any:
@@ -88,6 +90,49 @@ def test_invalid_item_same_code_single_and_batch(target, items, envelope, profil
                                 "batch": batch_code if batch_code else short(r.raw if r else resp.text, 150)}
     expect(not differ, "an invalid item gets different error codes from the single endpoint and in a batch",
            expected="the same code", seen=differ)
+
+
+@pytest.mark.concurrent
+@pytest.mark.rule("PAR-02", clause="each invalid item of a large mixed batch (CORE's, limits.max_items items, at most "
+                  "1,000) gets the error code the single endpoint gives the same invalid item")
+def test_invalid_items_of_a_large_batch_same_code_as_single(run_context, target, items, envelope, profile):
+    """PAR-02 MUST: an invalid item gets the same error code in a batch as from the single endpoint."""
+    # A batch endpoint may take another path past some size (a bulk insert, a COPY into a staging table)
+    # whose item errors come from elsewhere (the database's constraints): two-item batches show the
+    # single endpoint's codes, a big one does not. The large batch is CORE's (sent once per run), which
+    # holds every items.invalid example many times over.
+    target.endpoint("single")
+    from conformance.suites.test_core import large_batch
+
+    large = large_batch(run_context, target, items, envelope, profile)
+    by_id = envelope.result_map(response_json(setup_ok(large.resp, large.what)), large.mixed.items)
+    if not by_id:
+        setup_failed(f"{large.what} got no readable results (CORE-02 judges that)")
+    singles: dict[str, list[Any]] = {}
+    differ: dict[str, Any] = {}
+    unanswered = 0
+    for item_id, inv in large.mixed.invalid.items():
+        if inv.code not in singles:
+            one = target.single(items.with_id(inv.item), note=f"PAR-02: the invalid item ({inv.code}) alone")
+            singles[inv.code] = envelope.error_codes(one) if not 200 <= one.status_code < 300 else []
+            if not singles[inv.code]:
+                differ[inv.code] = {"single": f"{one.status_code} {short(one.text, 150)}"}
+        r = by_id.get(item_id)
+        if r is None:
+            unanswered += 1
+            continue
+        code = r.error_code if r.ok is False else None
+        if code is None or code not in singles[inv.code]:
+            got = differ.setdefault(inv.code, {})
+            got.setdefault("single", singles[inv.code])
+            got.setdefault("batch", {})
+            key = repr(code) if code is not None else f"not an error: {short(r.raw, 100)}"
+            got["batch"][key] = got["batch"].get(key, 0) + 1
+    if unanswered:
+        observed(f"{unanswered} invalid items of {large.what} had no result to compare (CORE-02 judges that)")
+    expect(not differ, f"invalid items of {large.what} get other error codes than from the single endpoint",
+           expected="for each invalid example, the code the single endpoint gives it",
+           seen={k: {**v, "batch": {c: f"{n} items" for c, n in v.get("batch", {}).items()}} for k, v in differ.items()})
 
 
 @pytest.mark.concurrent

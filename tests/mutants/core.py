@@ -417,3 +417,33 @@ def replay_without_content_type(app):
         if any(k.lower() == b"idempotent-replayed" and v.strip().lower() == b"true" for k, v in call.response_headers):
             call.set_response_header("content-type", None)
     return on_batch_response(fn)(app)
+
+
+@mutant("CORE-09", "a target declared position-correlated runs a batch over 100 items in chunks of 100 on parallel "
+        "workers and joins their results in the order the chunks finish (the last first): a small batch (one "
+        "chunk) keeps its order, a large one does not",
+        profile={"envelope": {"correlation": "position"}},
+        # PAR-02: its large-batch check reads the same answer by position, so each invalid item past the
+        # first chunk gets another item's error (the examples cycle by three, the chunks hold ten invalid)
+        also=["PAR-02"],
+        check="test_large_batch_position_correlated_results_keep_length_and_order")
+def position_large_batch_in_chunk_completion_order(app):
+    return large_batch_in_chunk_completion_order(app)
+
+
+@mutant("CORE-04", "a missing required member is caught by the framework's request-schema layer, whose item errors "
+        "carry only a message ({\"message\": \"amount: field required\"}); the errors of the hand-written checks "
+        "(invalid_amount, invalid_currency) carry a code",
+        # the batch-response schema requires error.code; PAR-02 and PART-03 judge the missing_field example's code
+        also=["CORE-06", "PAR-02", "PART-03"],
+        check="test_error_is_object_with_code_and_message")
+def missing_member_error_without_code(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            for r in res:
+                err = r.get("error")
+                if isinstance(err, dict) and err.get("code") == "missing_field":
+                    r["error"] = {"message": f"{err.get('field', 'amount')}: field required"}
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)

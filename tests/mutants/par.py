@@ -138,3 +138,21 @@ def _hand_written_item_schema(doc: dict) -> None:
            classes=["PAR"])
 def openapi_item_schema_reordered(app):
     return on_openapi(_hand_written_item_schema)(app)
+
+
+@mutant("PAR-02", "a batch over 100 items takes a bulk path (COPY into a staging table) whose item errors come from "
+        "the database's constraints, code check_violation for every invalid item; smaller batches are validated "
+        "item by item with the single endpoint's validator",
+        check="test_invalid_items_of_a_large_batch_same_code_as_single")
+def large_batch_errors_from_constraints(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        results = doc.get("results") if isinstance(doc, dict) else None
+        if call.status != 200 or not isinstance(results, list) or len(results) <= 100:
+            return
+        for r in results:
+            if isinstance(r, dict) and r.get("status") == "error" and isinstance(r.get("error"), dict) \
+                    and str(r["error"].get("code", "")).startswith(("invalid_", "missing_")):
+                r["error"]["code"] = "check_violation"
+        call.set_response_json(doc)
+    return on_batch_response(fn)(app)

@@ -205,3 +205,74 @@ def allow_leaves_out_delete(app):
         if call.status == 405:
             call.set_response_header("allow", "GET, HEAD")
     return Rewrite(app, method=None, path=lambda p: p.startswith("/imports/batch/"), response=fn)
+
+
+class _PoisonedPoolConnection:
+    """Requests draw database connections from a pool of three in turn (a FIFO pool: sequential requests
+    rotate through it). A client that disconnects mid-body leaves the transaction open on the connection
+    that served it, which goes back to the pool unrolled-back: every later request that draws that one
+    connection gets 500, the other two serve normally."""
+
+    POOL = 3
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.router = getattr(app, "router", None)
+        self.turn = 0
+        self.poisoned: set[int] = set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        conn = self.turn % self.POOL
+        self.turn += 1
+        if conn in self.poisoned:
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"error": "internal_error", "message": '
+                        b'"current transaction is aborted, commands ignored until end of transaction block"}'})
+            return
+
+        async def watch() -> dict[str, Any]:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                self.poisoned.add(conn)
+            return msg
+
+        await self.app(scope, watch, send)
+
+
+@mutant("ROB-03", "a client that disconnects mid-body leaves its pooled connection in an aborted transaction: one "
+        "request in three (those that draw that connection) gets 500, the next normal batch may well succeed",
+        socket=True, profile=_FEW, may_also=["SIZE-01", "SIZE-02", "SIZE-03", "SIZE-05"],
+        check="test_normal_batch_succeeds_after_hostile_run")
+def one_pooled_connection_poisoned(app):
+    return _PoisonedPoolConnection(app)
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@mutant("ROB-02", "the write-time error path (an id that already exists) puts the id in the error's log line, "
+        "written through a latin-1 handler: a non-ASCII id is stored and answered cleanly the first time, and its "
+        "retry (the same batch sent again) crashes: 500", profile=_FEW,
+        check="test_hostile_items_sent_again_answered_cleanly")
+def retried_non_ascii_id_crashes(app):
+    def fn(call: Call) -> None:
+        doc = call.response_json()
+        results = doc.get("results") if isinstance(doc, dict) else None
+        if call.status != 200 or not isinstance(results, list):
+            return
+        for r in results:
+            if isinstance(r, dict) and r.get("status") == "error" and isinstance(r.get("error"), dict) \
+                    and r["error"].get("code") == "already_exists" and isinstance(r.get("id"), str) \
+                    and not _latin1(r["id"]):
+                _server_error(call, "UnicodeEncodeError: 'latin-1' codec can't encode characters in position 12-15")
+                return
+    return Rewrite(app, response=fn)
