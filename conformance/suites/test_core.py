@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conformance.checks import (
-    InvalidItem, Mixed, is_code, is_2xx, observed, schema_errors,
+    InvalidItem, Mixed, is_code, is_2xx, item_with_existing_id, json_of, observed, schema_errors,
     canonical_results, expect, mixed_batch, new_key, outcomes, response_json, setup_failed, setup_ok, short,
 )
 
@@ -320,6 +320,29 @@ def test_error_is_object_with_code_and_message(target, items, envelope, profile)
                expected="error.code like 'invalid_amount'", seen=short(r.error if r.error is not None else r.raw))
         expect(isinstance(r.error_message, str) and r.error_message.strip(),
                f"the error of {item_id!r} has no message", expected="error.message", seen=short(r.error))
+    # A failure found only at write time (an id that already exists) too: it is often answered by another
+    # layer (the database's exception handler) than the validation errors, with the driver's text alone.
+    if not items.has_ids:
+        observed("items carry no id (items.id_field: null): no write-time failure (an existing id) was provoked")
+        return
+    clash = item_with_existing_id(target, items, what="CORE-04 setup: create the item a later batch re-uses")
+    batch = [items.one(), clash]
+    resp = target.batch(batch, note="CORE-04: an item whose id already exists (a failure found at write time)")
+    if not is_2xx(resp) or json_of(resp) is None:
+        observed(f"the batch re-using an existing id was answered {resp.status_code} (HTTP-01 judges that): no "
+                 "write-time error result was judged")
+        return
+    r = envelope.result_map(resp, batch).get(items.id_of(clash))
+    if r is None or r.ok is not False:
+        observed("the item re-using an existing id got no error result (an upsert, or CORE-02/03 report it): no "
+                 "write-time error result was judged")
+        return
+    what = f"the write-time error of {items.id_of(clash)!r} (its id already exists)"
+    expect(is_code(r.error_code) and (not isinstance(r.error_code, str) or MACHINE_CODE.match(r.error_code)),
+           f"{what} has no machine-readable code", expected="error.code like 'already_exists'",
+           seen=short(r.error if r.error is not None else r.raw))
+    expect(isinstance(r.error_message, str) and r.error_message.strip(), f"{what} has no message",
+           expected="error.message", seen=short(r.error))
 
 
 @pytest.mark.concurrent

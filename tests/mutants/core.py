@@ -447,3 +447,21 @@ def missing_member_error_without_code(app):
                     r["error"] = {"message": f"{err.get('field', 'amount')}: field required"}
             call.set_response_json(doc)
     return on_batch_response(fn)(app)
+
+
+@mutant("CORE-04", "an item that fails at write time (its id already exists) is answered by the database layer's "
+        "exception handler, whose error carries only the driver's text ({\"message\": \"UNIQUE constraint failed: "
+        "orders.id\"}); validation errors carry a code",
+        # ROB-01: a fuzzed batch that re-uses a stored id gets an item error outside the documented schema
+        may_also=["ROB-01"],
+        check="test_error_is_object_with_code_and_message")
+def write_time_error_without_code(app):
+    def fn(call: Call) -> None:
+        doc, res = _results(call)
+        if call.status == 200:
+            for r in res:
+                err = r.get("error")
+                if isinstance(err, dict) and err.get("code") == "already_exists":
+                    r["error"] = {"message": "UNIQUE constraint failed: orders.id"}
+            call.set_response_json(doc)
+    return on_batch_response(fn)(app)
