@@ -237,6 +237,26 @@ def build(case: HostileCase, items: Any, envelope: Any, max_bytes: int | None) -
                         shown.append(item)
                         hostile.append({"id": items.id_of(item), "item": item, "readable": True,
                                         **({"loose": pointer} if part == "wrong_scalars" else {})})
+        elif isinstance(part, dict) and "long_strings" in part:
+            # one item per text member of the templates (the id's member aside: long_string holds it), that
+            # member a long string of plain letters: a column narrower than the text (VARCHAR(255), a
+            # 64 KiB TEXT) that nothing validates first fails only at the write, often as a 5xx
+            members: list[tuple[dict[str, Any], str]] = []
+            seen_text: set[str] = set()
+            for tpl in templates:
+                for pointer, value in _members(tpl, items.id_pointer):
+                    if isinstance(value, str) and pointer not in seen_text:
+                        seen_text.add(pointer)
+                        members.append((tpl, pointer))
+            size = int(part["long_strings"])
+            if frags.max_bytes and members:  # every item within the byte limit, with room for the envelope
+                size = max(256, min(size, (frags.max_bytes - 4096) // (len(members) + 1)))
+            for tpl, pointer in members:
+                item = items.with_id(tpl)
+                _set(item, pointer, "x" * size)
+                parts.append(item)
+                shown.append(items.set_id({}, items.id_of(item)))
+                hostile.append({"id": items.id_of(item), "item": item, "readable": True})
         elif "item" in part:
             parts.append(frags.mark(frags.text(part["item"], items.new_id)))
             shown.append(items.set_id({}, None))

@@ -276,3 +276,20 @@ def retried_non_ascii_id_crashes(app):
                 _server_error(call, "UnicodeEncodeError: 'latin-1' codec can't encode characters in position 12-15")
                 return
     return Rewrite(app, response=fn)
+
+
+@mutant("ROB-02", "text members other than the id are stored in VARCHAR(255) columns that nothing validates first "
+        "(the id's length is checked): an item whose note is longer raises the driver's DataError, answered 500",
+        profile=_FEW, may_also=["ROB-01"],  # a fuzzed batch may carry such a note (seed-dependent)
+        check="test_hostile_inputs_rejected_cleanly")
+def long_note_crashes(app):
+    def request(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        call.state["boom"] = isinstance(ops, list) and any(
+            isinstance(op, dict) and isinstance(op.get("note"), str) and len(op["note"]) > 255 for op in ops)
+
+    def response(call: Call) -> None:
+        if call.state.get("boom"):
+            _server_error(call, "DataError: value too long for type character varying(255)")
+    return Rewrite(app, request=request, response=response)
