@@ -253,8 +253,16 @@ def test_harness_catches_a_fleet_whose_takeover_restarts_the_job(postgres):
     """Negative control: the takeover check above is not one that cannot fail."""
     fleet = Fleet(postgres.new_database("broken"), 2, codes=[None, RESTART_TAKEN_OVER])
     try:
-        url, items, _ = _kill_mid_job(fleet)
-        problems = _survivor_verdict(fleet, url, items)
+        # The job is seen part-way, then instance 0 is killed: on a loaded machine the job can end in
+        # between (seen in CI at load 3-4), and a job that ended is not taken over, so there is
+        # nothing for the broken takeover to restart. Such an attempt proves nothing either way:
+        # up to three, with instance 0 back each time; one takeover must show the double work.
+        for _ in range(3):
+            url, items, _ = _kill_mid_job(fleet)
+            problems = _survivor_verdict(fleet, url, items)
+            if problems:
+                break
+            fleet.start(0)
         assert any("valid items not ok" in p for p in problems), problems
     finally:
         fleet.close()
