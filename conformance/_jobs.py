@@ -184,6 +184,18 @@ class Jobs:
         ep = self.target.endpoint("cancel")  # skips the check when the profile declares none
         return ep.get("method", "DELETE"), self.target.url_for("cancel", job_id=job_id)
 
+    def cancel(self, job_id: Any, *, note: str | None = None) -> httpx.Response:
+        """Cancel the job as the profile declares it: its method and path, and its fixed body, query and
+        headers where it has them (a `PATCH` of the job with `{"status": "cancelled"}`, say: a cancel
+        sent without its declared body is refused by such a target whatever the job)."""
+        ep = self.target.endpoint("cancel")
+        method, path = self.cancel_url(job_id)
+        body = ep.get("body")
+        return self.target.request(method, path, json_body=dict(body) if body else None,
+                                   headers=dict(ep.get("headers") or {}) or None,
+                                   params=list((ep.get("query") or {}).items()) or None,
+                                   note=note or "cancel the job")
+
     # -- reading -------------------------------------------------------------------
     def read(self, url: str, *, note: str | None = None) -> Snapshot:
         """Read the job and every page of its results (following the cursor)."""

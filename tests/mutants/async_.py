@@ -749,3 +749,52 @@ def cancel_303_see_other(app):
         post = dict(delete, responses=responses, operationId=str(delete.get("operationId", "cancel_job")) + "_post")
         paths[job_path + "/cancel"] = {"post": post}
     return on_openapi(document)(see_other)
+
+
+
+@variation("cancel is a PATCH of the job with a body, {\"status\": \"cancelled\"} (Salesforce Bulk API 2.0 style), "
+           "declared in the profile's endpoints.cancel; the body is validated before the job is looked up (a FastAPI "
+           "handler), so a PATCH without it gets 422 whatever the job", classes=["ASYNC"],
+           profile={"endpoints": {"cancel": {"method": "PATCH", "path": "/imports/batch/{job_id}",
+                                             "body": {"status": "cancelled"}}}})
+def cancel_by_patch_with_body(app):
+    async def patch(scope, receive, send):
+        path = scope.get("path", "")
+        if not (scope["type"] == "http" and _is_job(path) and scope["method"] in ("PATCH", "DELETE")):
+            await app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        if scope["method"] == "DELETE":
+            answer, status = {"error": "method_not_allowed", "message": "cancel a job with PATCH"}, 405
+        else:
+            try:
+                doc = orjson.loads(body) if body else None
+            except orjson.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict) and doc.get("status") == "cancelled":
+                await app(dict(scope, method="DELETE"), receive, send)
+                return
+            answer, status = {"error": "invalid_body",
+                              "message": "the body must be {\"status\": \"cancelled\"}"}, 422
+        out = orjson.dumps(answer)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+    patch.router = getattr(app, "router", None)  # type: ignore[attr-defined]
+
+    def document(doc: dict) -> None:  # the document says the cancel is a PATCH with that body
+        paths = doc.get("paths", {})
+        job_path = next((p for p in paths if p.startswith(JOBS + "/{")), None)
+        delete = dict((paths.get(job_path) or {}).pop("delete", None) or {})
+        if delete:
+            responses = dict(delete.get("responses") or {})
+            responses["422"] = responses.get("400") or {"description": "invalid body"}
+            paths[job_path]["patch"] = dict(delete, responses=responses, requestBody={
+                "required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["status"], "properties": {"status": {"const": "cancelled"}}}}}})
+    return on_openapi(document)(patch)
