@@ -133,12 +133,21 @@ def _until_seen_running(jobs, items, profile, first: int, judge, *, finished: bo
 @pytest.mark.concurrent
 @pytest.mark.rule("ASYNC-01", clause="a batch to the async endpoint gets 202 with a job id and a "
                   "status URL, and the status URL (on the target's host) shows "
-                  "that job")
-def test_async_batch_gets_202_with_job_id_and_status_url(jobs, items):
+                  "that job; a batch with an invalid item gets a 202 and a job too (its item fails in the job)")
+def test_async_batch_gets_202_with_job_id_and_status_url(jobs, items, profile):
     """ASYNC-01 MUST: a batch to the async endpoint gets 202 with `job_id` and `status_url`; SHOULD also `Location`."""
     resp = jobs.submit(items.valid(3))
     expect(resp.status_code == 202, "a batch to the async endpoint did not get 202 Accepted",
            expected=202, seen=f"{resp.status_code}: {short(resp.text, 300)}")
+    if profile.get("items.invalid"):
+        # A job reports per-item failures (ASYNC-02's failed count, ASYNC-03's error results), like a
+        # non-atomic batch (HTTP-03): an invalid item is one failed item of the job, not a refused batch.
+        mixed = mixed_batch(items, 2, 1)
+        refused = jobs.submit(mixed.items, note="a batch with one invalid item to the async endpoint")
+        expect(refused.status_code == 202 and jobs.map.get(json_of(refused), "job_id") not in (None, ""),
+               "a batch with an invalid item to the async endpoint got no job: the whole batch was refused",
+               expected="202 with a job id (the invalid item fails in the job)",
+               seen=f"{refused.status_code}: {short(refused.text, 300)}")
     doc = response_json(resp, "the 202 body")
     job_id = jobs.map.get(doc, "job_id")
     status_url = jobs.map.get(doc, "status_url")

@@ -89,6 +89,33 @@ def accepted_as_200(app):
     return _on_create(fn)(app)
 
 
+@mutant("ASYNC-01", "the async endpoint validates every item before it accepts the job: a batch with an invalid item "
+                   "is refused whole (422 with the item errors, no job), although a job reports per-item failures",
+        check="test_async_batch_gets_202_with_job_id_and_status_url",
+        # The checks that judge a mixed job (counts, results as they come, monotonic progress, retention)
+        # cannot create one: a setup failure, an ERROR (which of them errs first depends on timing).
+        errors=["ASYNC-02", "ASYNC-03", "ASYNC-04", "ASYNC-05", "ASYNC-12"])
+def mixed_job_refused_whole(app):
+    def check(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if not isinstance(ops, list):
+            return
+        bad = [op.get("id") for op in ops if isinstance(op, dict) and
+               (not isinstance(op.get("amount"), (int, float)) or isinstance(op.get("amount"), bool)
+                or op.get("amount") <= 0 or op.get("currency") not in ("USD", "EUR", "GBP"))]
+        if bad:
+            call.state["bad"] = bad
+            call.set_json({"operations": "refused before a job is created"})  # the server refuses it: no job
+
+    def answer(call: Call) -> None:
+        bad = call.state.get("bad")
+        if bad:
+            call.set_response_json({"error": "invalid_items", "message": f"{len(bad)} invalid item(s): {bad[:5]}"},
+                                   status=422)
+    return Rewrite(app, method="POST", path=JOBS, request=check, response=answer)
+
+
 @mutant("ASYNC-01", "the 202 has no Location header (the SHOULD clause)", level="SHOULD",
         check="test_202_carries_location_of_the_job")
 def no_location(app):
