@@ -787,7 +787,7 @@ def cancel_303_see_other(app):
 def cancel_by_patch_with_body(app):
     async def patch(scope, receive, send):
         path = scope.get("path", "")
-        if not (scope["type"] == "http" and _is_job(path) and scope["method"] in ("PATCH", "DELETE")):
+        if not (scope["type"] == "http" and _is_job(path) and scope["method"] not in ("GET", "HEAD")):
             await app(scope, receive, send)
             return
         body = b""
@@ -796,8 +796,10 @@ def cancel_by_patch_with_body(app):
             body += msg.get("body", b"")
             if not msg.get("more_body"):
                 break
-        if scope["method"] == "DELETE":
+        allow: list = []
+        if scope["method"] != "PATCH":  # the job takes GET and PATCH (RFC 9110 §15.5.6: say so in Allow)
             answer, status = {"error": "method_not_allowed", "message": "cancel a job with PATCH"}, 405
+            allow = [(b"allow", b"GET, HEAD, PATCH")]
         else:
             try:
                 doc = orjson.loads(body) if body else None
@@ -810,7 +812,8 @@ def cancel_by_patch_with_body(app):
                               "message": "the body must be {\"status\": \"cancelled\"}"}, 422
         out = orjson.dumps(answer)
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode()),
+                                *allow]})
         await send({"type": "http.response.body", "body": out})
     patch.router = getattr(app, "router", None)  # type: ignore[attr-defined]
 
