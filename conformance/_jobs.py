@@ -68,6 +68,9 @@ class Snapshot:
     at: float = field(default_factory=time.monotonic)
     cursor_loop: bool = False
     results_missing: bool = False  # the results member is absent or not a list
+    # What each later page said of the job, in the order read: (canonical status or None, raw status,
+    # counts). A page is a reading of the job too: ASYNC-05 wants it not behind the reading before it.
+    page_readings: list[tuple[str | None, Any, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -228,6 +231,8 @@ class Jobs:
                 raise SetupError(f"a page of the job's results (cursor {cursor!r}) got {page.status_code}")
             raws.extend(more)
             snap.pages += 1
+            snap.page_readings.append((*self.map.status(page_doc), {name: self.map.get(page_doc, name)
+                                                                   for name in COUNTS}))
             cursor = self.map.get(page_doc, "next_cursor")
         snap.raw_results = raws
         snap.results = [self.envelope.parse_result(r, i) for i, r in enumerate(raws)]
