@@ -68,6 +68,9 @@ class Snapshot:
     at: float = field(default_factory=time.monotonic)
     cursor_loop: bool = False
     results_missing: bool = False  # the results member is absent or not a list
+    # What each later page said of the job, in the order read: (canonical status or None, raw status,
+    # counts). A page is a reading of the job too: ASYNC-05 wants it not behind the reading before it.
+    page_readings: list[tuple[str | None, Any, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -184,6 +187,18 @@ class Jobs:
         ep = self.target.endpoint("cancel")  # skips the check when the profile declares none
         return ep.get("method", "DELETE"), self.target.url_for("cancel", job_id=job_id)
 
+    def cancel(self, job_id: Any, *, note: str | None = None) -> httpx.Response:
+        """Cancel the job as the profile declares it: its method and path, and its fixed body, query and
+        headers where it has them (a `PATCH` of the job with `{"status": "cancelled"}`, say: a cancel
+        sent without its declared body is refused by such a target whatever the job)."""
+        ep = self.target.endpoint("cancel")
+        method, path = self.cancel_url(job_id)
+        body = ep.get("body")
+        return self.target.request(method, path, json_body=dict(body) if body else None,
+                                   headers=dict(ep.get("headers") or {}) or None,
+                                   params=list((ep.get("query") or {}).items()) or None,
+                                   note=note or "cancel the job")
+
     # -- reading -------------------------------------------------------------------
     def read(self, url: str, *, note: str | None = None) -> Snapshot:
         """Read the job and every page of its results (following the cursor)."""
@@ -216,6 +231,8 @@ class Jobs:
                 raise SetupError(f"a page of the job's results (cursor {cursor!r}) got {page.status_code}")
             raws.extend(more)
             snap.pages += 1
+            snap.page_readings.append((*self.map.status(page_doc), {name: self.map.get(page_doc, name)
+                                                                   for name in COUNTS}))
             cursor = self.map.get(page_doc, "next_cursor")
         snap.raw_results = raws
         snap.results = [self.envelope.parse_result(r, i) for i, r in enumerate(raws)]

@@ -343,8 +343,7 @@ def test_job_can_be_cancelled_from_another_instance(fleet, items, envelope, prof
         k = 1 + attempt % (len(fleet) - 1)  # the canceller: another instance than the submitter
         batch = items.valid(_job_size(profile, items.one(), 2000))
         acc = jobs[0].create(batch, note=f"create the job on {_name(0, fleet)}")
-        method, path = jobs[k].cancel_url(acc.job_id)
-        resp = fleet[k].request(method, path, note=f"cancel the job on {_name(k, fleet)}")
+        resp = jobs[k].cancel(acc.job_id, note=f"cancel the job on {_name(k, fleet)}")
         expect(resp.status_code not in (404, 405, 501),
                f"the job submitted to {_name(0, fleet)} cannot be cancelled on {_name(k, fleet)}",
                expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 200)}")

@@ -89,6 +89,33 @@ def accepted_as_200(app):
     return _on_create(fn)(app)
 
 
+@mutant("ASYNC-01", "the async endpoint validates every item before it accepts the job: a batch with an invalid item "
+                   "is refused whole (422 with the item errors, no job), although a job reports per-item failures",
+        check="test_async_batch_gets_202_with_job_id_and_status_url",
+        # The checks that judge a mixed job (counts, results as they come, monotonic progress, retention)
+        # cannot create one: a setup failure, an ERROR (which of them errs first depends on timing).
+        errors=["ASYNC-02", "ASYNC-03", "ASYNC-04", "ASYNC-05", "ASYNC-12"])
+def mixed_job_refused_whole(app):
+    def check(call: Call) -> None:
+        doc = call.json()
+        ops = doc.get("operations") if isinstance(doc, dict) else None
+        if not isinstance(ops, list):
+            return
+        bad = [op.get("id") for op in ops if isinstance(op, dict) and
+               (not isinstance(op.get("amount"), (int, float)) or isinstance(op.get("amount"), bool)
+                or op.get("amount") <= 0 or op.get("currency") not in ("USD", "EUR", "GBP"))]
+        if bad:
+            call.state["bad"] = bad
+            call.set_json({"operations": "refused before a job is created"})  # the server refuses it: no job
+
+    def answer(call: Call) -> None:
+        bad = call.state.get("bad")
+        if bad:
+            call.set_response_json({"error": "invalid_items", "message": f"{len(bad)} invalid item(s): {bad[:5]}"},
+                                   status=422)
+    return Rewrite(app, method="POST", path=JOBS, request=check, response=answer)
+
+
 @mutant("ASYNC-01", "the 202 has no Location header (the SHOULD clause)", level="SHOULD",
         check="test_202_carries_location_of_the_job")
 def no_location(app):
@@ -331,6 +358,34 @@ def counts_go_back(app):
             else:
                 copies.append(call.response_body)
     return _on_status(fn)(app)
+
+
+@mutant("ASYNC-05", "results paged three at a time (legal); a later page (with a cursor) is served by a results "
+                   "query that counts the rows it fetched: its succeeded and failed counts are those of its own three "
+                   "results, far behind the first page's", check="test_progress_is_monotonic_and_terminal_is_final")
+def page_counts_of_the_page(app):
+    def fn(call: Call) -> None:
+        doc = _job(call)
+        if doc and "cursor=" in call.query:
+            page = doc["results"]
+            doc["succeeded"] = sum(1 for r in page if r.get("status") == "ok")
+            doc["failed"] = sum(1 for r in page if r.get("status") == "error")
+            doc["pending"] = doc["total"] - doc["succeeded"] - doc["failed"]
+            call.set_response_json(doc)
+    inner = _on_status(fn)(app)
+    conn = app.state.jobs.store.storage.connection
+
+    async def paged(scope, receive, send):
+        # Pages of three for small jobs only (the grown jobs of ASYNC-03/04/05 keep the server's pages).
+        if scope["type"] == "http" and scope["method"] == "GET" and _is_job(scope["path"]):
+            row = conn().execute("SELECT total FROM jobs WHERE id = ?",
+                                 (scope["path"][len(JOBS) + 1:].split("/")[0],)).fetchone()
+            qs = scope.get("query_string", b"").decode()
+            if row is not None and row[0] <= 50 and "limit=" not in qs:
+                scope = dict(scope, query_string=(qs + ("&" if qs else "") + "limit=3").encode())
+        await inner(scope, receive, send)
+    paged.router = getattr(app, "router", None)  # type: ignore[attr-defined]
+    return paged
 
 
 @mutant("ASYNC-05", "a finished job's error results are re-rendered with another code on later reads",
@@ -749,3 +804,55 @@ def cancel_303_see_other(app):
         post = dict(delete, responses=responses, operationId=str(delete.get("operationId", "cancel_job")) + "_post")
         paths[job_path + "/cancel"] = {"post": post}
     return on_openapi(document)(see_other)
+
+
+
+@variation("cancel is a PATCH of the job with a body, {\"status\": \"cancelled\"} (Salesforce Bulk API 2.0 style), "
+           "declared in the profile's endpoints.cancel; the body is validated before the job is looked up (a FastAPI "
+           "handler), so a PATCH without it gets 422 whatever the job", classes=["ASYNC"],
+           profile={"endpoints": {"cancel": {"method": "PATCH", "path": "/imports/batch/{job_id}",
+                                             "body": {"status": "cancelled"}}}})
+def cancel_by_patch_with_body(app):
+    async def patch(scope, receive, send):
+        path = scope.get("path", "")
+        if not (scope["type"] == "http" and _is_job(path) and scope["method"] not in ("GET", "HEAD")):
+            await app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        allow: list = []
+        if scope["method"] != "PATCH":  # the job takes GET and PATCH (RFC 9110 §15.5.6: say so in Allow)
+            answer, status = {"error": "method_not_allowed", "message": "cancel a job with PATCH"}, 405
+            allow = [(b"allow", b"GET, HEAD, PATCH")]
+        else:
+            try:
+                doc = orjson.loads(body) if body else None
+            except orjson.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict) and doc.get("status") == "cancelled":
+                await app(dict(scope, method="DELETE"), receive, send)
+                return
+            answer, status = {"error": "invalid_body",
+                              "message": "the body must be {\"status\": \"cancelled\"}"}, 422
+        out = orjson.dumps(answer)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode()),
+                                *allow]})
+        await send({"type": "http.response.body", "body": out})
+    patch.router = getattr(app, "router", None)  # type: ignore[attr-defined]
+
+    def document(doc: dict) -> None:  # the document says the cancel is a PATCH with that body
+        paths = doc.get("paths", {})
+        job_path = next((p for p in paths if p.startswith(JOBS + "/{")), None)
+        delete = dict((paths.get(job_path) or {}).pop("delete", None) or {})
+        if delete:
+            responses = dict(delete.get("responses") or {})
+            responses["422"] = responses.get("400") or {"description": "invalid body"}
+            paths[job_path]["patch"] = dict(delete, responses=responses, requestBody={
+                "required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["status"], "properties": {"status": {"const": "cancelled"}}}}}})
+    return on_openapi(document)(patch)

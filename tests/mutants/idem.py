@@ -6,6 +6,7 @@ real store goes wrong, per app, never globally; a few rewrite the exchange on th
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from typing import Any
@@ -18,7 +19,7 @@ from reference_server.app import client_of
 from reference_server.batch import apply_batch
 from reference_server.idempotency import Claim, Stored, fingerprint, item_fingerprint
 
-from ._base import Call, Rewrite, mutant, on_batch_response, read_body
+from ._base import Call, Rewrite, client_of as call_client, mutant, on_batch_response, read_body
 
 KEY = "idempotency-key"
 
@@ -415,3 +416,111 @@ def duplicate_item_keys_refused_after_the_rest_applied(app):
                                     "message": f"the same idempotency_key on more than one item: {call.state['dups']}"},
                                    status=400)
     return Rewrite(app, request=request, response=response)
+
+
+@mutant("IDEM-04", "job requests retried with the key (the async endpoint) get the first 202 replayed but unmarked: "
+                   "the marker is added by the batch handler only", check="test_replay_is_marked")
+def job_replay_unmarked(app):
+    def fn(call: Call) -> None:
+        call.set_response_header("Idempotent-Replayed", None)
+    return Rewrite(app, method="POST", path=JOBS, response=fn)
+
+
+@mutant("IDEM-04", "only the first replay is marked: the record is then cached in memory, and replays served from "
+                   "the cache (the second and later) carry no Idempotent-Replayed header", check="test_replay_is_marked")
+def replay_marked_only_once(app):
+    served: set[tuple[str, str]] = set()
+    lock = threading.Lock()
+
+    def fn(call: Call) -> None:
+        key = call.header(KEY)
+        marked = dict((k.lower(), v) for k, v in call.response_headers).get(b"idempotent-replayed") == b"true"
+        if not key or not marked:
+            return
+        with lock:
+            seen = (call_client(call), key) in served
+            served.add((call_client(call), key))
+        if seen:
+            call.set_response_header("Idempotent-Replayed", None)
+    return on_batch_response(fn)(app)
+
+
+@mutant("IDEM-08", "a batch is processed and committed in chunks of 100 items, the hang-up noticed only between "
+                   "chunks: a dropped batch of more than one chunk stops after its first, leaving it applied and the "
+                   "key released (a small batch is done before anything is noticed)", socket=True,
+        check="test_retry_after_dropped_connection_applies_once")
+def chunked_batch_stops_on_disconnect(app):
+    chunk = 100
+
+    async def wrapped(scope: dict, receive: Any, send: Any) -> None:
+        key = dict(scope.get("headers") or []).get(KEY.encode()) if scope["type"] == "http" else None
+        if not key or scope["method"] != "POST" or scope["path"] != "/orders/batch":
+            await app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        try:
+            ops = orjson.loads(body).get("operations")
+        except (orjson.JSONDecodeError, AttributeError):
+            ops = None
+        replay = _replay_body(body, receive)
+        if not isinstance(ops, list) or len(ops) <= chunk:
+            await app(scope, replay, send)
+            return
+        # The first chunk takes this long; then the handler looks whether the client is still there.
+        try:
+            gone = (await asyncio.wait_for(receive(), 0.05))["type"] == "http.disconnect"
+        except asyncio.TimeoutError:
+            gone = False
+        if not gone:
+            await app(scope, replay, send)
+            return
+        # The first chunk was committed (as a batch of its own, outside the key); the rest is dropped and
+        # the key's claim rolled back: a retry runs the whole batch afresh.
+        first = orjson.dumps({"operations": ops[:chunk]})
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (KEY.encode(), b"content-length")]
+        headers.append((b"content-length", str(len(first)).encode()))
+
+        async def discard(message: dict) -> None:
+            return None
+        await app(dict(scope, headers=headers), _replay_body(first, receive), discard)
+
+    wrapped.router = app.router  # type: ignore[attr-defined]  # lifespan for the in-process transport
+    return wrapped
+
+
+def _replay_body(body: bytes, receive: Any) -> Any:
+    given = False
+
+    async def replay() -> dict:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+@mutant("IDEM-06", "a retry that replays some items from their keys remembers none of the items it re-attempts (the "
+                   "keys are written on the fast path only, where nothing was replayed): the failed item that "
+                   "succeeded on the retry is applied again by the next retry",
+        check="test_item_keys_retry_only_failed_items")
+def reattempted_items_not_remembered(app):
+    store = _store(app)
+    apply_once, remember = store.apply_items_once, store.remember_items
+    local = threading.local()
+
+    def apply(conn: Any, client: str, items: list, check: Any, **kw: Any) -> Any:
+        keys = [k for _, k in store.keyed_items(items)]
+        local.skip = bool(keys) and bool(store.item_records(conn, client, keys))
+        try:
+            return apply_once(conn, client, items, check, **kw)
+        finally:
+            local.skip = False
+
+    def remember_unless_replaying(conn: Any, client: str, rows: list) -> None:
+        if not getattr(local, "skip", False):
+            remember(conn, client, rows)
+
+    store.apply_items_once = apply
+    store.remember_items = remember_unless_replaying
+    return app
