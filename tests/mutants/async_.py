@@ -65,6 +65,23 @@ def _drop_request_header(app: Any, name: bytes, path: str = "/orders/batch"):
     return strip
 
 
+def _small_jobs_in_pages_of_three(app, inner):
+    """`inner`, but a status read of a job of at most 50 items without a `limit` asks for pages of three
+    (the grown jobs of ASYNC-03/04/05 keep the server's pages: paging them three at a time is slow)."""
+    conn = app.state.jobs.store.storage.connection
+
+    async def paged(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and _is_job(scope["path"]):
+            row = conn().execute("SELECT total FROM jobs WHERE id = ?",
+                                 (scope["path"][len(JOBS) + 1:].split("/")[0],)).fetchone()
+            qs = scope.get("query_string", b"").decode()
+            if row is not None and row[0] <= 50 and "limit=" not in qs:
+                scope = dict(scope, query_string=(qs + ("&" if qs else "") + "limit=3").encode())
+        await inner(scope, receive, send)
+    paged.router = getattr(app, "router", None)  # type: ignore[attr-defined]
+    return paged
+
+
 # -- ASYNC-01 ----------------------------------------------------------------------------------------
 
 @mutant("ASYNC-01", "the 202 names the job id but gives no status_url",
@@ -164,21 +181,9 @@ def failed_counted_as_succeeded_paged(app):
             doc["succeeded"] += doc["failed"]
             doc["failed"] = 0
             call.set_response_json(doc)
-    inner = _on_status(fn)(app)
-    conn = app.state.jobs.store.storage.connection
-
-    async def paged(scope, receive, send):
-        # Pages of three only for small jobs (ASYNC-02's): paging the grown jobs of ASYNC-03/05 three
-        # at a time took the mutant ~55 s, and only the small job's final results are what it breaks.
-        if scope["type"] == "http" and scope["method"] == "GET" and _is_job(scope["path"]):
-            row = conn().execute("SELECT total FROM jobs WHERE id = ?",
-                                 (scope["path"][len(JOBS) + 1:].split("/")[0],)).fetchone()
-            qs = scope.get("query_string", b"").decode()
-            if row is not None and row[0] <= 50 and "limit=" not in qs:
-                scope = dict(scope, query_string=(qs + ("&" if qs else "") + "limit=3").encode())
-        await inner(scope, receive, send)
-    paged.router = getattr(app, "router", None)  # type: ignore[attr-defined]
-    return paged
+    # Pages of three only for small jobs (ASYNC-02's): paging the grown jobs of ASYNC-03/05 three at a
+    # time took the mutant ~55 s, and only the small job's final results are what it breaks.
+    return _small_jobs_in_pages_of_three(app, _on_status(fn)(app))
 
 
 # -- ASYNC-03 ----------------------------------------------------------------------------------------
@@ -372,20 +377,7 @@ def page_counts_of_the_page(app):
             doc["failed"] = sum(1 for r in page if r.get("status") == "error")
             doc["pending"] = doc["total"] - doc["succeeded"] - doc["failed"]
             call.set_response_json(doc)
-    inner = _on_status(fn)(app)
-    conn = app.state.jobs.store.storage.connection
-
-    async def paged(scope, receive, send):
-        # Pages of three for small jobs only (the grown jobs of ASYNC-03/04/05 keep the server's pages).
-        if scope["type"] == "http" and scope["method"] == "GET" and _is_job(scope["path"]):
-            row = conn().execute("SELECT total FROM jobs WHERE id = ?",
-                                 (scope["path"][len(JOBS) + 1:].split("/")[0],)).fetchone()
-            qs = scope.get("query_string", b"").decode()
-            if row is not None and row[0] <= 50 and "limit=" not in qs:
-                scope = dict(scope, query_string=(qs + ("&" if qs else "") + "limit=3").encode())
-        await inner(scope, receive, send)
-    paged.router = getattr(app, "router", None)  # type: ignore[attr-defined]
-    return paged
+    return _small_jobs_in_pages_of_three(app, _on_status(fn)(app))
 
 
 @mutant("ASYNC-05", "a finished job's error results are re-rendered with another code on later reads",
