@@ -21,6 +21,7 @@ is the same either way; the report's notes say so.
 """
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import struct
@@ -76,6 +77,10 @@ class Spare:
         try:
             r_job, w_job = os.pipe()
             r_reply, w_reply = os.pipe()
+            # Everything allocated so far (the kit's imports) out of the collector's reach: a
+            # collection in either process would otherwise write to every object's header and
+            # copy the pages both share (measured: ~4 MiB less summed PSS, docs/performance.md).
+            gc.freeze()
             pid = os.fork()
         except OSError:
             return None

@@ -8,7 +8,7 @@ deadline. Every poll is an exchange of the check's evidence, annotated with the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
@@ -68,6 +68,8 @@ class Snapshot:
     at: float = field(default_factory=time.monotonic)
     cursor_loop: bool = False
     results_missing: bool = False  # the results member is absent or not a list
+    # Set on a reading kept without its results (`poll(..., results=False)`): how many it had.
+    result_count: int | None = None
     # What each later page said of the job, in the order read: (canonical status or None, raw status,
     # counts). A page is a reading of the job too: ASYNC-05 wants it not behind the reading before it.
     page_readings: list[tuple[str | None, Any, dict[str, Any]]] = field(default_factory=list)
@@ -84,10 +86,16 @@ class Snapshot:
         value = self.counts.get(name)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
+    def without_results(self) -> "Snapshot":
+        """This reading without its results and body (status, counts, headers and how many results
+        it had are kept): what a check that judges only those keeps of a job of thousands of items."""
+        return replace(self, doc=None, results=[], raw_results=[], result_count=len(self.results))
+
     def progress(self) -> str:
         c = self.counts
+        shown = self.result_count if self.result_count is not None else len(self.results)
         return (f"{self.raw_status!r}: {c.get('succeeded')} succeeded, {c.get('failed')} failed, "
-                f"{c.get('pending')} pending of {c.get('total')}; {len(self.results)} results"
+                f"{c.get('pending')} pending of {c.get('total')}; {shown} results"
                 + (f" over {self.pages} pages" if self.pages > 1 else ""))
 
 
@@ -239,23 +247,35 @@ class Jobs:
         return snap
 
     def poll(self, url: str, *, what: str = "poll",
-             between: Callable[[Snapshot], None] | None = None) -> list[Snapshot]:
+             between: Callable[[Snapshot], None] | None = None, keep: bool = True,
+             each: Callable[[Snapshot], Snapshot] | None = None) -> list[Snapshot]:
         """Read the job until it is terminal, unreadable, unrecognisable or past the deadline.
 
         `between(snapshot)` runs after every poll that shows the job still active, before the wait for
         the next one: a check that looks elsewhere while the job runs (the read endpoint, ASYNC-03)
-        does it there, so that what it saw lies between two polls."""
+        does it there, so that what it saw lies between two polls. `keep=False`: only the last
+        reading is returned (and kept while polling): a check that judges the end alone does not
+        hold every reading of a job of thousands of results (issue 18's memory goal);
+        `each(snapshot)`: every reading goes through it as it arrives (after `between`), and what it
+        returns is kept: a check that judges each reading on its own keeps it without its results
+        (`Snapshot.without_results`)."""
         start = time.monotonic()
         deadline = start + self.deadline_s
         snaps: list[Snapshot] = []
+        n = 0
         while True:
-            snap = self.read(url, note=f"{what} {len(snaps) + 1}")
-            snaps.append(snap)
+            n += 1
+            if not keep:  # dropped before the next reading is made: one job of thousands of results at a time
+                snaps.clear()
+                snap = None
+            snap = self.read(url, note=f"{what} {n}")
             self.target.note(f"-> {snap.progress()} at {snap.at - start:.2f}s")
-            if not snap.ok or snap.status is None or snap.terminal:
-                return snaps
-            if between is not None:
+            done = not snap.ok or snap.status is None or snap.terminal
+            if between is not None and not done:
                 between(snap)
+            snaps.append(each(snap) if each is not None else snap)
+            if done:
+                return snaps
             now = time.monotonic()
             if now >= deadline:
                 self.target.note(f"deadline of {self.deadline_s:g}s (async.deadline_seconds) reached")
@@ -264,11 +284,10 @@ class Jobs:
             wait = min(advised if advised is not None else self.interval, self.max_wait, deadline - now)
             time.sleep(max(0.0, wait))
 
-    def wait_done(self, url: str, *, what: str = "poll") -> tuple[list[Snapshot], Snapshot]:
+    def wait_done(self, url: str, *, what: str = "poll") -> Snapshot:
         """Poll to a terminal state for a check that needs one (anything else is a setup error here;
-        ASYNC-02/ASYNC-04 judge it)."""
-        snaps = self.poll(url, what=what)
-        last = snaps[-1]
+        ASYNC-02/ASYNC-04 judge it); the last reading (the earlier ones are not kept)."""
+        last = self.poll(url, what=what, keep=False)[-1]
         if not last.ok:
             raise SetupError(f"reading the job got {last.http_status} (ASYNC-01/ASYNC-04 report it)")
         if last.status is None:
@@ -276,7 +295,7 @@ class Jobs:
                              "(ASYNC-02 reports it)")
         if not last.terminal:
             raise SetupError(f"the job did not end within {self.deadline_s:g}s (ASYNC-04 reports it)")
-        return snaps, last
+        return last
 
 
 def by_id(results: list[Result]) -> dict[Any, list[Result]]:

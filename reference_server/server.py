@@ -1,4 +1,5 @@
-"""Running the reference server: ``serve`` (foreground) and ``start_in_thread`` (embedded)."""
+"""Running the reference server: ``serve`` (foreground) and ``start_in_thread`` (in the caller's process);
+``start_in_process`` (the CLI's embedded run, a process of its own) is in ``_process``."""
 from __future__ import annotations
 
 from typing import Any

@@ -106,6 +106,9 @@ class Storage:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    cached_statements=64)
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            # 256 KiB of page cache per connection (SQLite's default is 2 MiB), one connection per
+            # worker thread: the embedded server's peak memory counts in the kit's (issue 18).
+            conn.execute("PRAGMA cache_size=-256")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable across crashes of the process in WAL mode
             self._local.conn = conn
             with self._lock:

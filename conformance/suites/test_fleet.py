@@ -347,7 +347,7 @@ def test_job_can_be_cancelled_from_another_instance(fleet, items, envelope, prof
         expect(resp.status_code not in (404, 405, 501),
                f"the job submitted to {_name(0, fleet)} cannot be cancelled on {_name(k, fleet)}",
                expected="2xx", seen=f"{resp.status_code}: {short(resp.text, 200)}")
-        _, last = jobs[0].wait_done(jobs[0].url_of(acc))
+        last = jobs[0].wait_done(jobs[0].url_of(acc))
         answered, _ = jobs[k].map.status(json_of(resp))
         if last.status == "completed" and (not is_2xx(resp) or answered == "completed"):
             ended = f"the job had ended before the cancel arrived ({resp.status_code})"

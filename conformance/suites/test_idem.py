@@ -494,7 +494,7 @@ def _job_id(jobs, resp: httpx.Response) -> Any:
 def _ended_job(jobs, acc, whose: str, hint: str = ""):
     """Poll `acc`'s job as `jobs`' client to its end; the last reading. A job its own client cannot
     read (403/404) is a violation here: the 202 that named it handed out another client's job."""
-    last = jobs.poll(jobs.url_of(acc), what=f"{whose} polls its job")[-1]
+    last = jobs.poll(jobs.url_of(acc), what=f"{whose} polls its job", keep=False)[-1]
     expect(last.http_status not in (403, 404),
            f"the job the {whose}'s 202 names is not readable by the {whose} ({last.http_status}): it is not "
            f"its own job{hint}", expected="its own job, readable by it",
