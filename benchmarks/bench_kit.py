@@ -1,6 +1,7 @@
 """The kit's speed: ``batchspec run`` on the embedded default, this tree vs a base commit, side by side.
 
-A script, not a test: ``python benchmarks/bench_kit.py [--base 102bbd9] [--runs 3] [--rule ID ...]``.
+A script, not a test: ``python benchmarks/bench_kit.py [--base 102bbd9] [--runs 3] [--rule ID ...]
+[--current-arg=--embedded-server=process]`` (arguments for the current side only).
 
 The base commit is checked out into a temporary git worktree (removed at the end) and run with this
 interpreter and ``PYTHONPATH`` pointing at it, so both sides use the same installed libraries and
@@ -122,6 +123,9 @@ def main() -> None:
     parser.add_argument("--rule", action="append", default=[], help="only these rules (passed to batchspec run)")
     parser.add_argument("--class", dest="classes", action="append", default=[], help="only these classes")
     parser.add_argument("--top", type=int, default=12, help="how many of the slowest checks to list")
+    parser.add_argument("--current-arg", action="append", default=[], metavar="ARG",
+                        help="passed to the current side's batchspec run only (repeatable), e.g. "
+                             "--current-arg=--embedded-server=process")
     args = parser.parse_args()
     extra = [a for r in args.rule for a in ("--rule", r)] + [a for c in args.classes for a in ("--class", c)]
     base_sha = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True,
@@ -131,7 +135,8 @@ def main() -> None:
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip())
     print(f"machine: {machine()}; load average before: {load()}")
-    print(f"base: {base_sha}; current: this tree ({head_sha}{' + uncommitted changes' if dirty else ''})")
+    print(f"base: {base_sha}; current: this tree ({head_sha}{' + uncommitted changes' if dirty else ''})"
+          + (f", run with {' '.join(args.current_arg)}" if args.current_arg else ""))
     results: dict[str, list[dict[str, Any]]] = {"base": [], "current": []}
     with tempfile.TemporaryDirectory(prefix="batchspec-bench-kit-") as tmp:
         base_tree = Path(tmp) / "base"
@@ -142,7 +147,8 @@ def main() -> None:
             for i in range(args.runs):
                 order = ("base", "current") if i % 2 == 0 else ("current", "base")
                 for side in order:
-                    out = run_kit(trees[side], Path(tmp) / f"{side}-{i}", extra)
+                    out = run_kit(trees[side], Path(tmp) / f"{side}-{i}",
+                                  extra + (args.current_arg if side == "current" else []))
                     results[side].append(out)
                     print(f"  run {i + 1} {side:7s}: {out['wall']:6.2f} s, peak total PSS {out['pss_mib']:6.1f} MiB, "
                           f"largest process RSS {out['rss_mib']:6.1f} MiB, "
