@@ -68,7 +68,7 @@ class Snapshot:
     at: float = field(default_factory=time.monotonic)
     cursor_loop: bool = False
     results_missing: bool = False  # the results member is absent or not a list
-    # Set on a reading kept without its results (`poll(..., results=False)`): how many it had.
+    # Set on a reading kept without its results (`without_results`): how many it had.
     result_count: int | None = None
     # What each later page said of the job, in the order read: (canonical status or None, raw status,
     # counts). A page is a reading of the job too: ASYNC-05 wants it not behind the reading before it.
