@@ -1,7 +1,8 @@
 """The kit's speed: ``batchspec run`` on the embedded default, this tree vs a base commit, side by side.
 
 A script, not a test: ``python benchmarks/bench_kit.py [--base 102bbd9] [--runs 3] [--rule ID ...]
-[--current-arg=--embedded-server=process]`` (arguments for the current side only).
+[--current-arg=--embedded-server=process] [--base-arg=...]`` (arguments for one side only; the same
+on both sides with ``--base HEAD`` measures uncommitted changes in one mode).
 
 The base commit is checked out into a temporary git worktree (removed at the end) and run with this
 interpreter and ``PYTHONPATH`` pointing at it, so both sides use the same installed libraries and
@@ -126,6 +127,9 @@ def main() -> None:
     parser.add_argument("--current-arg", action="append", default=[], metavar="ARG",
                         help="passed to the current side's batchspec run only (repeatable), e.g. "
                              "--current-arg=--embedded-server=process")
+    parser.add_argument("--base-arg", action="append", default=[], metavar="ARG",
+                        help="passed to the base side's batchspec run only (repeatable): with --base HEAD and "
+                             "the same option on both sides, an A/B of uncommitted changes in one mode")
     args = parser.parse_args()
     extra = [a for r in args.rule for a in ("--rule", r)] + [a for c in args.classes for a in ("--class", c)]
     base_sha = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True,
@@ -136,7 +140,8 @@ def main() -> None:
                                 capture_output=True, text=True).stdout.strip())
     print(f"machine: {machine()}; load average before: {load()}")
     print(f"base: {base_sha}; current: this tree ({head_sha}{' + uncommitted changes' if dirty else ''})"
-          + (f", run with {' '.join(args.current_arg)}" if args.current_arg else ""))
+          + (f", run with {' '.join(args.current_arg)}" if args.current_arg else "")
+          + (f"; base run with {' '.join(args.base_arg)}" if args.base_arg else ""))
     results: dict[str, list[dict[str, Any]]] = {"base": [], "current": []}
     with tempfile.TemporaryDirectory(prefix="batchspec-bench-kit-") as tmp:
         base_tree = Path(tmp) / "base"
@@ -148,7 +153,7 @@ def main() -> None:
                 order = ("base", "current") if i % 2 == 0 else ("current", "base")
                 for side in order:
                     out = run_kit(trees[side], Path(tmp) / f"{side}-{i}",
-                                  extra + (args.current_arg if side == "current" else []))
+                                  extra + (args.current_arg if side == "current" else args.base_arg))
                     results[side].append(out)
                     print(f"  run {i + 1} {side:7s}: {out['wall']:6.2f} s, peak total PSS {out['pss_mib']:6.1f} MiB, "
                           f"largest process RSS {out['rss_mib']:6.1f} MiB, "

@@ -469,6 +469,7 @@ class Scheduler:
         self.stopped = False
         self.missed: list[str] = []  # taken by a worker that did not collect it: run in the main session
         self.started = threading.Event()  # the first check was handed out
+        self._in_flight: set[str] = set()
 
     def next(self) -> str | None:
         with self._cond:
@@ -478,6 +479,7 @@ class Scheduler:
                         del self._entries[k]
                         if group is not None:
                             self._busy[nodeid] = group
+                        self._in_flight.add(nodeid)
                         self.started.set()
                         return nodeid
                 self._cond.wait(0.1)
@@ -485,8 +487,14 @@ class Scheduler:
 
     def done(self, nodeid: str) -> None:
         with self._cond:
+            self._in_flight.discard(nodeid)
             if self._busy.pop(nodeid, None) is not None:
                 self._cond.notify_all()
+
+    def only_left(self, nodeids: set[str]) -> bool:
+        """Nothing is waiting to be handed out, and every check in flight is one of `nodeids`."""
+        with self._cond:
+            return not self._entries and self._in_flight <= nodeids
 
     def miss(self, nodeid: str) -> None:
         with self._cond:
@@ -563,9 +571,58 @@ def _one_parser_at_a_time() -> None:
     ast.parse = parse  # type: ignore[assignment]
 
 
-def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
-    """Run the concurrent checks `items` in `ctx.concurrency` worker sessions; return the node ids of
-    those no worker ran (a worker that failed to collect them): the caller runs them alone.
+class Background:
+    """The checks of the concurrent phase still running when it ends (`run_concurrently`).
+
+    The phase ends when every other concurrent check is done; a check that holds a stalled body
+    (`holds_a_stalled_body`: a request whose body never comes, waiting out the target's body timeout)
+    may go on beside the checks that run alone, because it takes no share of the kit's process or of
+    the target (it runs beside other checks only on a target the preflight saw answering meanwhile).
+    The check in the kit's child process is not one: it loads the target. `join` waits for them and
+    returns the node ids the main session must still run alone (a worker that could not collect its
+    check, a child that failed)."""
+
+    def __init__(self, ctx: RunContext, scheduler: Scheduler, threads: list[threading.Thread],
+                 children: list[threading.Thread], handed_back: list[str]):
+        self.ctx, self.scheduler = ctx, scheduler
+        self._threads, self._children, self._handed_back = threads, children, handed_back
+        self._given = 0, 0  # how many missed and handed-back node ids `left` has returned so far
+
+    def left(self) -> list[str]:
+        """The node ids the main session must run alone that no earlier call returned."""
+        missed, back = self.scheduler.missed, self._handed_back
+        out = missed[self._given[0]:] + back[self._given[1]:]
+        self._given = len(missed), len(back)
+        return out
+
+    @property
+    def running(self) -> list[threading.Thread]:
+        return [t for t in self._threads + self._children if t.is_alive()]
+
+    def join(self) -> list[str]:
+        try:
+            for t in self._threads + self._children:
+                while t.is_alive():
+                    t.join(0.1)  # short joins: SIGINT/SIGTERM reach the main thread while it waits
+        except BaseException:
+            self.abort()
+            raise
+        return self.scheduler.stop() + self.left()
+
+    def abort(self) -> None:
+        """An interrupt: no check is handed out any more, the outcomes are frozen, the child is closed."""
+        self.scheduler.stop()
+        with self.ctx.lock:
+            self.ctx.frozen = True
+        if self.ctx.spare is not None:
+            self.ctx.spare.close()
+
+
+def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> tuple[list[str], Background]:
+    """Run the concurrent checks `items` in `ctx.concurrency` worker sessions until every one is done
+    but those that may go on beside the checks that run alone (`Background`). Returns the node ids of
+    the checks no worker ran (a worker that failed to collect them), which the caller runs alone, and
+    the background, which it joins after them.
 
     An interrupt (SIGINT, SIGTERM) while they run stops handing out checks and freezes the outcomes,
     then propagates: the main session writes the reports of what finished."""
@@ -579,7 +636,10 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
     order = sorted(range(len(items)), key=lambda k: (-expected_seconds(items[k]), k))
     scheduler = Scheduler([(items[k].nodeid, group_of(items[k])) for k in order])
     files = list(dict.fromkeys(str(item.path) for item in items))
-    n = max(1, min(ctx.concurrency, len(items)))
+    stalled = {item.nodeid for item in items if holds_a_stalled_body(item)}
+    # A check holding a stalled body waits out the target's timeout using neither the kit's CPU nor
+    # the target's: it gets a worker of its own, so that `concurrency` workers run the others.
+    n = max(1, min(ctx.concurrency + (1 if stalled else 0), len(items)))
 
     def work() -> None:
         # No redirect_stdout here: it swaps sys.stdout for the whole process, and restores made in
@@ -591,22 +651,19 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> list[str]:
             pass
 
     threads = [threading.Thread(target=work, name=f"batchspec-worker-{k}", daemon=True) for k in range(n)]
+    background = Background(ctx, scheduler, threads, children, handed_back)
     try:
         _one_parser_at_a_time()
         if items:
-            _run_workers(threads, scheduler)
+            _run_workers(threads, scheduler, stalled)
         for t in children:
             while t.is_alive():
                 t.join(0.1)
     except BaseException:
-        scheduler.stop()
-        with ctx.lock:
-            ctx.frozen = True
-        if ctx.spare is not None:
-            ctx.spare.close()
+        background.abort()
         raise
     release_memory()
-    return scheduler.stop() + scheduler.missed + handed_back
+    return (scheduler.stop() if not background.running else []) + background.left(), background
 
 
 def _run_in_child(ctx: RunContext, item: pytest.Item, handed_back: list[str]) -> None:
@@ -627,7 +684,8 @@ def _run_in_child(ctx: RunContext, item: pytest.Item, handed_back: list[str]) ->
         ctx.record(out)
 
 
-def _run_workers(threads: list[threading.Thread], scheduler: Scheduler) -> None:
+def _run_workers(threads: list[threading.Thread], scheduler: Scheduler, background: set[str]) -> None:
+    """Start the workers; return when they are done, or when only `background` checks are in flight."""
     threads[0].start()
     # The longest check starts first, before the other workers compete with it for the
     # interpreter while they start up and collect (a worker's start-up costs ~0.3-1 s of CPU).
@@ -637,6 +695,8 @@ def _run_workers(threads: list[threading.Thread], scheduler: Scheduler) -> None:
         t.start()
     for t in threads:
         while t.is_alive():
+            if background and scheduler.started.is_set() and scheduler.only_left(background):
+                return
             t.join(0.1)  # short joins: SIGINT/SIGTERM reach the main thread while it waits
 
 

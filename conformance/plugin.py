@@ -262,10 +262,33 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
                 and not _answers_beside_a_stalled_body(ctx):
             concurrent = [item for item in concurrent if not holds_a_stalled_body(item)]
         if len(concurrent) > 1:
-            ran = {item.nodeid for item in concurrent} - set(run_concurrently(ctx, concurrent))
-            # Then every other check, alone and in collection order (pytest's own loop).
-            session.items[:] = [item for item in session.items if item.nodeid not in ran]
+            left, background = run_concurrently(ctx, concurrent)
+            ran = {item.nodeid for item in concurrent} - set(left)
+            # Then every other check, alone and in collection order, while the background checks end;
+            # last, any check they handed back (a worker or the child that could not run it).
+            if session.testsfailed and not session.config.option.continue_on_collection_errors:
+                raise session.Interrupted(f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
+                                          "during collection")  # as pytest's own loop says it
+            try:
+                _run_alone(session, [item for item in session.items if item.nodeid not in ran])
+                late = set(background.join())
+            except BaseException:
+                background.abort()
+                raise
+            _run_alone(session, [item for item in session.items if item.nodeid in late])
+            return True
     return None
+
+
+def _run_alone(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """pytest's own test loop (_pytest.main.pytest_runtestloop) over `items`."""
+    for i, item in enumerate(items):
+        nextitem = items[i + 1] if i + 1 < len(items) else None
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
 
 
 def _answers_beside_a_stalled_body(ctx: RunContext) -> bool:

@@ -40,7 +40,8 @@ def _stall_evidence(report: Any) -> list[dict[str, Any]]:
 
 
 def test_a_target_that_answers_meanwhile_holds_the_stalled_body_beside_the_other_checks(reference_app):
-    report = run_kit_socket(reference_app, rules=RULES)
+    order: list[str] = []
+    report = run_kit_socket(reference_app, rules=RULES, progress=lambda out, k, n: order.append(out.name))
     assert report.preflight["answers_beside_a_stalled_body"] is True
     held, probe = _stall_evidence(report)
     assert probe["request"]["method"] == "GET" and probe["response"]["status"] < 500
@@ -53,6 +54,9 @@ def test_a_target_that_answers_meanwhile_holds_the_stalled_body_beside_the_other
     assert lying.verdict == Verdict.PASS and lying.figures["cases"] == ["lying_content_length"]
     # The reference server gives up on the missing bytes after its 3 s body timeout: observed, not assumed.
     assert lying.figures["waited_s"][0] >= 2.5
+    # The wait outlasts the other concurrent checks: the checks that run alone (ROB-02's hostile
+    # corpus) do not wait for it to end (engine.Background), and its outcome is still recorded.
+    assert order.index("test_hostile_inputs_rejected_cleanly") < order.index(lying.name), order
 
 
 def test_a_target_that_serves_one_request_at_a_time_gets_the_stalled_body_alone(reference_app):
