@@ -907,7 +907,11 @@ def test_job_state_survives_a_restart(profile):
 
 # -- ASYNC-12 --------------------------------------------------------------------------------------
 
-RETENTION_ATTEMPTS = 3  # jobs tried until one is seen to end (one that answers 404 first proves nothing here)
+# Jobs tried until one is seen to end (one that answers 404 first proves nothing here). Six: beside the
+# other concurrent checks, which create jobs as the same client, a store that keeps only a client's
+# latest finished job purged all of three before the kit read their end (1 run in 16 of the kill
+# matrix's async.latest_job_only); a conforming target needs one.
+RETENTION_ATTEMPTS = 6
 
 
 @pytest.mark.concurrent
