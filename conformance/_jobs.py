@@ -247,13 +247,15 @@ class Jobs:
         return snap
 
     def poll(self, url: str, *, what: str = "poll",
-             between: Callable[[Snapshot], None] | None = None, keep: bool = True,
+             between: Callable[[Snapshot], bool | None] | None = None, keep: bool = True,
              each: Callable[[Snapshot], Snapshot] | None = None) -> list[Snapshot]:
         """Read the job until it is terminal, unreadable, unrecognisable or past the deadline.
 
         `between(snapshot)` runs after every poll that shows the job still active, before the wait for
         the next one: a check that looks elsewhere while the job runs (the read endpoint, ASYNC-03)
-        does it there, so that what it saw lies between two polls. `keep=False`: only the last
+        does it there, so that what it saw lies between two polls; when it returns True (it saw
+        something the next reading must show), the next poll follows at once, without the wait,
+        while the job is likelier still to run. `keep=False`: only the last
         reading is returned (and kept while polling): a check that judges the end alone does not
         hold every reading of a job of thousands of results (issue 18's memory goal);
         `each(snapshot)`: every reading goes through it as it arrives (after `between`), and what it
@@ -271,8 +273,7 @@ class Jobs:
             snap = self.read(url, note=f"{what} {n}")
             self.target.note(f"-> {snap.progress()} at {snap.at - start:.2f}s")
             done = not snap.ok or snap.status is None or snap.terminal
-            if between is not None and not done:
-                between(snap)
+            look_again = bool(between(snap)) if between is not None and not done else False
             snaps.append(each(snap) if each is not None else snap)
             if done:
                 return snaps
@@ -280,6 +281,8 @@ class Jobs:
             if now >= deadline:
                 self.target.note(f"deadline of {self.deadline_s:g}s (async.deadline_seconds) reached")
                 return snaps
+            if look_again:
+                continue
             advised = retry_after_seconds(snap.retry_after) if snap.retry_after else None
             wait = min(advised if advised is not None else self.interval, self.max_wait, deadline - now)
             time.sleep(max(0.0, wait))

@@ -262,7 +262,10 @@ class _AppliedUnshown:
         self.reads = 0
         self.judged = 0  # items read as applied, then listed by the next poll of the running job
 
-    def __call__(self, snap: Snapshot) -> None:
+    def __call__(self, snap: Snapshot) -> bool:
+        """Judge the items read as applied since the last poll; read a few more. True when one of
+        them is applied: the next poll then comes at once (Jobs.poll), before a fast job ends, since
+        only a poll of the job still running can hold its missing result against the target."""
         shown = {r.id for r in snap.results}
         unshown = [(i, at) for i, at in self.applied.items() if i not in shown]
         if unshown:
@@ -275,16 +278,17 @@ class _AppliedUnshown:
         self.judged += len(self.applied)
         self.applied = {}
         if self.rounds >= PROBE_ROUNDS or any(r.id is None for r in snap.results):
-            return  # (results without ids: which items they are for cannot be told)
+            return False  # (results without ids: which items they are for cannot be told)
         unfinished = [i for i in self.ids if i not in shown]
         if not unfinished:
-            return
+            return False
         self.rounds += 1
         rest = unfinished[PROBE_FIRST:]
         for item_id in unfinished[:PROBE_FIRST] + self.rng.sample(rest, min(PROBE_RANDOM, len(rest))):
             self.reads += 1
             if self.target.exists(item_id):
                 self.applied[item_id] = time.monotonic()
+        return bool(self.applied)
 
 
 @pytest.mark.concurrent(seconds=1.5, group="large jobs")
