@@ -579,35 +579,22 @@ class Background:
     may go on beside the checks that run alone, because it takes no share of the kit's process or of
     the target (it runs beside other checks only on a target the preflight saw answering meanwhile).
     The check in the kit's child process is not one: it loads the target. `join` waits for them and
-    returns the node ids the main session must still run alone (a worker that could not collect its
-    check, a child that failed)."""
+    returns the node ids the main session must still run alone (never handed out, taken by a worker
+    that could not collect it, handed back by a child that failed)."""
 
     def __init__(self, ctx: RunContext, scheduler: Scheduler, threads: list[threading.Thread],
-                 children: list[threading.Thread], handed_back: list[str]):
-        self.ctx, self.scheduler = ctx, scheduler
-        self._threads, self._children, self._handed_back = threads, children, handed_back
-        self._given = 0, 0  # how many missed and handed-back node ids `left` has returned so far
-
-    def left(self) -> list[str]:
-        """The node ids the main session must run alone that no earlier call returned."""
-        missed, back = self.scheduler.missed, self._handed_back
-        out = missed[self._given[0]:] + back[self._given[1]:]
-        self._given = len(missed), len(back)
-        return out
-
-    @property
-    def running(self) -> list[threading.Thread]:
-        return [t for t in self._threads + self._children if t.is_alive()]
+                 handed_back: list[str]):
+        self.ctx, self.scheduler, self._threads, self._handed_back = ctx, scheduler, threads, handed_back
 
     def join(self) -> list[str]:
         try:
-            for t in self._threads + self._children:
+            for t in self._threads:
                 while t.is_alive():
                     t.join(0.1)  # short joins: SIGINT/SIGTERM reach the main thread while it waits
         except BaseException:
             self.abort()
             raise
-        return self.scheduler.stop() + self.left()
+        return self.scheduler.stop() + self.scheduler.missed + self._handed_back
 
     def abort(self) -> None:
         """An interrupt: no check is handed out any more, the outcomes are frozen, the child is closed."""
@@ -618,11 +605,10 @@ class Background:
             self.ctx.spare.close()
 
 
-def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> tuple[list[str], Background]:
+def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> Background:
     """Run the concurrent checks `items` in `ctx.concurrency` worker sessions until every one is done
-    but those that may go on beside the checks that run alone (`Background`). Returns the node ids of
-    the checks no worker ran (a worker that failed to collect them), which the caller runs alone, and
-    the background, which it joins after them.
+    but those that may go on beside the checks that run alone; the caller runs those, then joins the
+    returned `Background`, which gives the checks no worker or child ran (the caller runs them alone).
 
     An interrupt (SIGINT, SIGTERM) while they run stops handing out checks and freezes the outcomes,
     then propagates: the main session writes the reports of what finished."""
@@ -651,7 +637,7 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> tuple[list[st
             pass
 
     threads = [threading.Thread(target=work, name=f"batchspec-worker-{k}", daemon=True) for k in range(n)]
-    background = Background(ctx, scheduler, threads, children, handed_back)
+    background = Background(ctx, scheduler, threads + children, handed_back)
     try:
         _one_parser_at_a_time()
         if items:
@@ -663,7 +649,7 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> tuple[list[st
         background.abort()
         raise
     release_memory()
-    return (scheduler.stop() if not background.running else []) + background.left(), background
+    return background
 
 
 def _run_in_child(ctx: RunContext, item: pytest.Item, handed_back: list[str]) -> None:
@@ -695,7 +681,7 @@ def _run_workers(threads: list[threading.Thread], scheduler: Scheduler, backgrou
         t.start()
     for t in threads:
         while t.is_alive():
-            if background and scheduler.started.is_set() and scheduler.only_left(background):
+            if background and scheduler.only_left(background):
                 return
             t.join(0.1)  # short joins: SIGINT/SIGTERM reach the main thread while it waits
 

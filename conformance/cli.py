@@ -316,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if spare is not None:
             spare.close()
-        failed = getattr(server, "failure", lambda: None)()
+        failed = server.failure() if server is not None else None
         if server is not None:
             _stop(server)
         if tmp is not None:

@@ -262,10 +262,10 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
                 and not _answers_beside_a_stalled_body(ctx):
             concurrent = [item for item in concurrent if not holds_a_stalled_body(item)]
         if len(concurrent) > 1:
-            left, background = run_concurrently(ctx, concurrent)
-            ran = {item.nodeid for item in concurrent} - set(left)
+            background = run_concurrently(ctx, concurrent)
+            ran = {item.nodeid for item in concurrent}
             # Then every other check, alone and in collection order, while the background checks end;
-            # last, any check they handed back (a worker or the child that could not run it).
+            # last, any concurrent check that did not run (a worker or the child that could not run it).
             if session.testsfailed and not session.config.option.continue_on_collection_errors:
                 raise session.Interrupted(f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
                                           "during collection")  # as pytest's own loop says it

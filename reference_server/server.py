@@ -66,6 +66,12 @@ class RunningServer:
     app: Starlette
     _stopped: bool = field(default=False, repr=False)
 
+    def failure(self) -> str | None:
+        """Why the server is not running, if it ended on its own (as ServerProcess.failure says it)."""
+        if self._stopped or self.thread.is_alive():
+            return None
+        return "the embedded reference server's thread ended"
+
     def stop(self, timeout: float = 10.0) -> None:
         """Ask uvicorn to exit and wait for the thread."""
         if self._stopped:
