@@ -125,6 +125,9 @@ class RunContext:
     # A child process the CLI started for the check marked `concurrent(process=True)` (_child); None
     # for every other caller: a library or a pytest host never gets a child process.
     spare: Any = field(default=None, repr=False)
+    # Called once when the last check has ended, before the reports are built: the CLI begins
+    # stopping its embedded server there, so that its shutdown overlaps the rendering of the reports.
+    checks_done: Callable[[], None] | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)  # how the run went, for the report's notes
 
     def __post_init__(self) -> None:
@@ -747,13 +750,15 @@ def run(
     baseline: str | None = None,
     concurrency: int | None = None,
     spare: Any = None,
+    checks_done: Callable[[], None] | None = None,
 ) -> RunReport:
     """Run the suites against the profile's target and return the report (written if report_dir).
 
     `concurrency`: how many checks marked `concurrent` run at once (default DEFAULT_CONCURRENCY; 0 or
     1: every check alone). With `maxfail` every check runs alone, so the run stops exactly at the
     FAIL that ends it. `spare`: a child process (`_child.Spare`, the CLI's) for the check marked
-    `concurrent(process=True)`; it is closed when the run ends, used or not.
+    `concurrent(process=True)`; it is closed when the run ends, used or not. `checks_done()` is
+    called once the last check has ended, before the reports are built (no request follows it).
 
     Raises SelectionError for a selection that names an unknown class or rule or leaves nothing to run.
     """
@@ -766,7 +771,7 @@ def run(
         waivers_source=waivers_source, progress=progress, status=status, maxfail=maxfail,
         evidence=evidence, baseline=baseline,
         concurrency=0 if maxfail else (DEFAULT_CONCURRENCY if concurrency is None else max(0, concurrency)),
-        spare=spare if transport is None else None,
+        spare=spare if transport is None else None, checks_done=checks_done,
     )
     if spare is not None and ctx.spare is None:
         spare.close()  # an in-process transport: the child could not reach the target

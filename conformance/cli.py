@@ -9,7 +9,7 @@ import threading
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from . import _catalogue
@@ -227,6 +227,15 @@ def _embedded_server(db_path: str, where: str) -> Any:
     return start_in_thread(db_path=db_path)
 
 
+def _stop_soon(server: Any) -> Callable[[], None] | None:
+    """What the engine calls once the last check has ended: the in-thread server begins its graceful
+    shutdown (~0.2 s, mostly uvicorn's polling) while the reports are rendered, and `_stop` waits
+    for it after them. A server in a process of its own is killed at once later: nothing to start."""
+    from reference_server import RunningServer
+
+    return server.request_stop if isinstance(server, RunningServer) else None
+
+
 def _stop(server: Any) -> None:
     """Stop the embedded server. In a process of its own it is killed at once: its database is a
     temporary file removed next, so there is nothing to shut down for (a graceful stop cost ~0.2 s)."""
@@ -312,6 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             concurrency=args.concurrency,
             spare=spare,
+            checks_done=_stop_soon(server) if server is not None else None,
         )
     finally:
         if spare is not None:

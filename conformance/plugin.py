@@ -559,6 +559,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if ctx.interrupted and threading.current_thread() is threading.main_thread():
         masked = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if ctx.checks_done is not None:
+            try:
+                ctx.checks_done()
+            except Exception:  # noqa: BLE001 - a courtesy to the caller; the reports come first
+                pass
         if ctx.concurrency > 1:
             from ._engine import release_memory
 

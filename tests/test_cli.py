@@ -144,3 +144,47 @@ def test_the_cli_limits_malloc_arenas_unless_the_environment_says(monkeypatch):
 
     assert "limit_malloc_arenas()" in inspect.getsource(cli.cmd_run)
     assert "limit_malloc_arenas" not in inspect.getsource(_engine.run)
+
+
+def test_the_embedded_server_stops_while_the_reports_are_written(tmp_path, monkeypatch, capsys):
+    """The in-thread server's graceful stop (~0.2 s of uvicorn's polling) overlaps the rendering of the
+    reports (issue 18): the CLI asks it to stop once the last check has ended and before report.json
+    exists, and waits for it before exiting; a stop the CLI asked for is not a server failure."""
+    import reference_server
+    from reference_server import server as server_mod
+
+    started: list[server_mod.RunningServer] = []
+    asked: list[bool] = []
+    real = server_mod.start_in_thread
+
+    def spy(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        request = started[-1].request_stop
+
+        def request_stop() -> None:
+            asked.append((tmp_path / "r" / "report.json").exists())
+            request()
+
+        started[-1].request_stop = request_stop  # type: ignore[method-assign]
+        return started[-1]
+
+    monkeypatch.setattr(reference_server, "start_in_thread", spy, raising=False)
+    code = main(["run", "--rule", "CORE-01", "--report-dir", str(tmp_path / "r"), "-q"])
+    out = capsys.readouterr()
+    assert code == 0, out
+    assert len(started) == 1 and asked[:1] == [False], asked  # (stop() asks again, after the reports)
+    assert not started[0].thread.is_alive(), "the CLI did not wait for its server to stop"
+    assert started[0].failure() is None
+
+
+def test_a_server_asked_to_stop_is_not_a_failure():
+    """RunningServer.request_stop() returns at once; stop() then waits; failure() stays None (the CLI
+    reads it after the run: a server it asked to stop did not end on its own)."""
+    from reference_server import start_in_thread
+
+    server = start_in_thread()
+    server.request_stop()
+    server.thread.join(10)
+    assert not server.thread.is_alive()
+    assert server.failure() is None
+    server.stop()  # after request_stop: returns, nothing left to wait for
