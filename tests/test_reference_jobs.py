@@ -100,3 +100,78 @@ def test_a_method_the_job_path_does_not_take_gets_405_naming_all_of_its_methods(
     assert {m.strip() for m in resp.headers["allow"].split(",")} >= {"GET", "DELETE"}
     assert client.delete(job["status_url"]).status_code in (200, 409)
     assert client.get(job["status_url"]).status_code == 200
+
+
+def test_a_writer_is_not_starved_by_one_that_writes_again_at_once(tmp_path):
+    """SQLite's busy handler retries a waiting writer after sleeps (1 ms, then up to 100 ms), so a
+    thread committing transaction after transaction (the job worker, chunk after chunk) kept a cancel
+    out until the job ended. The process's writers now take the lock in the order they asked: the
+    second writer gets in after about one of the first one's transactions, not after all of them."""
+    import threading
+
+    from reference_server.storage import Storage
+
+    storage = Storage(str(tmp_path / "fair.db"))
+    storage.executescript("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+    stop = threading.Event()
+    rounds = [0]
+
+    def busy() -> None:
+        while not stop.is_set():
+            with storage.transaction() as conn:
+                conn.execute("INSERT INTO t VALUES (1)")
+                time.sleep(0.005)  # a chunk's work, lock held
+            rounds[0] += 1
+
+    t = threading.Thread(target=busy)
+    t.start()
+    try:
+        time.sleep(0.05)
+        before, started = rounds[0], time.monotonic()
+        with storage.transaction() as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+        waited, behind = time.monotonic() - started, rounds[0] - before
+    finally:
+        stop.set()
+        t.join()
+        storage.close()
+    assert behind <= 2 and waited < 0.2, f"waited {waited:.3f} s behind {behind} transactions of the other writer"
+
+
+def test_writers_of_one_process_go_in_order_and_time_out_clearly():
+    """Waiting writers are let in first come, first served; one that waits past its timeout gets
+    SQLite's own "database is locked" (the server's Busy), and a nested transaction the error SQLite
+    gives, not a deadlock."""
+    import sqlite3
+    import threading
+
+    from reference_server.storage import _Writers
+
+    writers = _Writers()
+    writers.acquire(1)
+    order: list[int] = []
+    threads = []
+    for k in range(4):
+        th = threading.Thread(target=lambda k=k: (writers.acquire(5), order.append(k), writers.release()))
+        th.start()
+        threads.append(th)
+        time.sleep(0.02)  # each one queued before the next
+    errors: list[BaseException] = []
+
+    def impatient() -> None:
+        try:
+            writers.acquire(0.05)
+        except sqlite3.OperationalError as exc:
+            errors.append(exc)
+
+    th = threading.Thread(target=impatient)
+    th.start()
+    th.join(5)
+    assert errors and "locked" in str(errors[0])
+    writers.release()
+    for th in threads:
+        th.join(5)
+    assert order == [0, 1, 2, 3]
+    writers.acquire(1)
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        writers.acquire(1)
