@@ -380,6 +380,25 @@ def page_counts_of_the_page(app):
     return _small_jobs_in_pages_of_three(app, _on_status(fn)(app))
 
 
+@mutant("ASYNC-05", "results paged three at a time (legal); the first page of a completed job says running (a stale "
+                   "status cache), its later pages say completed: a client paging through sees the end, then the "
+                   "next read's first page goes back to running",
+        # The job never ends for a client that reads the first page: the checks that wait for the end
+        # of a job meet the deadline (2 s here, not 60 s, so that the mutant runs in seconds).
+        profile={"async": {"deadline_seconds": 2}},
+        # ASYNC-04: a job that never shows a terminal state to a client reading it (a true FAIL).
+        also=["ASYNC-04"], errors=["ASYNC-08", "ASYNC-09", "ASYNC-12", "ASYNC-13", "IDEM-05"],
+        check="test_progress_is_monotonic_and_terminal_is_final")
+def first_page_stays_running(app):
+    def fn(call: Call) -> None:
+        doc = _job(call)
+        if doc and doc.get("status") == "completed" and "cursor=" not in call.query:
+            doc["status"] = "running"
+            call.set_response_json(doc)
+            call.set_response_header("retry-after", "1")
+    return _small_jobs_in_pages_of_three(app, _on_status(fn)(app))
+
+
 @mutant("ASYNC-05", "a finished job's error results are re-rendered with another code on later reads",
         check="test_progress_is_monotonic_and_terminal_is_final")
 def finished_result_changes(app):

@@ -75,7 +75,10 @@ def replay_reapplies_writes(app):
 
 @mutant("IDEM-01", "the stored response is handed out once: its first replay deletes the key's record (\"the "
                    "client has its answer now\"), so a second retry with the same key and body runs the batch again "
-                   "(already_exists here; an upserting store would apply it twice)", also=["ASYNC-08", "IDEM-03", "IDEM-05"],
+                   "(already_exists here; an upserting store would apply it twice)", also=["ASYNC-08", "IDEM-05"],
+        # IDEM-03 FAILs only where one of its duplicates comes after the first answer and is replayed
+        # twice: with the server's writers let in in order (round 11), they mostly get 409 in_use instead.
+        may_also=["IDEM-03"],
         check="test_same_key_same_body_replays_and_applies_nothing")
 def replay_handed_out_once(app):
     # IDEM-03's duplicates after the first replay run again; IDEM-05's async check retries a job
