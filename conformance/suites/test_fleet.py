@@ -255,10 +255,10 @@ def test_jobs_submitted_to_different_instances_stay_apart(fleet, items, envelope
     submitted: list[tuple[int, list[dict[str, Any]], Any]] = []
     cap = int(profile.get("limits.async_max_items") or 1000)
     began = time.monotonic()
-    round_ = 0
-    while round_ < JOB_ROUNDS or (time.monotonic() - began < JOB_SPAN_S and round_ < JOB_MAX_ROUNDS):
-        round_ += 1
+    for round_ in range(1, JOB_MAX_ROUNDS + 1):
         if round_ > JOB_ROUNDS:
+            if time.monotonic() - began >= JOB_SPAN_S:
+                break
             time.sleep(JOB_SPAN_S / (JOB_MAX_ROUNDS - JOB_ROUNDS))
         batches = [items.valid(min(2 + len(submitted) + k, cap)) for k in range(len(fleet))]
         start = threading.Barrier(len(fleet))
