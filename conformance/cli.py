@@ -248,7 +248,7 @@ def _stop(server: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ._engine import limit_malloc_arenas, run
+    from ._engine import freeze_startup, limit_malloc_arenas, run, tune_gc
 
     limit_malloc_arenas()
 
@@ -301,6 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         profile = profile.with_base_url(server.base_url)
         _print(f"batchspec: started the embedded reference server at {server.base_url}", flush=True)
     live = None if args.quiet else Live(sys.stdout)
+    restore_gc = tune_gc()  # after the fork: the child keeps the collector's defaults
     try:
         shown = profile.base_url
         for secret in profile.secrets():
@@ -322,8 +323,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             spare=spare,
             checks_done=_stop_soon(server) if server is not None else None,
+            checks_start=freeze_startup,
         )
     finally:
+        restore_gc()
         if spare is not None:
             spare.close()
         failed = server.failure() if server is not None else None

@@ -254,6 +254,8 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     ctx.preflight["evidence"] = [e.to_dict() for e in pre["evidence"]]
     if not pre["ok"]:
         return True  # no check runs against a target that cannot take one batch
+    if ctx.checks_start is not None:
+        ctx.checks_start()
     if ctx.concurrency > 1 and not ctx.maxfail and not session.config.option.collectonly:
         from ._engine import holds_a_stalled_body, is_concurrent, run_concurrently
 
