@@ -554,5 +554,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def entry() -> None:
+    """The `batchspec` command (and `python -m conformance`): `main()`, then out of the process at
+    once, as mypy's --fast-exit does. The interpreter's own shutdown frees every object of the run one
+    by one and collects them, ~0.1 s after a full embedded run (issue 18), and nothing in it is needed
+    by a process that ends: the reports are written and closed, the child and the embedded server
+    are stopped, and what is left is done here (the exit handlers run, the output is flushed).
+    `main()` itself returns: the kit's tests and other callers run it inside their own process."""
+    import atexit
+
+    code = main()
+    try:
+        atexit._run_exitfuncs()  # tempfile's and logging's clean-ups, and any library's
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe (`| head`): nothing more can reach it
+                pass
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
