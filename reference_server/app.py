@@ -152,7 +152,11 @@ async def create_order(request: Request) -> Response:
 async def read_order(request: Request) -> Response:
     service = _service(request)
     order_id = request.path_params["order_id"]
-    order = await to_thread.run_sync(service.storage.get_order, client_of(request), order_id)
+    storage = service.storage
+    if storage.inline_reads:
+        order = storage.get_order(client_of(request), order_id)
+    else:
+        order = await to_thread.run_sync(storage.get_order, client_of(request), order_id)
     if order is None:
         raise ApiError(404, E.NOT_FOUND, f"no order with id '{order_id}'")
     return JSONResponse(order)

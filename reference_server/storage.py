@@ -128,6 +128,10 @@ class Storage:
     """The order store of one SQLite file."""
 
     dialect = "sqlite"
+    # A one-row read (GET /orders/{id}) is served on the event loop: in WAL mode a reader never waits
+    # for a writer, and the read takes tens of microseconds, less than the hop to a worker thread and
+    # back (measured in process: 0.74 -> 0.65 ms per GET end to end; issue 18, round 12).
+    inline_reads = True
     for_update = ""
     skip_locked = ""
     Error: type[Exception] = sqlite3.Error
@@ -376,6 +380,7 @@ class PostgresStorage:
     """The order store of one PostgreSQL database, shared by every instance started on it."""
 
     dialect = "postgresql"
+    inline_reads = False  # every read is a round trip to the database: never on the event loop
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
