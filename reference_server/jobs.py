@@ -380,14 +380,20 @@ class JobRunner:
                 pass
 
     async def _deliver(self) -> None:
-        import httpx
-
         assert self._callbacks_wake is not None
-        async with httpx.AsyncClient(timeout=self.callback_timeout, follow_redirects=False) as client:
+        # The HTTP client is made when the first callback is due, not at start-up: making one loads
+        # the CA bundle for its TLS context (~40 ms of CPU), which a server whose jobs have no
+        # callback never needs (the kit's embedded run starts one; issue 18, round 12).
+        client: Any = None
+        try:
             while not self._stopping:
                 self._callbacks_wake.clear()
                 claim = await to_thread.run_sync(self.store.claim_callback, self.callback_timeout * 3)
                 if claim is not None and not self._stopping:
+                    if client is None:
+                        import httpx
+
+                        client = httpx.AsyncClient(timeout=self.callback_timeout, follow_redirects=False)
                     task = asyncio.create_task(self._send(client, *claim))
                     self._sending.add(task)
                     task.add_done_callback(self._sending.discard)
@@ -400,6 +406,9 @@ class JobRunner:
                     await asyncio.wait_for(self._callbacks_wake.wait(), timeout=wait)
                 except asyncio.TimeoutError:
                     pass
+        finally:
+            if client is not None:
+                await client.aclose()
 
     async def _send(self, client: Any, job_id: str, url: str, job: dict[str, Any], attempt: int) -> None:
         me = asyncio.current_task()
