@@ -16,7 +16,7 @@ import httpx
 
 from . import _rawhttp
 from ._down import Watch
-from ._envelope import Envelope
+from ._envelope import Envelope, loads_json
 from ._model import Exchange
 from ._profile import Profile
 from ._rawhttp import RawOutcome
@@ -662,7 +662,7 @@ class Target:
             raise SetupError(f"read endpoint answered {resp.status_code} for {item_id!r}")
         pointer = ep.get("resource")
         try:
-            doc = resp.json() if resp.content or pointer else None
+            doc = loads_json(resp.content) if resp.content or pointer else None
         except (ValueError, RecursionError):
             if pointer:
                 raise SetupError("read endpoint did not answer JSON") from None

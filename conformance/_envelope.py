@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import httpx
+import orjson
 
 _ABSENT = object()
 
@@ -142,13 +143,33 @@ def _as_key(value: Any) -> Any:
     return value
 
 
+# Every byte but a digit read as a space: a run of 19 digits then shows as 19 zeros (bytes.translate
+# and `in` are C loops, ~0.1 ms for a 150 KB page of job results).
+_DIGITS_ONLY = bytes(ord("0") if chr(b).isdigit() and b < 128 else ord(" ") for b in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def loads_json(content: bytes) -> Any:
+    """`json.loads(content)`, the same values and the same errors, about twice as fast on the kit's
+    answers: orjson parses first, and wherever it could answer otherwise than json (an error it
+    raises: NaN, a byte order mark, UTF-16, a lone surrogate, nesting past 1,024 levels; or a number
+    of 19 or more digits, which it reads as a float where json keeps the integer) the stdlib parses
+    again and decides. Job readings and read-backs parse thousands of bodies a run (issue 18)."""
+    if _LONG_NUMBER not in content.translate(_DIGITS_ONLY):
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(content)
+
+
 def json_of(resp: httpx.Response | Any) -> Any:
     """The response body as JSON, or None (no exception) when it is not JSON the kit can read:
     invalid, or nested deeper than Python's parser goes (a RecursionError, ~1,000 levels)."""
     if not isinstance(resp, httpx.Response):
         return resp
     try:
-        return json.loads(resp.content) if resp.content else None
+        return loads_json(resp.content) if resp.content else None
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 

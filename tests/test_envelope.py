@@ -199,3 +199,32 @@ def test_error_shape_is_the_body_not_its_label():
     assert env.error_shape(resp({"status": 400}, 400, "application/problem+json")) == "problem+json"
     assert env.error_shape(resp({"detail": "too large"}, 413, "application/json")) is None
     assert env.error_shape(resp({"error": "x", "message": "m"}, 400)) == "{error: code, message}"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a": 1, "b": [1.5, -0.0, 1e16, 5e-324, 1.7976931348623157e308], "c": null, "d": true}',
+    b'{"a": 1, "a": 2}',  # duplicate keys: the last wins in both
+    b'123456789012345678901234567890', b'-9999999999999999999', b'18446744073709551616',  # past 64 bits
+    b'{"id": 12345678901234567890123}', b'[1e400, -1e400]', b'NaN', b'[Infinity, -Infinity]',
+    b'"\\ud800"', b'"\\ud83d\\ude00"', b'\xef\xbb\xbf{"bom": 1}', '{"utf16": 1}'.encode("utf-16"),
+    '{"é": "ü"}'.encode(), b'  {"spaces": 1}  ', b'"\\u0000"', b'-0', b'1E+2',
+    b'', b'{', b'[1,]', b'\xff', b'{"a":1}\x00', b'"\t"', b"[" * 1100 + b"]" * 1100,
+])
+def test_loads_json_is_json_loads(body):
+    """The kit's fast JSON reading (orjson, the stdlib where they could differ) gives what json.loads
+    gives, value for value and type for type (a big integer stays an int), or fails as it fails."""
+    import json
+
+    from conformance._envelope import loads_json
+
+    def outcome(parse):
+        try:
+            value = parse(body)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
+            return "fails", type(exc).__name__
+        try:
+            return "reads", repr(value)
+        except RecursionError:  # a value too deep to show: compared by its shape's depth instead
+            return "reads", "deep"
+
+    assert outcome(loads_json) == outcome(json.loads)
