@@ -82,6 +82,19 @@ def pointer_get(doc: Any, pointer: str, default: Any = _ABSENT) -> Any:
     return node
 
 
+def _at(doc: Any, tokens: tuple[str, ...]) -> Any:
+    """`pointer_get(doc, pointer, None)` with the pointer's tokens already worked out (`_compiled`)."""
+    node = doc
+    for token in tokens:
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return None
+    return node
+
+
 def as_pointer(field: str) -> str:
     """A profile's item field as a JSON Pointer: a bare name means `/name` (the profile loader
     refuses every other form it cannot use, see `pointer_problem`)."""
@@ -188,7 +201,7 @@ def is_json_content_type(resp: httpx.Response) -> bool:
     return is_json_media_type(resp.headers.get("content-type", ""))
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """One item's outcome, in the spec's words, whatever the target's envelope looks like."""
 
@@ -276,7 +289,14 @@ class Envelope:
     def by_position(self) -> bool:
         return self.m.get("correlation") == "position"
 
-    @property
+    @functools.cached_property
+    def _tokens(self) -> dict[str, tuple[str, ...]]:
+        """The tokens of every pointer of the mapping, worked out once: parse_result reads about eight
+        per result, and a job reading has thousands of results (issue 18). The mapping is not changed
+        after the envelope is made."""
+        return {k: _compiled(v) for k, v in self.m.items() if isinstance(v, str)}
+
+    @functools.cached_property
     def outcome(self) -> str:
         """How an item's outcome is read: `list`, `error_present`, `http_status` or `status`."""
         if self.split_results or self.failures_only:
@@ -441,13 +461,13 @@ class Envelope:
         return True
 
     def _read(self, raw: dict[str, Any], key: str, ok: bool | None) -> Any:
-        pointer = self.m.get(key)
-        if pointer is None:
+        tokens = self._tokens.get(key)
+        if tokens is None:
             return None
         # An empty pointer names the whole result; for an ok result that is not an error.
-        if pointer == "" and ok is True and key.startswith("error"):
+        if not tokens and ok is True and key.startswith("error"):
             return None
-        return pointer_get(raw, pointer, None)
+        return _at(raw, tokens)
 
     def _outcome(self, raw: dict[str, Any], in_list: str | None) -> tuple[bool | None, Any]:
         mode = self.outcome
@@ -455,17 +475,17 @@ class Envelope:
             status = in_list
             return in_list == "ok", status
         if mode == "error_present":
-            value = pointer_get(raw, self.m["error_present"], None)
+            value = _at(raw, self._tokens["error_present"])
             present = value is not None and value is not False and value != ""
             return (not present), ("error" if present else "ok")
         if mode == "http_status":
-            value = pointer_get(raw, self.m["result_http_status"], None)
+            value = _at(raw, self._tokens["result_http_status"])
             if isinstance(value, str) and value.strip().isdigit():
                 value = int(value.strip())
             if not isinstance(value, int) or isinstance(value, bool) or not 100 <= value <= 599:
                 return None, value
             return 200 <= value < 300, value
-        value = pointer_get(raw, self.m["result_status"], None)
+        value = _at(raw, self._tokens["result_status"])
         if value in self.m["ok_values"]:
             return True, value
         if value in self.m["error_values"]:
@@ -486,13 +506,14 @@ class Envelope:
                 retryable = flag
             elif fault is not None:
                 retryable = not fault
-        http_status = pointer_get(raw, self.m["result_http_status"], None) if self.m.get("result_http_status") else None
+        tokens = self._tokens
+        http_status = _at(raw, tokens["result_http_status"]) if self.m.get("result_http_status") else None
         if isinstance(http_status, str) and http_status.strip().isdigit():
             http_status = int(http_status.strip())
         return Result(
             http_status=http_status if isinstance(http_status, int) and not isinstance(http_status, bool) else None,
-            retry_after=pointer_get(raw, self.m["result_retry_after"], None) if self.m.get("result_retry_after") else None,
-            id=_as_key(pointer_get(raw, self.m["result_id"], None)) if self.m.get("result_id") is not None else None,
+            retry_after=_at(raw, tokens["result_retry_after"]) if self.m.get("result_retry_after") else None,
+            id=_as_key(_at(raw, tokens["result_id"])) if self.m.get("result_id") is not None else None,
             ok=ok,
             status=status,
             data=self._read(raw, "data", ok),
