@@ -13,6 +13,7 @@ from typing import Any, Iterable
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
+import orjson
 
 from . import _rawhttp
 from ._down import Watch
@@ -130,9 +131,25 @@ class _Encoded(bytes):
     """A JSON body already encoded by `_encode`: sent with the envelope's Content-Type, like `json_body`."""
 
 
+# What orjson would encode otherwise than json is handed to json (see `_encode`): dataclasses,
+# datetimes and subclasses of the JSON types go to orjson's `default`, which there is none of.
+_ORJSON_AS_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _encode(json_body: Any) -> _Encoded:
-    """How the kit puts JSON on the wire (one place: `batch_body` must give what `request` sends)."""
-    return _Encoded(json.dumps(json_body, ensure_ascii=False).encode("utf-8"))
+    """How the kit puts JSON on the wire (one place: `batch_body` must give what `request` sends):
+    compact UTF-8. orjson encodes it (a 1,000-item batch about ten times faster than json; issue 18),
+    and json wherever orjson would write something else: a value orjson refuses (a number past 64
+    bits, a key that is not a string, a lone surrogate, the types above: json then encodes it, or
+    fails, as it always did), or `null` anywhere in orjson's output (orjson writes NaN and Infinity
+    as null, json as NaN and Infinity, which a hostile item may mean to send)."""
+    try:
+        raw = orjson.dumps(json_body, option=_ORJSON_AS_JSON)
+    except TypeError:  # orjson.JSONEncodeError
+        raw = b"null"
+    if b"null" in raw:
+        raw = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _Encoded(raw)
 
 
 def _body_text(content: bytes | None) -> str | None:

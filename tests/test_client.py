@@ -47,7 +47,7 @@ def test_evidence_is_recorded_and_redacted_with_a_replayable_curl():
     assert "<redacted>" in ex.response_body  # a token echoed by the target is redacted too
     assert ex.curl.startswith("curl -sS -X POST http://target.test/api/orders/batch ")
     assert '"Authorization: $BATCHSPEC_AUTHORIZATION"' in ex.curl
-    assert "--data-binary" in ex.curl and '"amount": 1' in ex.curl
+    assert "--data-binary" in ex.curl and '"amount":1' in ex.curl
 
 
 def test_redirect_to_another_host_is_not_followed():
