@@ -724,10 +724,11 @@ def tune_gc(threshold0: int = GC_THRESHOLD0) -> Callable[[], None]:
 
     A run allocates millions of short-lived objects (parsed job pages, evidence, httpx's requests),
     nearly all freed by reference counting; at CPython's default thresholds (700, 10, 10) the
-    collector still ran ~1,100 times per embedded run and took 0.30 s of the interpreter (measured:
-    docs/performance.md, round 12), with 10,000 it runs ~50 times. Garbage in reference cycles
-    waits at most 10,000 allocations longer. Only the CLI calls it, after forking its child (which
-    keeps the defaults): a library or pytest plugin must not change a host process's collector.
+    collector still ran ~1,100 times per embedded run and took 0.30 s of the interpreter; with
+    10,000 and `freeze_startup` it runs ~170 times in 0.13 s (docs/performance.md, round 12).
+    Garbage in reference cycles waits at most 10,000 allocations longer. Only the CLI calls it,
+    after forking its child (which keeps the defaults): a library or pytest plugin must not change
+    a host process's collector.
     Returns what puts the collector back as it was, thawing what `freeze_startup` froze (the CLI
     calls it when the run is over: its `main` also runs inside other processes, the kit's tests)."""
     import gc
@@ -800,7 +801,8 @@ def run(
     1: every check alone). With `maxfail` every check runs alone, so the run stops exactly at the
     FAIL that ends it. `spare`: a child process (`_child.Spare`, the CLI's) for the check marked
     `concurrent(process=True)`; it is closed when the run ends, used or not. `checks_done()` is
-    called once the last check has ended, before the reports are built (no request follows it). `checks_start()` is called once the preflight has passed, before the first check.
+    called once the last check has ended, before the reports are built (no request follows it);
+    `checks_start()` once the preflight has passed, before the first check.
 
     Raises SelectionError for a selection that names an unknown class or rule or leaves nothing to run.
     """
