@@ -69,21 +69,16 @@ def _compiled(pointer: str) -> tuple[str, ...]:
 
 def pointer_get(doc: Any, pointer: str, default: Any = _ABSENT) -> Any:
     """RFC 6901 JSON Pointer lookup; '' is the whole document."""
-    node = doc
-    for token in _compiled(pointer):
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            if default is _ABSENT:
-                raise KeyError(pointer)
-            return default
-    return node
+    found = _at(doc, _compiled(pointer), _ABSENT)
+    if found is _ABSENT:
+        if default is _ABSENT:
+            raise KeyError(pointer)
+        return default
+    return found
 
 
-def _at(doc: Any, tokens: tuple[str, ...]) -> Any:
-    """`pointer_get(doc, pointer, None)` with the pointer's tokens already worked out (`_compiled`)."""
+def _at(doc: Any, tokens: tuple[str, ...], default: Any = None) -> Any:
+    """The value at a pointer whose tokens are already worked out (`_compiled`), or `default`."""
     node = doc
     for token in tokens:
         if isinstance(node, dict) and token in node:
@@ -91,7 +86,7 @@ def _at(doc: Any, tokens: tuple[str, ...]) -> Any:
         elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
             node = node[int(token)]
         else:
-            return None
+            return default
     return node
 
 

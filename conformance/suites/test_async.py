@@ -109,8 +109,8 @@ class _Seen:
 def _until_seen_running(jobs, items, profile, first: int, judge, *, finished: bool, n_invalid: int = 0,
                         polls: int = 1, between=None, each=None) -> _Seen:
     """Submit jobs of growing size (x8, up to the declared async limit) until `polls` polls see one
-    in progress (with finished items, if `finished`); `judge(mixed, batch, acc, snaps, last=...)` judges
-    every attempt (`last`: no larger one follows), `between(batch)` and `each(mixed, batch)` (if given) make Jobs.poll's hooks for each
+    in progress (with finished items, if `finished`); `judge(mixed, batch, acc, snaps)` judges every
+    attempt, `between(batch)` and `each(mixed, batch)` (if given) make Jobs.poll's hooks for each
     attempt (`each`: a check that judges each reading as it arrives keeps less of a grown job's
     thousands of results). What was seen."""
     cap = _observe_cap(profile, items.one())
@@ -123,9 +123,10 @@ def _until_seen_running(jobs, items, profile, first: int, judge, *, finished: bo
         acc = jobs.create(batch)
         snaps = jobs.poll(jobs.url_of(acc), between=between(batch) if between else None,
                           each=each(mixed, batch) if each else None)
-        last = seen.add(n, snaps, finished=finished, polls=polls) or n >= cap
-        judge(mixed, batch, acc, snaps, last=last)
-        if last:
+        judge(mixed, batch, acc, snaps)
+        if seen.add(n, snaps, finished=finished, polls=polls):
+            return seen
+        if n >= cap:
             return seen
         jobs.target.note(f"the job of {n} items ended before a poll saw it in progress: trying {min(cap, n * GROWTH)}")
         n = min(cap, n * GROWTH)
@@ -331,7 +332,7 @@ def test_results_appear_as_known_in_sync_shape(jobs, items, envelope, profile, t
             return s.without_results()
         return reading
 
-    def judge(mixed, batch, acc, snaps, **_) -> None:
+    def judge(mixed, batch, acc, snaps) -> None:
         ids = set(_ids(batch, items))
         snaps = _usable(snaps)
         if not snaps:
@@ -500,8 +501,8 @@ def _agrees_with_read_endpoint(target, item_id: Any, r) -> None:
 def test_progress_is_monotonic_and_terminal_is_final(jobs, items, profile):
     """ASYNC-05 MUST: progress is monotonic: a finished item never changes, counts never go back, a terminal status is final."""
     # Monotonic is a relation between polls: at least 2 while the job runs, one with finished items.
-    seen = _until_seen_running(jobs, items, profile, 9, lambda *a, **k: _monotonic(jobs, *a, **k), finished=True,
-                               n_invalid=3, polls=2, each=lambda *_: _kept)
+    seen = _until_seen_running(jobs, items, profile, 9, lambda *a: _monotonic(jobs, *a), finished=True, n_invalid=3,
+                               polls=2, each=lambda *_: _kept)
     if not seen.ok:
         observed(seen.not_running() + (" (monotonic progress: counts and status were judged across the polls there "
                                        "were; a finished item's result staying unchanged only after the end)"
@@ -530,7 +531,7 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _monotonic(jobs, mixed, batch, acc, snaps: list[Snapshot], *, last: bool = True) -> None:
+def _monotonic(jobs, mixed, batch, acc, snaps: list[Snapshot]) -> None:
     url = jobs.url_of(acc)
     last = snaps[-1]
     ended = last.ok and last.status is not None and last.terminal
@@ -538,12 +539,8 @@ def _monotonic(jobs, mixed, batch, acc, snaps: list[Snapshot], *, last: bool = T
     series(f"job of {len(batch)} items: items with a result, by the kit's polls",
            [(s.at - snaps[0].at, sum(1 for r in s.results if r.ok is not None)) for s in snaps],
            x="seconds since the first poll", y="items finished")
-    # The end must stay the end: the job seen in progress (the last attempt) is read again twice, a
-    # poll interval apart; a smaller one that ended too soon, once at once (its sleeps and reads were
-    # ~0.1 s of a run's checks that run alone; issue 18, round 12).
-    for k in (((1, 2) if last else (1,)) if ended else ()):
-        if last:
-            time.sleep(jobs.interval)
+    for k in ((1, 2) if ended else ()):  # the end must stay the end: read it again, a poll interval apart
+        time.sleep(jobs.interval)
         again = jobs.read(url, note=f"read {k} after the job ended")
         if not again.ok:
             setup_failed(f"the job could not be read again after it ended ({again.http_status}; ASYNC-12 reports it)")
@@ -599,7 +596,7 @@ def _monotonic(jobs, mixed, batch, acc, snaps: list[Snapshot], *, last: bool = T
 def test_retry_after_on_202_and_running_status(jobs, items, profile):
     """ASYNC-06 SHOULD: 202 and non-terminal status responses carry `Retry-After`."""
 
-    def judge(mixed, batch, acc, snaps, **_) -> None:
+    def judge(mixed, batch, acc, snaps) -> None:
         resp = acc.resp
         expect(_valid_retry_after(resp.headers.get("retry-after")), "the 202 carries no valid Retry-After",
                expected="Retry-After: <seconds> or an HTTP date", seen=resp.headers.get("retry-after"))
