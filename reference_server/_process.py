@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,8 +129,6 @@ def main(argv: list[str]) -> int:
     # pygments are installed (the kit's environment has them): megabytes of code this process never
     # runs. Blocked here only, in a process that is the server's own; httpx then falls back to a stub.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
-    import asyncio
-
     import uvicorn
 
     from .app import create_app
@@ -155,16 +154,17 @@ def main(argv: list[str]) -> int:
 
     threading.Thread(target=watch, name="batchspec-stdin-watch", daemon=True).start()
 
-    async def serve() -> None:
-        task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.005)
-        if server.started:
-            sys.stdout.write("ready\n")
-            sys.stdout.flush()
-        await task
+    def ready() -> None:
+        # The parent waits for this line; a server that never starts ends `server.run` instead.
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.005)
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
 
-    asyncio.run(serve())
+    threading.Thread(target=ready, name="batchspec-ready", daemon=True).start()
+    server.run(sockets=[sock])  # on the pinned loop (config.get_loop_factory)
     return 0 if server.started else 1
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncio
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,15 +14,19 @@ from dataclasses import dataclass, field
 import uvicorn
 from starlette.applications import Starlette
 
+from ._http import JSONErrorProtocol
 from .app import create_app
 
 DB_ENV = "BATCHSPEC_REFERENCE_DB"
 
-# One behaviour whatever else is installed: h11 and the asyncio loop, pinned (uvicorn's "auto" picks
-# httptools/uvloop when present, which parse malformed requests differently; measured, they do not
-# move the 1,000-item batch's end-to-end/floor ratio, see docs/performance.md). No access log: a
-# log line per request is work on the hot path that nobody reads on a reference server.
-UVICORN_OPTIONS: dict[str, Any] = {"http": "h11", "loop": "asyncio", "log_level": "warning", "access_log": False}
+# One behaviour whatever else is installed: the HTTP protocol and the event loop are pinned, not left
+# to uvicorn's "auto". httptools (llhttp, in C) answering unparseable requests with the server's JSON
+# error (_http.py), and uvloop where it exists (not on Windows): the embedded server shares the kit's
+# process and interpreter lock, and with h11 and the asyncio loop it held ~40% of that process's
+# time; the embedded run took 0.89x as long with these (docs/performance.md, round 13). No access
+# log: a log line per request is work on the hot path that nobody reads on a reference server.
+UVICORN_OPTIONS: dict[str, Any] = {"http": JSONErrorProtocol, "loop": "asyncio" if sys.platform == "win32" else "uvloop",
+                                   "log_level": "warning", "access_log": False}
 
 
 def app_from_env() -> Starlette:
@@ -44,7 +48,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db_path: str | None = None,
     try:
         app = create_app(db_path)  # also creates the schema once, before any worker races for it
     except RuntimeError as exc:
-        import sys
         print(f"batchspec serve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if workers <= 1:
@@ -111,7 +114,7 @@ def start_in_thread(db_path: str | None = None, host: str = "127.0.0.1", *,
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
 
     def run() -> None:
-        asyncio.run(server.serve(sockets=[sock]))
+        server.run(sockets=[sock])  # on the pinned loop (config.get_loop_factory)
 
     thread = threading.Thread(target=run, name=f"batchspec-reference-{port}", daemon=True)
     thread.start()
