@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ._http import MAX_HEAD_BYTES
 from ._schemas import ID_PREFIX, load_schema
 from .settings import Settings
 
@@ -79,7 +80,9 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                                    "`duplicate_idempotency_key` or `invalid_idempotency_key` (nothing applied)")
     job_param = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     security_note = ("Any `Authorization: Bearer <token>` names a client; requests without one belong "
-                     "to one anonymous client. Orders are scoped per client.")
+                     "to one anonymous client. Orders are scoped per client. On every path, a request that "
+                     "is not valid HTTP/1.1 gets 400 `malformed_request` and a request line and headers over "
+                     f"{MAX_HEAD_BYTES // 1024} KiB get 431 `headers_too_large` (an Error body), and the connection is closed.")
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",

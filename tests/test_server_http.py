@@ -12,12 +12,15 @@ import json
 import socket
 import time
 
+import jsonschema
 import pytest
 
 from reference_server import start_in_thread
 from reference_server._http import MAX_HEAD_BYTES
+from reference_server._schemas import load_schema
 from reference_server.server import UVICORN_OPTIONS
 
+ERROR_SCHEMA = load_schema("error.schema.json")
 AUTH = b"Authorization: Bearer http-layer\r\n"
 
 # name -> raw bytes; every one is refused by the HTTP parser (400 malformed_request) or closed.
@@ -94,7 +97,10 @@ def _status_and_json(data: bytes) -> tuple[int, dict]:
     assert headers.get(b"content-type", b"").startswith(b"application/json"), data[:300]
     assert b"transfer-encoding" not in headers, "one answer, framed by its Content-Length"
     assert int(headers[b"content-length"]) == len(body), "nothing follows the one answer"
-    return status, json.loads(body)
+    doc = json.loads(body)
+    if status >= 400:
+        jsonschema.validate(doc, ERROR_SCHEMA)  # the server's one error shape, from the HTTP layer as from the app
+    return status, doc
 
 
 def test_the_protocol_is_pinned():
