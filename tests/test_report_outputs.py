@@ -128,6 +128,22 @@ def test_har_of_a_synthetic_report():
     assert e["response"]["content"]["mimeType"] == "application/json" and e["time"] == 3.5
 
 
+@pytest.mark.parametrize("body", ['{"results": []}', "caf\u00e9 \u2028 \x00\x1f \\ \" \U0001f600", "lone \ud800 surrogate"])
+def test_har_is_what_json_writes(body):
+    # orjson writes the HAR; json is the reference (and the fallback for what orjson refuses).
+    from conformance.reports.har import har_dict
+
+    report = _report("summary")
+    report.rules[0].checks[0].evidence[0].response_body = body
+    text = render_har(report)
+    assert text.endswith("\n")
+    expected = json.dumps(har_dict(report), ensure_ascii=False, default=str)
+    if "\ud800" in body:
+        assert text == expected + "\n"  # json's output, which write_all escapes when it writes the file
+    else:
+        assert json.loads(text) == json.loads(expected)
+
+
 def test_secrets_stay_out_of_har_and_badge(tmp_path):
     from conformance.reports import write_all
 
