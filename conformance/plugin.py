@@ -320,7 +320,7 @@ def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:
     """A worker session's loop: take the next concurrent check until none is left or the run stops.
     Each check is set up and torn down completely (nextitem=None): the next one may be any check."""
     by_id = {item.nodeid: item for item in session.items}
-    while not (ctx.frozen or ctx.stopped) and (nodeid := scheduler.next()) is not None:
+    while not (ctx.frozen or ctx.stopped) and (nodeid := scheduler.next(accept=by_id.__contains__)) is not None:
         item = by_id.get(nodeid)
         if item is None:
             scheduler.miss(nodeid)

@@ -113,3 +113,21 @@ def test_scheduler_hands_out_in_order_and_one_check_of_a_group_at_a_time():
     assert s.next() == "x"
     s.miss("x")
     assert s.stop() == ["y"] and s.missed == ["x"] and s.next() is None
+
+
+def test_a_worker_takes_only_the_checks_it_collected():
+    from conformance._engine import Scheduler
+
+    s = Scheduler([("rob::stalled", None), ("core::a", "g"), ("core::b", "g"), ("http::c", None)])
+    generic = {"core::a", "core::b", "http::c"}.__contains__
+    assert s.next(accept=generic) == "core::a"  # the stalled-body check is left for its own worker
+    assert s.next(accept=generic) == "http::c"  # core::b waits for its group, http::c does not
+    assert s.next(accept={"rob::stalled"}.__contains__) == "rob::stalled"
+    assert s.next(accept={"rob::stalled"}.__contains__) is None  # nothing left that it can run: it ends
+    s.done("core::a")
+    assert s.next(accept=generic) == "core::b"
+    # A check no worker could take stays queued, and stop() hands it to the main session.
+    s = Scheduler([("only::main", None)])
+    assert s.next(accept=lambda nodeid: False) is None
+    assert s.stop() == ["only::main"]
+

@@ -96,3 +96,23 @@ def test_the_preflights_items_are_deleted_where_the_profile_declares_a_delete(re
     sent = [json.loads(e["request"]["body"]) for e in report.preflight["evidence"] if e["request"]["method"] == "POST"]
     ids = [item["id"] for body in sent for item in body["operations"]]
     assert len(ids) == 2 and set(ids) <= set(deleted), (ids, deleted)
+
+
+def test_the_stalled_body_worker_collects_its_one_file(reference_app, monkeypatch):
+    # Each worker session collects only the suite files of the checks it may take: the stalled-body
+    # check's worker collects test_rob.py alone, and the others never collect it.
+    import conformance._engine as engine
+
+    seen: list[list[str]] = []
+    real = engine.worker_args
+
+    def spy(files: list[str]) -> list[str]:
+        seen.append(sorted(f.replace("\\", "/").rsplit("/", 1)[-1] for f in files))
+        return real(files)
+
+    monkeypatch.setattr(engine, "worker_args", spy)
+    report = run_kit_socket(reference_app, rules=RULES)
+    assert verdicts(report)["ROB-02"] is Verdict.PASS and verdicts(report)["CORE-01"] is Verdict.PASS
+    assert seen.count(["test_rob.py"]) == 1, seen
+    assert all(files == ["test_rob.py"] or "test_rob.py" not in files for files in seen), seen
+    assert any(files == ["test_core.py"] for files in seen), seen
