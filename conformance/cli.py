@@ -213,9 +213,10 @@ def _embedded_server(db_path: str, where: str) -> Any:
     """The embedded reference server: in the kit's process (`thread`, the default), or in a process
     of its own (`process`: reference_server.start_in_process), where its work runs on the other core
     instead of sharing the kit's interpreter lock with every check. Measured on 2 cores
-    (docs/performance.md, rounds 9 and 12): `process` is ~7-10% faster and costs ~20-30 MiB more peak memory,
-    which takes the run past issue 18's 200 MB goal in some runs, hence not the default. Where a
-    child process cannot be started, the server runs in the kit's process and the console says so."""
+    (docs/performance.md, rounds 9, 12 and 13): `process` was ~7-10% faster while the server ran on h11
+    and the asyncio loop; on httptools and uvloop it gains nothing (round 13: 1.00x) and costs ~25-30 MiB
+    more peak memory, hence not the default. Where a child process cannot be started, the server runs
+    in the kit's process and the console says so."""
     from reference_server import start_in_process, start_in_thread
 
     if where == "process":
@@ -466,7 +467,7 @@ def parser() -> argparse.ArgumentParser:
                         "e.g. for a rate-limited target; -x/--maxfail imply 1)")
     r.add_argument("--embedded-server", choices=("thread", "process"), default="thread",
                    help="where the embedded reference server runs: in the kit's process (default), or in a "
-                        "process of its own (faster on 2+ cores, ~20-30 MiB more memory); ignored with a URL or "
+                        "process of its own (its work on another core, ~25-30 MiB more memory); ignored with a URL or "
                         "--profile")
     r.add_argument("--fail-under", metavar="LEVEL", help="exit 1 unless this conformance level (1-4 or its name) "
                    "is reached; rules above it do not fail the run")
