@@ -640,8 +640,11 @@ def run_concurrently(ctx: RunContext, items: list[pytest.Item]) -> Background:
     # worker collects only the suite files of the checks it may take (a session's collection costs
     # ~5-8 ms of CPU a file, beside a ~20 ms start-up: the stalled-body worker collects one file).
     others = [item for item in items if item.nodeid not in stalled]
-    pools = ([(sorted({str(item.path) for item in items if item.nodeid in stalled}), 1)] if stalled else []) + \
-        ([(list(dict.fromkeys(str(item.path) for item in others)), min(ctx.concurrency, len(others)))] if others else [])
+    pools: list[tuple[list[str], int]] = []  # (the files a worker collects, how many such workers)
+    if stalled:
+        pools.append((sorted({str(item.path) for item in items if item.nodeid in stalled}), 1))
+    if others:
+        pools.append((list(dict.fromkeys(str(item.path) for item in others)), min(ctx.concurrency, len(others))))
 
     def work(files: list[str]) -> None:
         # No redirect_stdout here: it swaps sys.stdout for the whole process, and restores made in

@@ -1,10 +1,11 @@
 """The HTTP/1.1 protocol the reference server runs on, pinned whatever else is installed.
 
-uvicorn's httptools protocol (llhttp, in C) with one change: a request the parser refuses is answered
-with the server's JSON error shape (``{"error": "malformed_request", "message": ...}``, 400) instead of
-uvicorn's plain-text line, so every malformed request gets the same kind of answer, from the HTTP
-layer as from the application; and a head longer than ``MAX_HEAD_BYTES`` gets a JSON 431. The connection is then closed, as uvicorn does: after a framing error
-nothing that follows on it can be trusted to start a request.
+uvicorn's httptools protocol (llhttp, in C) with two changes. A request the parser refuses is
+answered with the server's JSON error shape (``{"error": "malformed_request", "message": ...}``, 400)
+instead of uvicorn's plain-text line, so every malformed request gets the same kind of answer from the
+HTTP layer as from the application; and a head longer than ``MAX_HEAD_BYTES`` gets a JSON 431. The
+connection is then closed, as uvicorn does: after a framing error nothing that follows on it can be
+trusted to start a request.
 
 Why httptools and not h11 (uvicorn's pure-Python parser, which this server ran on until round 13 of
 issue 18): the embedded server shares the kit's process and its interpreter lock, and h11's parsing

@@ -25,7 +25,8 @@ DB_ENV = "BATCHSPEC_REFERENCE_DB"
 # process and interpreter lock, and with h11 and the asyncio loop it held ~40% of that process's
 # time; the embedded run took 0.89x as long with these (docs/performance.md, round 13). No access
 # log: a log line per request is work on the hot path that nobody reads on a reference server.
-UVICORN_OPTIONS: dict[str, Any] = {"http": JSONErrorProtocol, "loop": "asyncio" if sys.platform == "win32" else "uvloop",
+UVICORN_OPTIONS: dict[str, Any] = {"http": JSONErrorProtocol,
+                                   "loop": "asyncio" if sys.platform == "win32" else "uvloop",
                                    "log_level": "warning", "access_log": False}
 
 
