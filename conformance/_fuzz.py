@@ -311,8 +311,7 @@ def warm() -> None:
     imported, and the warm-up then ran past the moment the check arrived (at ~1.25 s against ~0.9 s
     on the embedded run), so drawing cases of a toy document only delayed the real ones; measured,
     ROB-01 took no longer without them (docs/performance.md, round 13)."""
-    import schemathesis
-    from hypothesis import given, settings  # noqa: F401 - the imports are the point
+    import schemathesis  # hypothesis comes with its OpenAPI support (from_dict)
 
     item = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, "n": {"type": "integer"}}}
     body = {"required": True, "content": {"application/json": {"schema": {

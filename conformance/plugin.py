@@ -321,10 +321,7 @@ def _work(session: pytest.Session, ctx: RunContext, scheduler: Any) -> bool:
     Each check is set up and torn down completely (nextitem=None): the next one may be any check."""
     by_id = {item.nodeid: item for item in session.items}
     while not (ctx.frozen or ctx.stopped) and (nodeid := scheduler.next(accept=by_id.__contains__)) is not None:
-        item = by_id.get(nodeid)
-        if item is None:
-            scheduler.miss(nodeid)
-            continue
+        item = by_id[nodeid]  # `accept`: only a check this session collected
         try:
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=None)
         except BaseException:

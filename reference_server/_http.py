@@ -21,11 +21,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import HEADERS_TOO_LARGE, JSON_TYPE, MALFORMED_REQUEST
-
-# A request's head (request line and headers) may be this long. h11 refused a head over 16 KiB by
-# dropping the connection; llhttp has no bound of its own, and httptools keeps a header's bytes until
-# it ends, so without one a client could make the server hold a head as long as it keeps sending.
-MAX_HEAD_BYTES = 64 * 1024
+from .settings import MAX_HEAD_BYTES
 
 _MALFORMED = orjson.dumps({
     "error": MALFORMED_REQUEST,
@@ -56,33 +52,36 @@ class JSONErrorProtocol(HttpToolsProtocol):
         self._requests += 1
         super().on_message_begin()
 
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
+    def _grew(self, n: int) -> None:
+        """`n` more bytes of the current head; past the bound, the parser is stopped (-> 431)."""
+        self._head_bytes += n
         if self._head_bytes > MAX_HEAD_BYTES:
             self._too_large = True
             raise _HeadTooLarge
+
+    def on_url(self, url: bytes) -> None:  # called with each piece of the URL as it arrives
+        self._grew(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:  # called once a header has ended
+        self._grew(len(name) + len(value) + 4)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._head_bytes > MAX_HEAD_BYTES:  # a long URL and no header
-            self._too_large = True
-            raise _HeadTooLarge
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
         was_in_head, requests = self._in_head, self._requests
         super().data_received(data)
-        # A head still being sent: counted only when the whole chunk fell inside it (no request began
-        # or ended in it), so the end of one request's body and the start of the next is never counted.
+        # A header still being sent is kept by httptools, unseen, until it ends: counted here, only
+        # when the whole chunk fell inside one head (no request began or ended in it), so the end of
+        # one request's body and the start of the next is never counted.
         if was_in_head and self._in_head and requests == self._requests:
             self._streamed += len(data)
             if self._streamed > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self._send_error(b"431 Request Header Fields Too Large", _HEAD_TOO_LARGE)
+                self._too_large = True
+                self.send_400_response("")
 
     def send_400_response(self, msg: str) -> None:  # uvicorn calls it on httptools.HttpParserError
         if self._too_large:

@@ -143,10 +143,9 @@ def main(argv: list[str]) -> int:
         return 2
     config = uvicorn.Config(app, lifespan="on", timeout_graceful_shutdown=GRACEFUL_S, **UVICORN_OPTIONS)
     server = uvicorn.Server(config)
-    # Stopped by the pipe, not by a signal: a Ctrl-C in the terminal reaches the kit only (this
-    # process has a session of its own), which then writes its interrupted report against a server
-    # that is still up.
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # Stopped by the pipe (or by the kit's signal): a Ctrl-C in the terminal reaches the kit only
+    # (this process has a session of its own), which then writes its interrupted report against a
+    # server that is still up.
 
     def watch() -> None:
         sys.stdin.buffer.read()  # returns at EOF

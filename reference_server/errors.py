@@ -19,7 +19,7 @@ UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 NOT_FOUND = "not_found"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 MALFORMED_REQUEST = "malformed_request"  # not valid HTTP/1.1: answered by the protocol (_http.py)
-HEADERS_TOO_LARGE = "headers_too_large"  # a request head over _http.MAX_HEAD_BYTES (431)
+HEADERS_TOO_LARGE = "headers_too_large"  # a request head over settings.MAX_HEAD_BYTES (431, _http.py)
 INTERNAL_ERROR = "internal_error"
 ATOMIC_BATCH_FAILED = "atomic_batch_failed"
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ._http import MAX_HEAD_BYTES
 from ._schemas import ID_PREFIX, load_schema
-from .settings import Settings
+from .settings import MAX_HEAD_BYTES, Settings
 
 # Component name of each schema file the API uses.
 COMPONENTS = {

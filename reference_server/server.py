@@ -112,7 +112,6 @@ def start_in_thread(db_path: str | None = None, host: str = "127.0.0.1", *,
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, lifespan="on", **UVICORN_OPTIONS)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
 
     def run() -> None:
         server.run(sockets=[sock])  # on the pinned loop (config.get_loop_factory)

@@ -3,6 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A request's head (request line and headers) may be this long (reference_server/_http.py: 431 past
+# it). h11 refused a head over 16 KiB by dropping the connection; llhttp has no bound of its own, and
+# httptools keeps a header's bytes until it ends, so without one a client could make the server hold
+# a head as long as it keeps sending.
+MAX_HEAD_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Settings:

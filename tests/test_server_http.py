@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 from reference_server import start_in_thread
-from reference_server._http import MAX_HEAD_BYTES
+from reference_server.settings import MAX_HEAD_BYTES
 from reference_server._schemas import load_schema
 from reference_server.server import UVICORN_OPTIONS
 
